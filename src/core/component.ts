@@ -1,0 +1,116 @@
+import type { z } from 'zod';
+import type { Position, PositionMap } from './position.js';
+import type { ErrorPolicy } from './policy.js';
+
+/** A parsed event: any JSON object. */
+export type JsonObject = Record<string, unknown>;
+
+/** One input line as the runtime hands it to a component. */
+export interface Line {
+  /** The line's text without its newline (and without a `\r`). */
+  text: string;
+  /** 1-based line number in the input stream. */
+  no: number;
+}
+
+/** What every component receives besides its options. */
+export interface StageContext {
+  /** The error policy for bad lines and per-event failures. */
+  policy: ErrorPolicy;
+  /** Where warnings and progress go (stderr). */
+  warn(message: string): void;
+  /** Aborted on SIGINT/SIGTERM: stop reading, finish what is in hand. */
+  signal: AbortSignal;
+  /** Folder that relative paths in options resolve against. */
+  cwd: string;
+}
+
+/** Marker a filter returns to forward the input line's original bytes unchanged. */
+export const KEEP = Symbol('keep');
+
+/** A filter's answer for one event: keep as is, one or several events, or nothing (dropped). */
+export type FilterResult = typeof KEEP | JsonObject | JsonObject[] | null | undefined;
+
+export interface FilterInstance {
+  /** Called for each event; may return a promise (async modules). Throwing fails this event only. */
+  process(event: JsonObject, line: Line): FilterResult | Promise<FilterResult>;
+}
+
+/** Lines a source emits: NDJSON object texts, stamped with their positions when resumable. */
+export interface SourceBatch {
+  lines: string[];
+}
+
+export interface SourceInstance {
+  /** Yields batches of output lines until the source ends or `ctx.signal` aborts. */
+  batches(): AsyncIterable<SourceBatch>;
+}
+
+/** One event as a sink receives it: its text without the position stamp, and the stamp. */
+export interface SinkEvent {
+  text: string;
+  no: number;
+  position: Position | undefined;
+  /** Parses the text on first use (sinks that store bytes never pay for it). */
+  event(): JsonObject;
+}
+
+export interface SinkInstance {
+  /** Positions already applied; events at or below them are skipped before `write`. */
+  applied?(): PositionMap;
+  /** Writes one batch; resolves when the batch is stored as the sink promises (durably for log/sqlite). */
+  write(batch: SinkEvent[]): Promise<void>;
+  /** Flushes and releases resources. */
+  close(): Promise<void>;
+}
+
+interface ComponentBase<S extends z.ZodObject> {
+  name: string;
+  /** One line for `cqp list`. */
+  summary: string;
+  /** A paragraph for `--help`. */
+  description?: string;
+  /** Options, one spelling everywhere: YAML `with:` keys are camelCase, CLI flags kebab-case. */
+  options: S;
+  /** An option that may also be given as the first positional argument (`where EXPR`). */
+  positional?: keyof z.infer<S> & string;
+  /** Example option sets; a test checks that each parses. */
+  examples: Array<z.input<S>>;
+}
+
+export interface FilterDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {
+  kind: 'filter';
+  create(options: z.infer<S>, ctx: StageContext): FilterInstance | Promise<FilterInstance>;
+}
+
+export interface SourceDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {
+  kind: 'source';
+  /** True when the source stamps positions (`stdin` does not). */
+  resumable: boolean;
+  create(options: z.infer<S>, ctx: StageContext & { resume: PositionMap }): SourceInstance | Promise<SourceInstance>;
+}
+
+export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {
+  kind: 'sink';
+  /** True when the sink stores positions and applies each event exactly once. */
+  exactlyOnce: boolean;
+  /** True when the sink publishes outside cqp (skipped by replay unless asked). */
+  external?: boolean;
+  create(options: z.infer<S>, ctx: StageContext): SinkInstance | Promise<SinkInstance>;
+}
+
+export type ComponentDefinition = FilterDefinition | SourceDefinition | SinkDefinition;
+export type ComponentKind = ComponentDefinition['kind'];
+
+/** Declares a filter with its option types inferred from the schema. */
+export function defineFilter<S extends z.ZodObject>(d: Omit<FilterDefinition<S>, 'kind'>): FilterDefinition {
+  return { kind: 'filter', ...d } as unknown as FilterDefinition;
+}
+
+export function defineSource<S extends z.ZodObject>(d: Omit<SourceDefinition<S>, 'kind'>): SourceDefinition {
+  return { kind: 'source', ...d } as unknown as SourceDefinition;
+}
+
+export function defineSink<S extends z.ZodObject>(d: Omit<SinkDefinition<S>, 'kind'>): SinkDefinition {
+  return { kind: 'sink', ...d } as unknown as SinkDefinition;
+}

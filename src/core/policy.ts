@@ -1,0 +1,70 @@
+import { appendFileSync } from 'node:fs';
+import { CqpError } from './errors.js';
+
+export type ErrorMode = 'fail' | 'skip' | 'dead-letter';
+
+/** What happens to a bad line or an event a component rejects (DESIGN §2). */
+export interface ErrorPolicy {
+  readonly mode: ErrorMode;
+  /** Bad lines and rejected events so far. */
+  readonly count: number;
+  /**
+   * Reports one failure at input line `no`. Under `fail` it throws a CqpError (BAD_INPUT) whose
+   * message is `<input>:<no>: <message>` followed by the line cut to 200 characters.
+   */
+  report(no: number, message: string, raw: string): void;
+}
+
+const MAX_SHOWN = 200;
+const WARNINGS_PER_SECOND = 10;
+
+export function cut(raw: string, max = MAX_SHOWN): string {
+  return raw.length > max ? `${raw.slice(0, max)}…` : raw;
+}
+
+/** Builds the policy named by `--on-error`, writing warnings through `warn`. */
+export function createPolicy(options: {
+  mode: ErrorMode;
+  deadLetter?: string | undefined;
+  input?: string;
+  warn: (message: string) => void;
+}): ErrorPolicy {
+  const input = options.input ?? 'stdin';
+  if (options.mode === 'dead-letter' && !options.deadLetter) {
+    throw new CqpError('USAGE', '--on-error dead-letter needs --dead-letter FILE (where rejected lines are appended)');
+  }
+  let count = 0;
+  let windowStart = 0;
+  let shownInWindow = 0;
+  let suppressed = 0;
+  return {
+    mode: options.mode,
+    get count() {
+      return count;
+    },
+    report(no, message, raw) {
+      count++;
+      const where = `${input}:${no}`;
+      if (options.mode === 'fail') {
+        throw new CqpError('BAD_INPUT', `${where}: ${message}\n  ${cut(raw)}`);
+      }
+      if (options.mode === 'dead-letter') {
+        appendFileSync(options.deadLetter as string, `${JSON.stringify({ line: no, error: message, raw })}\n`);
+        return;
+      }
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        if (suppressed > 0) options.warn(`cqp: ${suppressed} more bad lines skipped`);
+        windowStart = now;
+        shownInWindow = 0;
+        suppressed = 0;
+      }
+      if (shownInWindow < WARNINGS_PER_SECOND) {
+        shownInWindow++;
+        options.warn(`cqp: skipped ${where}: ${message}`);
+      } else {
+        suppressed++;
+      }
+    },
+  };
+}
