@@ -1,0 +1,278 @@
+import { once } from 'node:events';
+import { open, stat } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { CqpError } from '../core/errors.js';
+import type { PositionMap } from '../core/position.js';
+import { HEADER_SIZE, LogCorruptError, decodeHeader, parseLogPos, type LogPos } from './format.js';
+import { acquireLock } from './lock.js';
+import { readLog, readLogTail } from './reader.js';
+import { RecordScanner } from './scanner.js';
+import { removeIndex } from './sidecar.js';
+
+export interface LogCatOptions {
+  from?: LogPos | undefined;
+  until?: LogPos | undefined;
+  /** Wrap each event as `{"seq":N,"time":"ISO","event":<bytes>}`. */
+  meta?: boolean | undefined;
+}
+
+/**
+ * Writes the events of the log to `out` as NDJSON, one read's worth per write, honouring
+ * backpressure. The bytes are copied as stored: no JSON parse, even with `meta`. A closed
+ * downstream (EPIPE) ends the copy quietly.
+ */
+export async function logCat(path: string, options: LogCatOptions, out: Writable): Promise<{ count: number }> {
+  let count = 0;
+  let broken = false;
+  let failure: Error | undefined;
+  const onError = (error: NodeJS.ErrnoException): void => {
+    broken = true;
+    if (error.code !== 'EPIPE') failure = error;
+  };
+  out.on('error', onError);
+  let lastTime = -1;
+  let iso = '';
+  try {
+    for await (const batch of readLog(path, { from: options.from, until: options.until })) {
+      if (broken) break;
+      let size = 0;
+      for (const r of batch) size += r.bytes.length + 1;
+      if (options.meta) size += batch.length * 80;
+      const chunk = Buffer.allocUnsafe(size);
+      let at = 0;
+      for (const r of batch) {
+        if (options.meta) {
+          if (r.time !== lastTime) {
+            lastTime = r.time;
+            iso = new Date(r.time).toISOString();
+          }
+          at += chunk.write(`{"seq":${r.seq},"time":"${iso}","event":`, at, 'latin1');
+          at += r.bytes.copy(chunk, at);
+          chunk[at++] = 0x7d;
+        } else {
+          at += r.bytes.copy(chunk, at);
+        }
+        chunk[at++] = 0x0a;
+      }
+      count += batch.length;
+      if (!out.write(chunk.subarray(0, at))) {
+        try {
+          await once(out, 'drain');
+        } catch {
+          break;
+        }
+      }
+    }
+  } finally {
+    out.off('error', onError);
+  }
+  if (failure) throw new CqpError('IO', `cannot write the events of ${path}: ${failure.message}`, { cause: failure });
+  return { count };
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  /** Good records before the end or the first bad one. */
+  count: number;
+  firstBad?: { seq: number; offset: number; reason: string };
+  /** An incomplete last record (cut by the next writer; not corruption). */
+  torn?: { offset: number; bytes: number };
+}
+
+/** Checks every record of the log from the start, ignoring the index. */
+export async function logVerify(path: string): Promise<VerifyResult> {
+  const fh = await open(path, 'r').catch((error: Error) => {
+    throw new CqpError('IO', `${path}: cannot open the command log (${error.message}); check the path`, { cause: error });
+  });
+  try {
+    const head = Buffer.alloc(HEADER_SIZE);
+    const { bytesRead } = await fh.read(head, 0, HEADER_SIZE, 0);
+    try {
+      decodeHeader(head.subarray(0, bytesRead), path);
+    } catch (error) {
+      return { ok: false, count: 0, firstBad: { seq: 0, offset: 0, reason: error instanceof Error ? error.message : String(error) } };
+    }
+    const scanner = new RecordScanner(fh, path, HEADER_SIZE, 1, 4 << 20);
+    let count = 0;
+    try {
+      for (let batch = await scanner.next(); batch; batch = await scanner.next()) count += batch.length;
+    } catch (error) {
+      if (error instanceof LogCorruptError) return { ok: false, count, firstBad: { seq: error.seq, offset: error.offset, reason: error.reason } };
+      throw error;
+    }
+    return scanner.torn ? { ok: true, count, torn: scanner.torn } : { ok: true, count };
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface LogStat {
+  path: string;
+  logId: string;
+  count: number;
+  firstSeq: number | undefined;
+  lastSeq: number | undefined;
+  firstTime: number | undefined;
+  lastTime: number | undefined;
+  /** File size in bytes. */
+  size: number;
+  /** Last position per source. */
+  positions: PositionMap;
+}
+
+/** Count, first/last seq and time, size and log id (from the index and the records after it). */
+export async function logStat(path: string): Promise<LogStat> {
+  const tail = await readLogTail(path);
+  const size = (await stat(path)).size;
+  let firstTime: number | undefined;
+  for await (const batch of readLog(path, { until: { seq: 1 } })) firstTime = batch[0]?.time;
+  const some = tail.lastSeq > 0;
+  return {
+    path,
+    logId: tail.logId,
+    count: tail.lastSeq,
+    firstSeq: some ? 1 : undefined,
+    lastSeq: some ? tail.lastSeq : undefined,
+    firstTime,
+    lastTime: some ? tail.lastTime : undefined,
+    size,
+    positions: tail.positions,
+  };
+}
+
+export interface RepairResult {
+  /** True when something was cut. */
+  cut: boolean;
+  /** Records kept. */
+  kept: number;
+  /** Where the log was cut, the bytes removed, the first lost seq and why. */
+  offset?: number;
+  bytes?: number;
+  firstLostSeq?: number;
+  reason?: string;
+}
+
+/** Cuts the log at its first bad record (or torn tail) and drops the index; takes the writer lock. */
+export async function logRepair(path: string, warn: (message: string) => void = () => undefined): Promise<RepairResult> {
+  const lock = acquireLock(path, warn);
+  try {
+    const result = await logVerify(path);
+    if (result.firstBad?.offset === 0) {
+      throw new CqpError('CORRUPT', `${path}: the file header is bad (${result.firstBad.reason}); repair cannot cut a log whose header is lost`);
+    }
+    const cutAt = result.firstBad?.offset ?? result.torn?.offset;
+    if (cutAt === undefined) return { cut: false, kept: result.count };
+    const fh = await open(path, 'r+');
+    try {
+      const size = (await fh.stat()).size;
+      await fh.truncate(cutAt);
+      await fh.sync();
+      await removeIndex(path);
+      return {
+        cut: true,
+        kept: result.count,
+        offset: cutAt,
+        bytes: size - cutAt,
+        firstLostSeq: result.count + 1,
+        reason: result.firstBad?.reason ?? 'incomplete last record',
+      };
+    } finally {
+      await fh.close();
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+export type LogSubcommand = 'cat' | 'verify' | 'stat' | 'repair';
+
+export interface LogCommandOptions {
+  from?: string | undefined;
+  until?: string | undefined;
+  meta?: boolean | undefined;
+  stdout?: Writable | undefined;
+  stderr?: Writable | undefined;
+}
+
+function iso(time: number | undefined): string {
+  return time === undefined ? '-' : new Date(time).toISOString();
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
+}
+
+/**
+ * Runs `cqp log SUB FILE`, printing for people, and returns the exit code: 0 when the log checks
+ * out, 1 when it is corrupt. Other failures (a missing file, a bad --from) are thrown.
+ */
+export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogCommandOptions = {}): Promise<number> {
+  const stdout = opts.stdout ?? process.stdout;
+  const stderr = opts.stderr ?? process.stderr;
+  const say = (text: string): void => {
+    stdout.write(`${text}\n`);
+  };
+  try {
+    switch (sub) {
+      case 'cat': {
+        const from = opts.from === undefined ? undefined : parseLogPos(opts.from, '--from');
+        const until = opts.until === undefined ? undefined : parseLogPos(opts.until, '--until');
+        await logCat(file, { from, until, meta: opts.meta }, stdout);
+        return 0;
+      }
+      case 'verify': {
+        const r = await logVerify(file);
+        if (!r.ok && r.firstBad) {
+          stderr.write(
+            `${file}: CORRUPT at record ${r.firstBad.seq}, byte offset ${r.firstBad.offset}: ${r.firstBad.reason}\n` +
+              `  ${r.count} good records before it; \`cqp log repair ${file}\` cuts the log there\n`,
+          );
+          return 1;
+        }
+        say(`${file}: ok, ${r.count} records`);
+        if (r.torn) say(`  incomplete last record at byte offset ${r.torn.offset} (${r.torn.bytes} bytes), cut on the next append`);
+        return 0;
+      }
+      case 'stat': {
+        const s = await logStat(file);
+        const sources = Object.entries(s.positions);
+        say(
+          [
+            `file        ${s.path}`,
+            `log id      ${s.logId}`,
+            `records     ${s.count}`,
+            `first seq   ${s.firstSeq ?? '-'}   ${iso(s.firstTime)}`,
+            `last seq    ${s.lastSeq ?? '-'}   ${iso(s.lastTime)}`,
+            `size        ${bytes(s.size)}`,
+            ...sources.map(([source, n], i) => `${i === 0 ? 'positions   ' : '            '}${source}:${n}`),
+          ].join('\n'),
+        );
+        return 0;
+      }
+      case 'repair': {
+        const r = await logRepair(file, (m) => stderr.write(`${m}\n`));
+        if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);
+        else {
+          say(
+            `${file}: cut at byte offset ${r.offset} (${r.reason}): removed ${r.bytes} bytes, ` +
+              `records from ${r.firstLostSeq} on; ${r.kept} records kept`,
+          );
+        }
+        return 0;
+      }
+    }
+  } catch (error) {
+    if (error instanceof CqpError && error.code === 'CORRUPT') {
+      stderr.write(`${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,313 @@
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { CqpError, messageOf } from '../core/errors.js';
+import { advance, formatPosition, parsePosition, type Position, type PositionMap } from '../core/position.js';
+import { HEADER_SIZE, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
+import { acquireLock, type LogLock } from './lock.js';
+import { RecordScanner } from './scanner.js';
+import { checkpointHolds, readIndex, writeIndex, type LogIndex } from './sidecar.js';
+
+export type FsyncPolicy = 'always' | 'batch' | 'never';
+
+export interface LogWriterOptions {
+  fsync: FsyncPolicy;
+  warn: (message: string) => void;
+  /** Bytes between sparse index entries (default 4 MiB). */
+  indexEveryBytes?: number;
+  /** Least time between sidecar rewrites while appending, ms (default 1000). */
+  indexEveryMs?: number;
+}
+
+export interface AppendItem {
+  bytes: Buffer | string;
+  position?: Position | undefined;
+}
+
+/** The single writer of a command log. */
+export interface LogWriter {
+  readonly path: string;
+  readonly logId: string;
+  /** Sequence number of the last record (0 when the log is empty). */
+  readonly lastSeq: number;
+  /** Last position per source among the records, as `applied()` of an exactly-once sink. */
+  applied(): PositionMap;
+  /** Appends the items as consecutive records; resolves once they are durable per the fsync policy. */
+  appendBatch(items: AppendItem[]): Promise<{ firstSeq: number; lastSeq: number }>;
+  close(): Promise<void>;
+}
+
+/** State recovered by scanning a log: where it ends, what it holds. */
+export interface LogTail {
+  logId: string;
+  /** Offset after the last good record. */
+  end: number;
+  last: { seq: number; offset: number; time: number };
+  positions: PositionMap;
+  entries: Array<[number, number, number]>;
+  /** An incomplete last record (or zero-filled tail) found after `end`. */
+  torn: { offset: number; bytes: number } | undefined;
+}
+
+/**
+ * Finds the end of the log in `fh`: from the sidecar's checkpoint when it holds, otherwise from the
+ * first record. Throws LogCorruptError at a bad record.
+ */
+export async function scanTail(fh: FileHandle, path: string, logId: string, everyBytes: number, useIndex = true): Promise<LogTail> {
+  const size = (await fh.stat()).size;
+  const idx = useIndex ? await readIndex(path, logId) : undefined;
+  const tail: LogTail = {
+    logId,
+    end: HEADER_SIZE,
+    last: { seq: 0, offset: HEADER_SIZE, time: 0 },
+    positions: {},
+    entries: [],
+    torn: undefined,
+  };
+  if (idx && (await checkpointHolds(fh, idx, size))) {
+    tail.end = idx.last.end;
+    tail.last = { seq: idx.last.seq, offset: idx.last.offset, time: idx.last.time };
+    tail.positions = { ...idx.positions };
+    tail.entries = idx.entries.filter((e) => e[0] <= idx.last.seq);
+  }
+  const scanner = new RecordScanner(fh, path, tail.end, tail.last.seq + 1);
+  let lastEntry = tail.entries.at(-1)?.[1] ?? HEADER_SIZE;
+  for (let batch = await scanner.next(); batch; batch = await scanner.next()) {
+    let at = tail.end;
+    for (const r of batch) {
+      if (at - lastEntry >= everyBytes) {
+        tail.entries.push([r.seq, at, r.time]);
+        lastEntry = at;
+      }
+      if (r.position !== undefined) {
+        const p = parsePosition(r.position);
+        if (p) advance(tail.positions, p);
+      }
+      tail.last = { seq: r.seq, offset: at, time: r.time };
+      at += recordSize(r.bytes.length + (r.position === undefined ? 0 : Buffer.byteLength(r.position)));
+    }
+    tail.end = scanner.offset;
+  }
+  tail.torn = scanner.torn;
+  return tail;
+}
+
+async function syncDir(path: string): Promise<void> {
+  let dir: FileHandle | undefined;
+  try {
+    dir = await open(dirname(path), 'r');
+    await dir.sync();
+  } catch {
+    // Some filesystems cannot fsync a directory; the file itself is still synced.
+  } finally {
+    await dir?.close();
+  }
+}
+
+/** Opens (or creates) the command log at `path` for appending, taking its single-writer lock. */
+export async function openLogWriter(path: string, options: LogWriterOptions): Promise<LogWriter> {
+  const lock = acquireLock(path, options.warn);
+  try {
+    return await openLocked(path, options, lock);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+async function openLocked(path: string, options: LogWriterOptions, lock: LogLock): Promise<LogWriter> {
+  const everyBytes = options.indexEveryBytes ?? 4 << 20;
+  const everyMs = options.indexEveryMs ?? 1000;
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r+');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new CqpError('IO', `${path}: cannot open the command log (${messageOf(error)})`, { cause: error });
+    }
+    fh = await open(path, 'w+');
+  }
+  let tail: LogTail;
+  try {
+    let size = (await fh.stat()).size;
+    if (size < HEADER_SIZE) {
+      // A crash while the log was being created leaves a partial header and no records.
+      if (size > 0) options.warn(`${path}: incomplete file header (${size} bytes) from an interrupted creation; starting the log afresh`);
+      const { header } = encodeHeader();
+      await fh.truncate(0);
+      await fh.write(header, 0, HEADER_SIZE, 0);
+      await fh.sync();
+      await syncDir(path);
+      size = HEADER_SIZE;
+    }
+    const head = Buffer.alloc(HEADER_SIZE);
+    await fh.read(head, 0, HEADER_SIZE, 0);
+    const logId = decodeHeader(head, path);
+    tail = await scanTail(fh, path, logId, everyBytes);
+    if (tail.torn) {
+      options.warn(
+        `${path}: cut a torn tail at byte offset ${tail.torn.offset} (${tail.torn.bytes} bytes of an incomplete record, ` +
+          `seq ${tail.last.seq + 1}, left by an interrupted write)`,
+      );
+      await fh.truncate(tail.end);
+      await fh.sync();
+    }
+  } catch (error) {
+    await fh.close();
+    throw error;
+  }
+  return new CommandLogWriter(path, fh, lock, tail, options.fsync, everyBytes, everyMs);
+}
+
+class CommandLogWriter implements LogWriter {
+  lastSeq: number;
+  readonly logId: string;
+  private end: number;
+  private last: { seq: number; offset: number; time: number };
+  private readonly positions: PositionMap;
+  private readonly entries: Array<[number, number, number]>;
+  private lastEntry: number;
+  private chain: Promise<unknown> = Promise.resolve();
+  private failed: Error | undefined;
+  private closed = false;
+  private indexWritten = 0;
+  private indexDirty = true;
+
+  constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly lock: LogLock,
+    tail: LogTail,
+    private readonly fsync: FsyncPolicy,
+    private readonly everyBytes: number,
+    private readonly everyMs: number,
+  ) {
+    this.logId = tail.logId;
+    this.end = tail.end;
+    this.last = tail.last;
+    this.lastSeq = tail.last.seq;
+    this.positions = tail.positions;
+    this.entries = tail.entries;
+    this.lastEntry = tail.entries.at(-1)?.[1] ?? HEADER_SIZE;
+  }
+
+  applied(): PositionMap {
+    return { ...this.positions };
+  }
+
+  appendBatch(items: AppendItem[]): Promise<{ firstSeq: number; lastSeq: number }> {
+    const run = this.chain.then(() => this.append(items));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async append(items: AppendItem[]): Promise<{ firstSeq: number; lastSeq: number }> {
+    if (this.closed) throw new CqpError('IO', `${this.path}: append after close`);
+    if (this.failed) throw new CqpError('IO', `${this.path}: an earlier append failed (${this.failed.message}); reopen the log`, { cause: this.failed });
+    const firstSeq = this.lastSeq + 1;
+    if (items.length === 0) return { firstSeq, lastSeq: this.lastSeq };
+    const n = items.length;
+    const positions: Array<string | undefined> = new Array<string | undefined>(n);
+    const posLens = new Int32Array(n);
+    const dataLens = new Int32Array(n);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const item = items[i] as AppendItem;
+      const pos = item.position ? formatPosition(item.position) : undefined;
+      positions[i] = pos;
+      const pl = pos === undefined ? 0 : Buffer.byteLength(pos);
+      if (pl > 0xffff) throw new CqpError('IO', `${this.path}: position "${pos?.slice(0, 80)}…" is longer than 65535 bytes`);
+      const dl = typeof item.bytes === 'string' ? Buffer.byteLength(item.bytes) : item.bytes.length;
+      posLens[i] = pl;
+      dataLens[i] = dl;
+      total += recordSize(pl + dl);
+    }
+    const out = Buffer.allocUnsafe(total);
+    const time = Math.max(Date.now(), this.last.time);
+    const starts = new Array<number>(n);
+    let at = 0;
+    for (let i = 0; i < n; i++) {
+      starts[i] = at;
+      at = encodeRecord(out, at, firstSeq + i, time, positions[i], posLens[i] as number, (items[i] as AppendItem).bytes, dataLens[i] as number);
+    }
+    const base = this.end;
+    try {
+      if (this.fsync === 'always') {
+        for (let i = 0; i < n; i++) {
+          const s = starts[i] as number;
+          const e = i + 1 < n ? (starts[i + 1] as number) : total;
+          await this.writeAll(out.subarray(s, e), base + s);
+          await this.fh.datasync();
+        }
+      } else {
+        await this.writeAll(out, base);
+        if (this.fsync === 'batch') await this.fh.datasync();
+      }
+    } catch (error) {
+      this.failed = error as Error;
+      await this.fh.truncate(base).catch(() => undefined);
+      throw new CqpError('IO', `${this.path}: append failed (${messageOf(error)}); nothing of this batch was acknowledged`, { cause: error });
+    }
+    for (let i = 0; i < n; i++) {
+      const offset = base + (starts[i] as number);
+      if (offset - this.lastEntry >= this.everyBytes) {
+        this.entries.push([firstSeq + i, offset, time]);
+        this.lastEntry = offset;
+      }
+      const p = (items[i] as AppendItem).position;
+      if (p) advance(this.positions, p);
+    }
+    this.end = base + total;
+    this.lastSeq = firstSeq + n - 1;
+    this.last = { seq: this.lastSeq, offset: base + (starts[n - 1] as number), time };
+    this.indexDirty = true;
+    if (Date.now() - this.indexWritten >= this.everyMs) await this.saveIndex();
+    return { firstSeq, lastSeq: this.lastSeq };
+  }
+
+  private async writeAll(buf: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, position + done);
+      done += bytesWritten;
+    }
+  }
+
+  private async saveIndex(): Promise<void> {
+    if (!this.indexDirty) return;
+    const idx: LogIndex = {
+      format: 1,
+      logId: this.logId,
+      entries: this.entries,
+      last: { ...this.last, end: this.end },
+      positions: this.positions,
+    };
+    this.indexWritten = Date.now();
+    this.indexDirty = false;
+    // The index is a hint; failing to write it costs a longer scan on the next open, nothing more.
+    await writeIndex(this.path, idx).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.chain;
+    this.closed = true;
+    try {
+      if (!this.failed) {
+        if (this.fsync !== 'always') await this.fh.datasync().catch(() => undefined);
+        await this.saveIndex();
+      }
+      await this.fh.close();
+    } finally {
+      this.lock.release();
+    }
+  }
+}
+
+/** Size in bytes of the log file, or 0 when it does not exist. */
+export async function logSize(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
