@@ -23,6 +23,8 @@ export interface StageContext {
   signal: AbortSignal;
   /** Folder that relative paths in options resolve against. */
   cwd: string;
+  /** `--max-line-bytes`: the longest input line accepted (sources that cut lines honour it). */
+  maxLineBytes?: number;
 }
 
 /** Marker a filter returns to forward the input line's original bytes unchanged. */

@@ -6,8 +6,14 @@
  *
  * `<source>` names the input (`file:<fingerprint>`, `log:<logId>`, `kinesis:<stream>/<shard>`,
  * `demo:<seed>`) so that a different input is never mistaken for one already applied; `<n>` is a
- * non-negative decimal integer of any length that grows along the source (a byte offset after the
- * event, a log sequence number, a Kinesis sequence number). Resuming "after n" yields the next events.
+ * non-negative decimal integer of any length that grows along the source (the byte offset where a line
+ * starts, a log sequence number, a Kinesis sequence number), optionally followed by sub-indices `.i`:
+ * when one input becomes several events (a filter returning an array, a Kinesis record of several
+ * lines), the k-th output gets `<n>.<k>`, so every event a sink sees has its own position.
+ *
+ * Order: numbers compare as integers, segment by segment; an extension sorts before its prefix
+ * (`7.0 < 7.1 < 7`), because plain `7` means "everything from input 7". A sink that stored `7.0`
+ * has applied part of input 7, so the source resumes *at* 7 (`resumeAt`), and the sink skips `7.0`.
  */
 export const POSITION_KEY = '@cqp';
 
@@ -26,21 +32,50 @@ export function formatPosition(p: Position): string {
   return `${p.source}:${p.n}`;
 }
 
+const N_PATTERN = /^\d+(\.\d+)*$/;
+
 /** Parses `<source>:<n>`; undefined when the text is not a position. */
 export function parsePosition(text: string): Position | undefined {
   const i = text.lastIndexOf(':');
   if (i <= 0) return undefined;
   const n = text.slice(i + 1);
-  if (!/^\d+$/.test(n)) return undefined;
+  if (!N_PATTERN.test(n)) return undefined;
   return { source: text.slice(0, i), n };
 }
 
-/** Compares two position numbers of one source, as integers of any length. */
+/** Compares two position numbers of one source (see the order above). */
 export function compareN(a: string, b: string): number {
+  if (a === b) return 0;
+  const xs = a.split('.');
+  const ys = b.split('.');
+  const common = Math.min(xs.length, ys.length);
+  for (let i = 0; i < common; i++) {
+    const c = compareInt(xs[i] as string, ys[i] as string);
+    if (c !== 0) return c;
+  }
+  if (xs.length === ys.length) return 0;
+  return xs.length > ys.length ? -1 : 1;
+}
+
+function compareInt(a: string, b: string): number {
   const x = stripZeros(a);
   const y = stripZeros(b);
   if (x.length !== y.length) return x.length < y.length ? -1 : 1;
   return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** The k-th of several events made from the input at `p`. */
+export function subPosition(p: Position, k: number): Position {
+  return { source: p.source, n: `${p.n}.${k}` };
+}
+
+/**
+ * Where a source resumes given the last position a sink applied: after input `n` when it was applied
+ * whole, at input `n` when only some of the events made from it were (the sink skips those).
+ */
+export function resumeAt(applied: string): { n: string; inclusive: boolean } {
+  const dot = applied.indexOf('.');
+  return dot < 0 ? { n: applied, inclusive: false } : { n: applied.slice(0, dot), inclusive: true };
 }
 
 function stripZeros(s: string): string {
@@ -91,6 +126,13 @@ export function splitStamp(line: string): { text: string; position: Position | u
   const position = parsePosition(value);
   if (!position) return { text: line, position: undefined };
   return { text, position };
+}
+
+/** Appends a position stamp to the output of JSON.stringify of an object. */
+export function stampJson(json: string, p: Position): string {
+  return json.length === 2
+    ? `${ONLY_KEY_START}${p.source}:${p.n}"}`
+    : `${json.slice(0, -1)}${SUFFIX_START}${p.source}:${p.n}"}`;
 }
 
 /** Takes the stamp out of a parsed event (a `run:` program may have moved the key). */

@@ -1,0 +1,260 @@
+import { once } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CqpError, messageOf } from './errors.js';
+import { LineSplitter, type SplitLine } from './lines.js';
+import { createPolicy, type ErrorMode, type ErrorPolicy } from './policy.js';
+import { advance, isApplied, splitStamp, stampJson, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
+import {
+  KEEP,
+  type FilterDefinition,
+  type FilterResult,
+  type JsonObject,
+  type SinkDefinition,
+  type SinkEvent,
+  type SourceDefinition,
+  type StageContext,
+} from './component.js';
+
+export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+/** Options every component takes besides its own. */
+export interface RuntimeOptions {
+  onError: ErrorMode;
+  deadLetter?: string | undefined;
+  maxLineBytes: number;
+  /** Positions to resume after (sources only; given by the supervisor). */
+  resume?: PositionMap | undefined;
+}
+
+/** Where a stage reads and writes; the process's stdio unless a test or host says otherwise. */
+export interface StageIo {
+  input: Readable;
+  output: Writable;
+  warn: (message: string) => void;
+  signal: AbortSignal;
+  cwd: string;
+}
+
+function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
+  const policy = createPolicy({ mode: runtime.onError, deadLetter: runtime.deadLetter, warn: io.warn });
+  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
+}
+
+/** Yields the chunks of `input` until it ends or `signal` aborts (then stops reading at once). */
+async function* untilAborted(input: Readable, signal: AbortSignal): AsyncGenerator<Buffer> {
+  if (signal.aborted) return;
+  const iterator = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const stop = Symbol('stop');
+  let onAbort: () => void = () => {};
+  const aborted = new Promise<typeof stop>((resolve) => {
+    onAbort = () => resolve(stop);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    for (;;) {
+      const next = await Promise.race([iterator.next(), aborted]);
+      if (next === stop || next.done) return;
+      yield typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
+    }
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    input.pause();
+  }
+}
+
+/** Parses one line into an event and its stamp, or reports it as a bad line. */
+function parseLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number): { event: JsonObject; text: string; position: Position | undefined } | undefined {
+  if (line.tooLong > 0) {
+    policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '');
+    return undefined;
+  }
+  const { text, position } = splitStamp(line.text);
+  let event: unknown;
+  try {
+    event = JSON.parse(text);
+  } catch (error) {
+    policy.report(line.no, `invalid JSON: ${messageOf(error)}`, line.text);
+    return undefined;
+  }
+  if (event === null || typeof event !== 'object' || Array.isArray(event)) {
+    policy.report(line.no, `not a JSON object (got ${event === null ? 'null' : Array.isArray(event) ? 'an array' : typeof event})`, line.text);
+    return undefined;
+  }
+  const obj = event as JsonObject;
+  const moved = position === undefined && '@cqp' in obj ? takeStamp(obj) : undefined;
+  return { event: obj, text, position: position ?? moved };
+}
+
+function join(lines: string[]): string {
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+function describe(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
+}
+
+/** Runs a filter over NDJSON: stdin → process → stdout, one pipeline so backpressure holds. */
+export async function runFilter(def: FilterDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
+  const ctx = contextFor(runtime, io);
+  const instance = await def.create(options, ctx);
+  const { policy } = ctx;
+  const max = runtime.maxLineBytes;
+
+  const serialise = (out: string[], value: unknown, position: Position | undefined, no: number, raw: string): void => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      policy.report(no, `${def.name} produced ${describe(value)}; expected an object`, raw);
+      return;
+    }
+    const json = JSON.stringify(value);
+    out.push(position ? stampJson(json, position) : json);
+  };
+
+  const emit = (result: FilterResult, position: Position | undefined, line: SplitLine, out: string[]): void => {
+    if (result === KEEP) {
+      out.push(line.text);
+    } else if (Array.isArray(result)) {
+      if (result.length === 1) serialise(out, result[0], position, line.no, line.text);
+      else result.forEach((item, k) => serialise(out, item, position && subPosition(position, k), line.no, line.text));
+    } else if (result !== null && result !== undefined) {
+      serialise(out, result, position, line.no, line.text);
+    }
+  };
+
+  const failed = (line: SplitLine, error: unknown): void => {
+    policy.report(line.no, `${def.name}: ${messageOf(error)}`, line.text);
+  };
+
+  // Synchronous unless the filter answers with a promise (async modules): no await per event.
+  const processLine = (line: SplitLine, out: string[]): Promise<void> | undefined => {
+    const parsed = parseLine(line, policy, max);
+    if (!parsed) return undefined;
+    let result: FilterResult | Promise<FilterResult>;
+    try {
+      result = instance.process(parsed.event, line);
+    } catch (error) {
+      failed(line, error);
+      return undefined;
+    }
+    if (result instanceof Promise) {
+      return result.then(
+        (r) => emit(r, parsed.position, line, out),
+        (error: unknown) => failed(line, error),
+      );
+    }
+    emit(result, parsed.position, line, out);
+    return undefined;
+  };
+
+  // Under `fail`, the events before the bad line still go out, then the error ends the stage.
+  const processLines = async (lines: SplitLine[]): Promise<{ text: string; error?: unknown }> => {
+    const out: string[] = [];
+    try {
+      for (const line of lines) {
+        const pending = processLine(line, out);
+        if (pending) await pending;
+      }
+    } catch (error) {
+      return { text: join(out), error };
+    }
+    return { text: join(out) };
+  };
+
+  await pipeline(
+    untilAborted(io.input, io.signal),
+    async function* (chunks: AsyncIterable<Buffer>) {
+      const splitter = new LineSplitter(max);
+      for await (const chunk of chunks) {
+        const { text, error } = await processLines(splitter.push(chunk));
+        if (text) yield text;
+        if (error) throw error;
+      }
+      const { text, error } = await processLines(splitter.end());
+      if (text) yield text;
+      if (error) throw error;
+    },
+    io.output,
+    { end: io.output !== process.stdout },
+  );
+}
+
+/** Runs a source: its batches → stdout. */
+export async function runSource(def: SourceDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
+  const ctx = contextFor(runtime, io);
+  const instance = await def.create(options, { ...ctx, resume: runtime.resume ?? {} });
+  await pipeline(
+    async function* () {
+      for await (const batch of instance.batches()) {
+        if (batch.lines.length > 0) yield `${batch.lines.join('\n')}\n`;
+        if (io.signal.aborted) break;
+      }
+    },
+    io.output,
+    { end: io.output !== process.stdout },
+  );
+}
+
+const MAX_SINK_BATCH = 4096;
+
+/** Runs a sink: stdin → batches of events → the sink, skipping events it already holds. */
+export async function runSink(def: SinkDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
+  const ctx = contextFor(runtime, io);
+  const instance = await def.create(options, ctx);
+  const applied = instance.applied?.() ?? {};
+  const { policy } = ctx;
+  const max = runtime.maxLineBytes;
+  let failed = true;
+  try {
+    const splitter = new LineSplitter(max);
+    let batch: SinkEvent[] = [];
+    const take = (lines: SplitLine[]): void => {
+      for (const line of lines) {
+        const parsed = parseLine(line, policy, max);
+        if (!parsed) continue;
+        if (parsed.position && isApplied(applied, parsed.position)) continue;
+        const event = parsed.event;
+        batch.push({ text: parsed.text, no: line.no, position: parsed.position, event: () => event });
+      }
+    };
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const current = batch;
+      batch = [];
+      await instance.write(current);
+      for (const e of current) if (e.position) advance(applied, e.position);
+    };
+    const takeAll = async (lines: SplitLine[]): Promise<void> => {
+      try {
+        take(lines);
+      } catch (error) {
+        await flush();
+        throw error;
+      }
+    };
+    for await (const chunk of untilAborted(io.input, io.signal)) {
+      await takeAll(splitter.push(chunk));
+      // A batch is what arrived together: large under load (group commit), one event when idle.
+      if (batch.length >= MAX_SINK_BATCH || io.input.readableLength === 0) await flush();
+    }
+    await takeAll(splitter.end());
+    await flush();
+    failed = false;
+  } finally {
+    await instance.close().catch((error: unknown) => {
+      if (!failed) throw error;
+    });
+  }
+}
+
+/** Writes all of `text` to a stream, waiting for drain when its buffer is full. */
+export async function writeAll(stream: Writable, text: string | Buffer): Promise<void> {
+  if (!stream.write(text)) await once(stream, 'drain');
+}
+
+/** True for the error a closed downstream pipe gives (`| head -1`). */
+export function isBrokenPipe(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code;
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || code === 'ERR_STREAM_PREMATURE_CLOSE';
+}
+
+export { CqpError };

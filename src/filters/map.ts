@@ -1,0 +1,21 @@
+import { z } from 'zod';
+import { defineFilter, type JsonObject } from '../core/component.js';
+import { compileExpression } from '../core/expression.js';
+
+export default defineFilter({
+  name: 'map',
+  summary: 'transform each event with a JavaScript expression over `e`',
+  description:
+    'When the top level of the expression is an assignment (=, +=, …), a `delete`, or a comma sequence of ' +
+    'those, the changed `e` goes on ("e.total = e.qty * e.price"). Otherwise the value is the output: an ' +
+    'object is one event ("({id: e.header.rel.id})"), an array several, null or undefined drops the event.',
+  options: z.object({
+    expr: z.string().min(1).describe('JavaScript expression over the event `e`'),
+  }),
+  positional: 'expr',
+  examples: [{ expr: 'e.total = e.qty * e.price' }, { expr: '({ id: e.header.rel.id })' }, { expr: 'delete e.payload.description' }],
+  create({ expr }) {
+    const { fn } = compileExpression(expr, '--expr');
+    return { process: (e) => fn(e) as JsonObject | JsonObject[] | null | undefined };
+  },
+});

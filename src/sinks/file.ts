@@ -1,0 +1,40 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { defineSink } from '../core/component.js';
+import { CqpError, messageOf } from '../core/errors.js';
+
+export default defineSink({
+  name: 'file',
+  summary: 'append events to a file as NDJSON (at-least-once: a restart may repeat a few)',
+  description:
+    'Appends each batch with one write; --fsync makes each batch durable before the next is read. The file ' +
+    'keeps no positions, so after a crash `cqp run` may append events again that were already written; ' +
+    'use the log or sqlite sinks where exactly-once matters.',
+  options: z.object({
+    path: z.string().min(1).describe('the file to append to (created when missing)'),
+    fsync: z.boolean().default(false).describe('fsync after every batch'),
+  }),
+  exactlyOnce: false,
+  examples: [{ path: 'data/deletes.ndjson' }],
+  async create({ path, fsync }, ctx) {
+    const file = resolve(ctx.cwd, path);
+    let handle: FileHandle;
+    try {
+      handle = await open(file, 'a');
+    } catch (error) {
+      throw new CqpError('IO', `--path ${path}: cannot open it for appending (${messageOf(error)})`);
+    }
+    return {
+      async write(batch) {
+        let text = '';
+        for (const e of batch) text += `${e.text}\n`;
+        await handle.write(text);
+        if (fsync) await handle.sync();
+      },
+      async close() {
+        await handle.close();
+      },
+    };
+  },
+});

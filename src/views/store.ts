@@ -1,0 +1,582 @@
+import { existsSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
+import type { JsonObject } from '../core/component.js';
+import { CqpError, messageOf } from '../core/errors.js';
+import { compareN, isApplied } from '../core/position.js';
+import type { Position, PositionMap } from '../core/position.js';
+import { compileFallbackPath, compilePath } from '../core/paths.js';
+import type { PathGetter } from '../core/paths.js';
+import { DEFAULT_KEY_PATHS, DEFAULT_TYPE_PATHS, viewHash } from './definition.js';
+import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
+
+/** One event for `applyBatch`: the parsed event, its position, and optionally its text (stored as is). */
+export interface ViewEvent {
+  event: JsonObject;
+  position?: Position | undefined;
+  text?: string | undefined;
+}
+
+/** Called for an event a view cannot apply (`index` into the batch); throw to abort the batch. */
+export type BadEventHandler = (index: number, message: string) => void;
+
+/** The transaction-bound SQL helper a handler module receives. */
+export interface ViewSql {
+  run(sql: string, ...params: unknown[]): { changes: number; lastInsertRowid: number | bigint };
+  get<T = Record<string, unknown>>(sql: string, ...params: unknown[]): T | undefined;
+  all<T = Record<string, unknown>>(sql: string, ...params: unknown[]): T[];
+}
+
+/** What a handler module's default export provides (`handler: ./stats.mjs`). */
+export interface ViewHandler {
+  /** Runs once when the view is built (or rebuilt): create its tables here. */
+  init?(sql: ViewSql): void;
+  /** Applies one event; runs inside the batch's transaction and must be synchronous. */
+  handle(event: JsonObject, sql: ViewSql): void;
+}
+
+/** The name of the view kept when no views file is given. */
+export const EVENTS_VIEW = 'events';
+const EVENTS_HASH = 'events-table-v1';
+
+type SqlValue = string | number | bigint | null;
+type Convert = (value: unknown, where: string) => SqlValue;
+
+/** An event one view cannot apply; reported through the error policy, never fatal by itself. */
+class BadEvent extends Error {}
+
+function q(identifier: string): string {
+  return `"${identifier.replace(/"/g, '""')}"`;
+}
+
+function describe(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
+}
+
+function plain(value: unknown): SqlValue {
+  if (value === null || typeof value === 'string' || typeof value === 'number') return value;
+  if (typeof value === 'boolean') return value ? 1 : 0;
+  if (typeof value === 'bigint') return value;
+  return JSON.stringify(value) ?? null;
+}
+
+function numeric(value: unknown, where: string, integer: boolean): SqlValue {
+  let n: number;
+  if (typeof value === 'number') n = value;
+  else if (typeof value === 'boolean') n = value ? 1 : 0;
+  else if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) n = Number(value);
+  else throw new BadEvent(`${where}: expected ${integer ? 'an integer' : 'a number'}, got ${describe(value)}`);
+  if (integer && !Number.isInteger(n)) throw new BadEvent(`${where}: expected an integer, got ${describe(value)}`);
+  return n;
+}
+
+const CONVERTERS: Record<ColumnType | 'any', Convert> = {
+  any: plain,
+  text: (v) => (v === null || typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v)),
+  integer: (v, where) => (v === null ? null : numeric(v, where, true)),
+  real: (v, where) => (v === null ? null : numeric(v, where, false)),
+  json: (v) => (v === null ? null : JSON.stringify(v)),
+  boolean: (v, where) => {
+    if (v === null) return null;
+    if (v === true || v === 1 || v === 'true') return 1;
+    if (v === false || v === 0 || v === 'false') return 0;
+    throw new BadEvent(`${where}: expected a boolean, got ${describe(v)}`);
+  },
+};
+
+const SQL_TYPES: Record<ColumnType, string> = { text: 'TEXT', integer: 'INTEGER', real: 'REAL', json: 'TEXT', boolean: 'INTEGER' };
+
+/** One maintained view: its committed positions and how it applies an event. */
+interface Projection {
+  readonly name: string;
+  applied: PositionMap;
+  apply(event: JsonObject, item: ViewEvent): void;
+}
+
+interface PreparedColumn {
+  name: string;
+  get: PathGetter;
+  convert: Convert;
+  where: string;
+}
+
+interface Amount {
+  get: PathGetter;
+  convert: Convert;
+  where: string;
+}
+
+type ColumnAction =
+  | { kind: 'upsert' | 'insert' }
+  | { kind: 'delete'; statement: Statement }
+  | { kind: 'increment'; statement: Statement; params: SqlValue[]; amounts: Amount[] };
+
+class ColumnProjection implements Projection {
+  applied: PositionMap = {};
+  readonly name: string;
+  private readonly table: string;
+  private readonly keyColumn: string;
+  private readonly keyOf: PathGetter;
+  private readonly keyConvert: Convert;
+  private readonly keyWhere: string;
+  private readonly typeOf: PathGetter;
+  private readonly columns: PreparedColumn[];
+  private readonly actions = new Map<string, ColumnAction>();
+  private readonly statements = new Map<string, Statement>();
+  private readonly params: SqlValue[] = [];
+  private readonly present: number[] = [];
+
+  constructor(
+    private readonly db: SqliteDatabase,
+    view: ColumnViewDefinition,
+  ) {
+    this.name = view.table;
+    this.table = q(view.table);
+    this.keyColumn = q(view.key.column);
+    this.keyOf = compileFallbackPath(view.key.paths);
+    this.keyConvert = CONVERTERS[view.key.type];
+    this.keyWhere = `key ${view.key.paths.join(' / ')}`;
+    this.typeOf = compileFallbackPath(view.typePaths);
+    this.columns = view.columns
+      .filter((c) => c.path !== undefined)
+      .map((c) => ({ name: q(c.name), get: compilePath(c.path as string), convert: CONVERTERS[c.type ?? 'any'], where: `column ${c.name} (${c.path})` }));
+    const types = new Map(view.columns.map((c) => [c.name, c.type ?? 'any'] as const));
+    for (const [type, action] of Object.entries(view.on)) {
+      if (action.kind === 'delete') {
+        this.actions.set(type, { kind: 'delete', statement: db.prepare(`DELETE FROM ${this.table} WHERE ${this.keyColumn} = ?`) });
+      } else if (action.kind === 'increment') {
+        const names = Object.keys(action.columns).map(q);
+        // The key goes last so the amounts fill the parameter array from index 0.
+        const sql =
+          `INSERT INTO ${this.table} (${names.join(', ')}, ${this.keyColumn}) VALUES (${names.map(() => '?').join(', ')}, ?) ` +
+          `ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${names.map((n) => `${n} = coalesce(${n}, 0) + excluded.${n}`).join(', ')}`;
+        const amounts = Object.entries(action.columns).map(([column, path]) => ({
+          get: compilePath(path),
+          convert: CONVERTERS[types.get(column) ?? 'real'],
+          where: `increment of ${column} (${path})`,
+        }));
+        this.actions.set(type, { kind: 'increment', statement: db.prepare(sql), params: new Array<SqlValue>(names.length + 1).fill(null), amounts });
+      } else {
+        this.actions.set(type, { kind: action.kind });
+      }
+    }
+  }
+
+  /** The table's DDL: increment targets default to 0 so sums start there. */
+  static createSql(view: ColumnViewDefinition): string {
+    const incremented = new Set<string>();
+    for (const action of Object.values(view.on)) if (action.kind === 'increment') for (const c of Object.keys(action.columns)) incremented.add(c);
+    const columns = view.columns.map((c) => `${q(c.name)}${c.type ? ` ${SQL_TYPES[c.type]}` : ''}${incremented.has(c.name) ? ' DEFAULT 0' : ''}`);
+    const key = `${q(view.key.column)} ${SQL_TYPES[view.key.type]} PRIMARY KEY NOT NULL`;
+    return `CREATE TABLE ${q(view.table)} (${[key, ...columns].join(', ')})`;
+  }
+
+  apply(event: JsonObject): void {
+    const type = this.typeOf(event);
+    if (typeof type !== 'string') return;
+    const action = this.actions.get(type);
+    if (action === undefined) return;
+    const rawKey = this.keyOf(event);
+    if (rawKey === undefined || rawKey === null) throw new BadEvent(`no ${this.keyWhere} in a ${type} event`);
+    const key = this.keyConvert(rawKey, this.keyWhere);
+    switch (action.kind) {
+      case 'upsert':
+      case 'insert':
+        this.write(action.kind, key, event);
+        return;
+      case 'delete':
+        action.statement.run(key);
+        return;
+      case 'increment': {
+        const params = action.params;
+        for (let i = 0; i < action.amounts.length; i++) {
+          const amount = action.amounts[i] as Amount;
+          const value = amount.get(event);
+          if (value === undefined || value === null) throw new BadEvent(`${amount.where}: missing in a ${type} event`);
+          params[i] = amount.convert(value, amount.where);
+        }
+        params[action.amounts.length] = key;
+        action.statement.run(params);
+        return;
+      }
+    }
+  }
+
+  /** Writes the key and the columns whose paths the event has (upsert updates only those). */
+  private write(kind: 'upsert' | 'insert', key: SqlValue, event: JsonObject): void {
+    const params = this.params;
+    const present = this.present;
+    params.length = 1;
+    present.length = 0;
+    params[0] = key;
+    let mask = 0;
+    const columns = this.columns;
+    for (let i = 0; i < columns.length; i++) {
+      const c = columns[i] as PreparedColumn;
+      const value = c.get(event);
+      if (value === undefined) continue;
+      params.push(c.convert(value, c.where));
+      present.push(i);
+      if (i < 30) mask |= 1 << i;
+    }
+    const id = columns.length <= 30 ? `${kind}${mask}` : `${kind}${present.join(',')}`;
+    let statement = this.statements.get(id);
+    if (statement === undefined) {
+      statement = this.db.prepare(this.writeSql(kind, present));
+      this.statements.set(id, statement);
+    }
+    try {
+      statement.run(params);
+    } catch (error) {
+      if (kind === 'insert' && (error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new BadEvent(`${this.name} already has a row with key ${describe(key)} (insert adds new rows; use upsert to update them)`);
+      }
+      throw error;
+    }
+  }
+
+  private writeSql(kind: 'upsert' | 'insert', present: number[]): string {
+    const names = [this.keyColumn, ...present.map((i) => (this.columns[i] as PreparedColumn).name)];
+    const insert = `INSERT INTO ${this.table} (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')})`;
+    if (kind === 'insert') return insert;
+    if (names.length === 1) return `${insert} ON CONFLICT (${this.keyColumn}) DO NOTHING`;
+    const set = names.slice(1).map((n) => `${n} = excluded.${n}`);
+    return `${insert} ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${set.join(', ')}`;
+  }
+}
+
+class EventsProjection implements Projection {
+  applied: PositionMap = {};
+  readonly name = EVENTS_VIEW;
+  private readonly insert: Statement;
+  private readonly idOf = compileFallbackPath(['header.eventId', 'id']);
+  private readonly typeOf = compileFallbackPath(DEFAULT_TYPE_PATHS);
+  private readonly keyOf = compileFallbackPath(DEFAULT_KEY_PATHS);
+  private readonly timeOf = compileFallbackPath(['header.createdTimestamp', 'time']);
+
+  constructor(db: SqliteDatabase) {
+    this.insert = db.prepare(`INSERT INTO ${EVENTS_VIEW} (event_id, type, entity_key, time, body) VALUES (?, ?, ?, ?, ?)`);
+  }
+
+  static readonly createSql = [
+    `CREATE TABLE ${EVENTS_VIEW} (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, type TEXT, entity_key TEXT, time TEXT, body TEXT)`,
+    `CREATE INDEX ${EVENTS_VIEW}_by_key ON ${EVENTS_VIEW} (entity_key)`,
+    `CREATE INDEX ${EVENTS_VIEW}_by_type ON ${EVENTS_VIEW} (type)`,
+  ];
+
+  apply(event: JsonObject, item: ViewEvent): void {
+    this.insert.run(
+      plain(this.idOf(event) ?? null),
+      plain(this.typeOf(event) ?? null),
+      plain(this.keyOf(event) ?? null),
+      plain(this.timeOf(event) ?? null),
+      item.text ?? JSON.stringify(event),
+    );
+  }
+}
+
+/** Builds the SQL helper handed to handler modules; it works only while `active()` says so. */
+function sqlHelper(db: SqliteDatabase, name: string, active: () => boolean): ViewSql {
+  const cache = new Map<string, Statement>();
+  const prepare = (sql: string): Statement => {
+    if (!active()) throw new CqpError('STAGE', `view ${name}: the sql helper works only inside init() and handle()`);
+    let statement = cache.get(sql);
+    if (statement === undefined) {
+      statement = db.prepare(sql);
+      if (cache.size < 200) cache.set(sql, statement);
+    }
+    return statement;
+  };
+  const bind = (params: unknown[]): unknown[] => params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
+  return {
+    run: (sql, ...params) => prepare(sql).run(...bind(params)),
+    get: <T>(sql: string, ...params: unknown[]) => prepare(sql).get(...bind(params)) as T | undefined,
+    all: <T>(sql: string, ...params: unknown[]) => prepare(sql).all(...bind(params)) as T[],
+  };
+}
+
+async function loadHandler(view: HandlerViewDefinition): Promise<ViewHandler> {
+  let module: { default?: unknown };
+  try {
+    module = (await import(pathToFileURL(view.handler).href)) as { default?: unknown };
+  } catch (error) {
+    throw new CqpError('CONFIG', `view ${view.table}: cannot load handler module ${view.handler}: ${messageOf(error)}`, { cause: error });
+  }
+  const d = module.default;
+  if (typeof d === 'function') return { handle: d as ViewHandler['handle'] };
+  if (typeof d === 'object' && d !== null && typeof (d as ViewHandler).handle === 'function') {
+    const init = (d as ViewHandler).init;
+    if (init !== undefined && typeof init !== 'function') {
+      throw new CqpError('CONFIG', `view ${view.table}: ${view.handler}: init must be a function (init(sql) { ... })`);
+    }
+    return d as ViewHandler;
+  }
+  throw new CqpError('CONFIG', `view ${view.table}: ${view.handler} must export default { init?(sql), handle(event, sql) }`);
+}
+
+class HandlerProjection implements Projection {
+  applied: PositionMap = {};
+  readonly name: string;
+  readonly sql: ViewSql;
+  private active = false;
+  private readonly inSavepoint: (event: JsonObject) => unknown;
+
+  constructor(
+    db: SqliteDatabase,
+    view: HandlerViewDefinition,
+    readonly handler: ViewHandler,
+  ) {
+    this.name = view.table;
+    this.sql = sqlHelper(db, view.table, () => this.active);
+    // Nested in the batch transaction this is a savepoint: a failing event leaves no partial writes.
+    this.inSavepoint = db.transaction((event: JsonObject) => {
+      const result = handler.handle(event, this.sql) as unknown;
+      if (typeof (result as { then?: unknown } | undefined)?.then === 'function') {
+        throw new CqpError('CONFIG', `view ${this.name}: handle() returned a promise; handlers run inside a SQLite transaction and must be synchronous`);
+      }
+    });
+  }
+
+  /** Runs `init` for a freshly built view. */
+  init(): void {
+    if (!this.handler.init) return;
+    this.active = true;
+    try {
+      this.handler.init(this.sql);
+    } catch (error) {
+      throw new CqpError('CONFIG', `view ${this.name}: init() of its handler module failed: ${messageOf(error)}`, { cause: error });
+    } finally {
+      this.active = false;
+    }
+  }
+
+  apply(event: JsonObject): void {
+    this.active = true;
+    try {
+      this.inSavepoint(event);
+    } catch (error) {
+      if (error instanceof CqpError) throw error;
+      throw new BadEvent(`handler failed: ${messageOf(error)}`);
+    } finally {
+      this.active = false;
+    }
+  }
+}
+
+interface ViewRow {
+  definition_hash: string;
+  tables: string;
+}
+
+const META_SQL = [
+  'CREATE TABLE IF NOT EXISTS cqp_positions (view TEXT NOT NULL, source TEXT NOT NULL, n TEXT NOT NULL, PRIMARY KEY (view, source)) WITHOUT ROWID',
+  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL)',
+];
+
+function userTables(db: SqliteDatabase): Set<string> {
+  const rows = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all() as string[];
+  return new Set(rows);
+}
+
+function minimum(maps: PositionMap[]): PositionMap {
+  const [first, ...rest] = maps;
+  if (!first) return {};
+  const result: PositionMap = { ...first };
+  for (const map of rest) {
+    for (const source of Object.keys(result)) {
+      const n = map[source];
+      if (n === undefined) delete result[source];
+      else if (compareN(n, result[source] as string) < 0) result[source] = n;
+    }
+  }
+  return result;
+}
+
+function openError(dbFile: string, error: unknown): CqpError {
+  return new CqpError('IO', `cannot open SQLite database ${dbFile}: ${messageOf(error)}`, { cause: error });
+}
+
+/**
+ * SQLite query views maintained from events (DESIGN §6): each view keeps its own positions, and each
+ * batch is applied in one transaction together with the new positions, so every event counts once.
+ */
+export class ViewStore {
+  private readonly upsertPosition: Statement;
+  private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler) => PositionMap[];
+
+  private constructor(
+    readonly db: SqliteDatabase,
+    private readonly projections: Projection[],
+  ) {
+    this.upsertPosition = db.prepare(
+      'INSERT INTO cqp_positions (view, source, n) VALUES (?, ?, ?) ON CONFLICT (view, source) DO UPDATE SET n = excluded.n',
+    );
+    this.transaction = db.transaction((items: ViewEvent[], onBad: BadEventHandler) => this.applyInTransaction(items, onBad));
+  }
+
+  /** Opens (or creates) the database and builds new or changed views; without views, the `events` table. */
+  static async open(dbFile: string, views: ViewDefinition[] | undefined): Promise<ViewStore> {
+    const handlers = new Map<string, ViewHandler>();
+    for (const view of views ?? []) if (view.kind === 'handler') handlers.set(view.table, await loadHandler(view));
+    const hashes = (views ?? []).map(viewHash);
+    let db: SqliteDatabase;
+    try {
+      db = new Database(dbFile);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('busy_timeout = 5000');
+      for (const sql of META_SQL) db.exec(sql);
+    } catch (error) {
+      throw openError(dbFile, error);
+    }
+    try {
+      const projections: Projection[] = [];
+      if (views === undefined) {
+        ViewStore.build(db, dbFile, EVENTS_VIEW, EVENTS_HASH, () => {
+          for (const sql of EventsProjection.createSql) db.exec(sql);
+        });
+        projections.push(new EventsProjection(db));
+      } else {
+        views.forEach((view, i) => {
+          const hash = hashes[i] as string;
+          if (view.kind === 'columns') {
+            ViewStore.build(db, dbFile, view.table, hash, () => db.exec(ColumnProjection.createSql(view)));
+            projections.push(new ColumnProjection(db, view));
+          } else {
+            const projection = new HandlerProjection(db, view, handlers.get(view.table) as ViewHandler);
+            ViewStore.build(db, dbFile, view.table, hash, () => projection.init());
+            projections.push(projection);
+          }
+        });
+      }
+      const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ?');
+      for (const p of projections) {
+        for (const row of positions.all(p.name) as Array<{ source: string; n: string }>) p.applied[row.source] = row.n;
+      }
+      return new ViewStore(db, projections);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  /** Builds a view from empty unless its stored definition matches; `create` makes its tables. */
+  private static build(db: SqliteDatabase, dbFile: string, view: string, hash: string, create: () => void): void {
+    const row = db.prepare('SELECT definition_hash, tables FROM cqp_views WHERE view = ?').get(view) as ViewRow | undefined;
+    const existing = userTables(db);
+    const tables = row ? (JSON.parse(row.tables) as string[]) : [];
+    if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
+    db.transaction(() => {
+      for (const t of tables) db.exec(`DROP TABLE IF EXISTS ${q(t)}`);
+      const before = userTables(db);
+      if (!row && before.has(view)) {
+        throw new CqpError('CONFIG', `table "${view}" already exists in ${dbFile} and is not a view cqp built; choose another table name, or drop that table`);
+      }
+      create();
+      const made = [...userTables(db)].filter((t) => !before.has(t));
+      db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view);
+      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables) VALUES (?, ?, ?)').run(view, hash, JSON.stringify(made));
+    })();
+  }
+
+  /** Names of the maintained views, in definition order. */
+  get views(): string[] {
+    return this.projections.map((p) => p.name);
+  }
+
+  /** Per source, the smallest position every view holds; a source some view lacks is left out. */
+  applied(): PositionMap {
+    return minimum(this.projections.map((p) => p.applied));
+  }
+
+  /** Positions one view holds. */
+  appliedBy(view: string): PositionMap {
+    return { ...this.projections.find((p) => p.name === view)?.applied };
+  }
+
+  /**
+   * Applies a batch in one transaction: each view applies the events past its own position and stores
+   * its new positions. Events a view cannot apply go to `onBad` (default: throw, rolling the batch back).
+   */
+  applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent): void {
+    if (items.length === 0) return;
+    const pending = this.transaction(items, onBad);
+    for (let v = 0; v < this.projections.length; v++) {
+      const applied = (this.projections[v] as Projection).applied;
+      const moved = pending[v] as PositionMap;
+      for (const source in moved) applied[source] = moved[source] as string;
+    }
+  }
+
+  private applyInTransaction(items: ViewEvent[], onBad: BadEventHandler): PositionMap[] {
+    const projections = this.projections;
+    const pending: PositionMap[] = projections.map(() => ({}));
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as ViewEvent;
+      const position = item.position;
+      for (let v = 0; v < projections.length; v++) {
+        const p = projections[v] as Projection;
+        if (position !== undefined) {
+          if (isApplied(p.applied, position)) continue;
+          const moved = pending[v] as PositionMap;
+          const last = moved[position.source];
+          if (last === undefined || compareN(position.n, last) > 0) moved[position.source] = position.n;
+        }
+        try {
+          p.apply(item.event, item);
+        } catch (error) {
+          if (!(error instanceof BadEvent)) throw error;
+          onBad(i, `view ${p.name}: ${error.message}`);
+        }
+      }
+    }
+    for (let v = 0; v < projections.length; v++) {
+      const name = (projections[v] as Projection).name;
+      const moved = pending[v] as PositionMap;
+      for (const source in moved) this.upsertPosition.run(name, source, moved[source]);
+    }
+    return pending;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function throwBadEvent(index: number, message: string): never {
+  throw new CqpError('BAD_INPUT', `event ${index + 1} of the batch: ${message}`);
+}
+
+/**
+ * The positions a database holds for these views (read-only), as `ViewStore.applied()` would give:
+ * a supervisor resumes its source after them. A missing file, or a view not built yet or built from
+ * another definition, holds nothing.
+ */
+export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undefined): PositionMap {
+  if (!existsSync(dbFile)) return {};
+  let db: SqliteDatabase;
+  try {
+    db = new Database(dbFile, { readonly: true, fileMustExist: true });
+  } catch (error) {
+    throw openError(dbFile, error);
+  }
+  try {
+    const names = views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table);
+    const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
+    const hasMeta = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cqp_views', 'cqp_positions')").pluck().get() === 2;
+    if (!hasMeta || names.length === 0) return {};
+    const hashOf = db.prepare('SELECT definition_hash FROM cqp_views WHERE view = ?').pluck();
+    const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ?');
+    const maps = names.map((name, i) => {
+      const map: PositionMap = {};
+      if (hashOf.get(name) !== hashes[i]) return map;
+      for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
+      return map;
+    });
+    return minimum(maps);
+  } finally {
+    db.close();
+  }
+}
