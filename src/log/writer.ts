@@ -1,8 +1,8 @@
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 import { advance, formatPosition, parsePosition, type Position, type PositionMap } from '../core/position.js';
-import { HEADER_SIZE, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
+import { HEADER_SIZE, MAGIC, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
 import { acquireLock, type LogLock } from './lock.js';
 import { RecordScanner } from './scanner.js';
 import { checkpointHolds, readIndex, writeIndex, type LogIndex } from './sidecar.js';
@@ -105,6 +105,11 @@ async function syncDir(path: string): Promise<void> {
 
 /** Opens (or creates) the command log at `path` for appending, taking its single-writer lock. */
 export async function openLogWriter(path: string, options: LogWriterOptions): Promise<LogWriter> {
+  try {
+    await mkdir(dirname(path), { recursive: true });
+  } catch (error) {
+    throw new CqpError('IO', `${path}: cannot create the folder of the command log (${messageOf(error)})`, { cause: error });
+  }
   const lock = acquireLock(path, options.warn);
   try {
     return await openLocked(path, options, lock);
@@ -124,13 +129,21 @@ async function openLocked(path: string, options: LogWriterOptions, lock: LogLock
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new CqpError('IO', `${path}: cannot open the command log (${messageOf(error)})`, { cause: error });
     }
-    fh = await open(path, 'w+');
+    try {
+      fh = await open(path, 'wx+');
+    } catch (e) {
+      throw new CqpError('IO', `${path}: cannot create the command log (${messageOf(e)}); check that the folder is writable`, { cause: e });
+    }
   }
   let tail: LogTail;
   try {
     let size = (await fh.stat()).size;
     if (size < HEADER_SIZE) {
       // A crash while the log was being created leaves a partial header and no records.
+      const some = Buffer.alloc(size);
+      await fh.read(some, 0, size, 0);
+      const prefix = MAGIC.subarray(0, Math.min(size, MAGIC.length));
+      if (!some.subarray(0, prefix.length).equals(prefix)) decodeHeader(some, path);
       if (size > 0) options.warn(`${path}: incomplete file header (${size} bytes) from an interrupted creation; starting the log afresh`);
       const { header } = encodeHeader();
       await fh.truncate(0);

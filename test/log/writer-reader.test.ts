@@ -301,4 +301,23 @@ describe('command log writer and reader', () => {
       await w.close();
     }
   });
+
+  test('a file that is not a command log is refused and left as it was; a missing folder is created', async () => {
+    const dir = tempDir();
+    for (const text of ['{"a":1}\n', '{"a":1}\n{"b":2}\n{"c":3}\n{"d":4}\n']) {
+      const path = join(dir, 'events.ndjson');
+      writeFileSync(path, text);
+      const err = await openLogWriter(path, { fsync: 'batch', warn: () => undefined }).catch((e: unknown) => e);
+      expect((err as CqpError).code).toBe('CORRUPT');
+      expect((err as CqpError).message).toContain('not a cqp command log');
+      expect(readFileSync(path, 'utf8')).toBe(text);
+      await expect(readAll(path)).rejects.toMatchObject({ code: 'CORRUPT' });
+    }
+    const nested = join(dir, 'data', 'deeper', 'events.log');
+    const w = await openLogWriter(nested, { fsync: 'batch', warn: () => undefined });
+    await w.appendBatch([{ bytes: '{}' }]);
+    await w.close();
+    expect((await readAll(nested)).map((r) => r.seq)).toEqual([1]);
+    await expect(readAll(join(dir, 'missing.log'))).rejects.toMatchObject({ code: 'IO' });
+  });
 });
