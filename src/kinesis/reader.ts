@@ -155,7 +155,7 @@ class ShardReader {
   }
 
   private idleLongEnough(): boolean {
-    if (this.o.maxIdleMs === undefined) return false;
+    if (this.o.maxIdleMs === undefined || this.shards.size === 0) return false;
     for (const e of this.shards.values()) {
       if (e.state === 'waiting') return false;
       if (e.state === 'reading' && !e.atTip) return false;
@@ -207,7 +207,7 @@ class ShardReader {
     const out: Shard[] = [];
     let nextToken: string | undefined;
     let attempt = 0;
-    do {
+    for (let more = true; more; ) {
       try {
         const page = await this.o.client.send(
           new ListShardsCommand(nextToken ? { NextToken: nextToken } : { StreamName: this.o.stream }),
@@ -215,6 +215,7 @@ class ShardReader {
         );
         out.push(...(page.Shards ?? []));
         nextToken = page.NextToken;
+        more = nextToken !== undefined;
         attempt = 0;
       } catch (error) {
         if (this.signal.aborted) return out;
@@ -222,7 +223,7 @@ class ShardReader {
         if (!isRetryable(error) || attempt >= 20) throw this.ioError('ListShards', error);
         if (!(await sleep(backoffMs(attempt++), this.signal))) return out;
       }
-    } while (nextToken);
+    }
     return out;
   }
 
