@@ -1,0 +1,474 @@
+/**
+ * Pipeline files (`cqp run pipeline.yaml`, DESIGN §7): YAML → a validated, fully resolved plan in which
+ * every component is the exact command line the supervisor will spawn. Validation collects every
+ * problem it finds and reports each as `FILE:LINE: field: message`, with a did-you-mean when a name is
+ * close to a valid one.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import type { ComponentDefinition, ComponentKind } from '../core/component.js';
+import { CqpError, messageOf } from '../core/errors.js';
+import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options.js';
+import { componentNames, findComponent } from '../core/registry.js';
+import { suggestion } from '../core/suggest.js';
+import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+
+/** How a process is started: an executable and its arguments. */
+export interface Command {
+  file: string;
+  args: string[];
+}
+
+/** Options every component takes besides its own (DESIGN §2); allowed beside a component's options. */
+export interface RuntimeSettings {
+  onError?: 'fail' | 'skip' | 'dead-letter';
+  deadLetter?: string;
+  maxLineBytes?: number;
+}
+
+export interface SourcePlan {
+  name: string;
+  type: string;
+  options: Record<string, unknown>;
+  resumable: boolean;
+  /** The command without `--resume` (the supervisor adds it when it starts the source). */
+  command: Command;
+}
+
+export interface StagePlan {
+  name: string;
+  /** The built-in filter, or undefined for a `run:` program. */
+  filter: string | undefined;
+  options: Record<string, unknown>;
+  command: Command;
+}
+
+export interface SinkPlan {
+  name: string;
+  type: string;
+  options: Record<string, unknown>;
+  exactlyOnce: boolean;
+  where: string | undefined;
+  /** The hidden `cqp filter where EXPR` in front of the sink, when it has `where:`. */
+  whereCommand: Command | undefined;
+  /** When the pipeline has a log sink, a sqlite sink follows that log instead of the stages. */
+  followLog: string | undefined;
+  /** The `cqp source log --path LOG --follow` feeding a sink that follows the log. */
+  followerCommand: Command | undefined;
+  command: Command;
+}
+
+/** A validated pipeline: what `cqp run` starts and what a reload compares. */
+export interface PipelinePlan {
+  file: string;
+  /** The YAML file's folder: relative paths resolve against it and stages run in it. */
+  dir: string;
+  name: string;
+  text: string;
+  source: SourcePlan;
+  stages: StagePlan[];
+  sinks: SinkPlan[];
+}
+
+/**
+ * Option keys whose values are file paths, resolved against the pipeline file's folder. One list for
+ * every component; a component may also mark an option with `.meta({ path: true })`.
+ */
+export const PATH_OPTION_KEYS: ReadonlySet<string> = new Set(['path', 'db', 'views', 'schema', 'file', 'deadLetter', 'checkpoint', 'handler']);
+
+/** True when option `key` of `def` holds a file path. */
+export function isPathOption(def: ComponentDefinition | undefined, key: string): boolean {
+  if (PATH_OPTION_KEYS.has(key)) return true;
+  const field = def?.options.shape[key] as z.ZodType | undefined;
+  const meta = field ? (z.globalRegistry.get(field) as { path?: unknown } | undefined) : undefined;
+  return meta?.path === true;
+}
+
+/** The built CLI the supervisor spawns stages with (`dist/bin/cqp.js`), found from this module. */
+export function cliPath(): string {
+  const env = process.env.CQP_CLI;
+  if (env) return env;
+  const candidates = ['../bin/cqp.js', '../../dist/bin/cqp.js'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string);
+}
+
+function cliCommand(args: string[]): Command {
+  return { file: process.execPath, args: [cliPath(), ...args] };
+}
+
+/** Splits a command line the way a POSIX shell splits words (quotes and backslashes; no expansion). */
+export function splitCommandLine(line: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  let quote: '"' | "'" | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i] as string;
+    if (quote === "'") {
+      if (c === "'") quote = undefined;
+      else word += c;
+    } else if (quote === '"') {
+      if (c === '"') quote = undefined;
+      else if (c === '\\' && i + 1 < line.length && '"\\$`'.includes(line[i + 1] as string)) word += line[++i];
+      else word += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === '\\' && i + 1 < line.length) {
+      word += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (quote) throw new Error(`unclosed ${quote} quote`);
+  if (inWord) words.push(word);
+  return words;
+}
+
+const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Expands `${VAR}` and `${VAR:-default}` in one string; throws naming the first unset variable. */
+export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
+  return text.replace(VAR, (_match, name: string, fallback: string | undefined) => {
+    const value = env[name];
+    if (value !== undefined && (value !== '' || fallback === undefined)) return value;
+    if (fallback !== undefined) return fallback;
+    throw new Error(`environment variable ${name} is not set (set it, or write \${${name}:-default})`);
+  });
+}
+
+interface Problem {
+  path: YamlPath;
+  message: string;
+}
+
+const runtimeShape = {
+  onError: z.enum(['fail', 'skip', 'dead-letter']).optional(),
+  deadLetter: z.string().min(1).optional(),
+  maxLineBytes: z.number().int().positive().optional(),
+};
+const RUNTIME_KEYS = Object.keys(runtimeShape);
+
+const stageSchema = z.strictObject({
+  name: z.string().min(1),
+  filter: z.string().min(1).optional(),
+  with: z.record(z.string(), z.unknown()).optional(),
+  run: z.union([z.string().min(1), z.array(z.string()).min(1)]).optional(),
+  ...runtimeShape,
+});
+
+const pipelineSchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  source: z.looseObject({ type: z.string().min(1), name: z.string().min(1).optional() }),
+  stages: z.array(z.unknown()).optional(),
+  sinks: z.array(z.looseObject({ name: z.string().min(1), type: z.string().min(1), where: z.string().min(1).optional() })).min(1),
+});
+
+const TOP_FIELDS = ['name', 'source', 'stages', 'sinks'];
+const STAGE_FIELDS = ['name', 'filter', 'with', 'run', ...RUNTIME_KEYS];
+
+function zodProblems(error: z.ZodError, base: YamlPath, fields: string[]): Problem[] {
+  return error.issues.map((issue) => {
+    const path = [...base, ...issue.path];
+    if (issue.code === 'unrecognized_keys') {
+      const words = issue.keys.map((k) => `unknown field "${k}"${suggestion(k, fields)}`);
+      return { path: [...path, issue.keys[0] as string], message: `${words.join('; ')} (fields: ${fields.join(', ')})` };
+    }
+    return { path, message: issue.message };
+  });
+}
+
+/** Replaces `${VAR}` in every string of a parsed YAML value, reporting unset variables by path. */
+function expandAll(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: Problem[]): unknown {
+  if (typeof value === 'string') {
+    try {
+      return expandVariables(value, env);
+    } catch (error) {
+      problems.push({ path, message: messageOf(error) });
+      return value;
+    }
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandAll(v, env, [...path, i], problems));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = expandAll(v, env, [...path, k], problems);
+    return out;
+  }
+  return value;
+}
+
+interface Resolved {
+  /** Every option, defaults filled in. */
+  options: Record<string, unknown>;
+  /** Only the options the file gives, for the command line (defaults stay the component's own). */
+  given: Record<string, unknown>;
+  runtime: RuntimeSettings;
+}
+
+/**
+ * Checks a component's options: unknown keys get a did-you-mean, values are validated by the
+ * component's own schema, and path options resolve against the pipeline's folder.
+ */
+function resolveOptions(
+  def: ComponentDefinition,
+  raw: Record<string, unknown>,
+  at: YamlPath,
+  dir: string,
+  problems: Problem[],
+): Resolved | undefined {
+  const known = optionSpecs(def.options).map((s) => s.key);
+  const options: Record<string, unknown> = {};
+  const runtime: Record<string, unknown> = {};
+  let ok = true;
+  for (const [key, value] of Object.entries(raw)) {
+    if (RUNTIME_KEYS.includes(key)) {
+      runtime[key] = value;
+    } else if (known.includes(key)) {
+      options[key] = value;
+    } else {
+      problems.push({
+        path: [...at, key],
+        message: `unknown option "${key}" for ${def.kind} ${def.name}${suggestion(key, [...known, ...RUNTIME_KEYS])} (options: ${known.join(', ') || 'none'})`,
+      });
+      ok = false;
+    }
+  }
+  const rt = z.object(runtimeShape).safeParse(runtime);
+  if (!rt.success) {
+    problems.push(...zodProblems(rt.error, at, []));
+    ok = false;
+  }
+  let parsed: Record<string, unknown> | undefined;
+  try {
+    parsed = parseOptions(def, options, '@');
+  } catch (error) {
+    const message = messageOf(error).replace(/^@: /, '');
+    const flag = /: --([a-z-]+):/.exec(message)?.[1];
+    const key = flag ? known.find((k) => kebab(k) === flag) : undefined;
+    problems.push({ path: key ? [...at, key] : at, message });
+    ok = false;
+  }
+  if (!ok || !parsed || !rt.success) return undefined;
+  for (const [key, value] of Object.entries(parsed)) {
+    if (typeof value === 'string' && isPathOption(def, key)) parsed[key] = resolvePath(dir, value);
+  }
+  const given: Record<string, unknown> = {};
+  for (const key of Object.keys(options)) if (parsed[key] !== undefined) given[key] = parsed[key];
+  const settings: RuntimeSettings = {};
+  if (rt.data.onError) settings.onError = rt.data.onError;
+  if (rt.data.deadLetter) settings.deadLetter = resolvePath(dir, rt.data.deadLetter);
+  if (rt.data.maxLineBytes) settings.maxLineBytes = rt.data.maxLineBytes;
+  return { options: parsed, given, runtime: settings };
+}
+
+function resolvePath(dir: string, path: string): string {
+  return isAbsolute(path) ? path : resolve(dir, path);
+}
+
+function runtimeArgv(runtime: RuntimeSettings): string[] {
+  const argv: string[] = [];
+  if (runtime.onError) argv.push('--on-error', runtime.onError);
+  if (runtime.deadLetter) argv.push('--dead-letter', runtime.deadLetter);
+  if (runtime.maxLineBytes) argv.push('--max-line-bytes', String(runtime.maxLineBytes));
+  return argv;
+}
+
+function unknownComponent(kind: ComponentKind, name: string): string {
+  const names = componentNames(kind);
+  return `unknown ${kind} "${name}"${suggestion(name, names)} (${kind}s: ${names.join(', ')})`;
+}
+
+/** Checks that a `where:` expression is JavaScript (without running it). */
+function expressionProblem(expr: string): string | undefined {
+  try {
+    new Function('e', `return (${expr}\n);`);
+    return undefined;
+  } catch (error) {
+    return `the where expression does not parse: ${messageOf(error)}`;
+  }
+}
+
+/**
+ * Parses and validates a pipeline file's text. `file` names it in errors; relative paths resolve against
+ * its folder. Throws CqpError CONFIG listing every problem as `FILE:LINE: field: message`.
+ */
+export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv = process.env): PipelinePlan {
+  const absFile = resolve(file);
+  const dir = dirname(absFile);
+  const doc = parseYaml(text);
+  const yamlError = doc.errors[0];
+  if (yamlError) {
+    const line = text.slice(0, yamlError.pos[0]).split('\n').length;
+    throw new CqpError('CONFIG', `${file}:${line}: ${yamlError.message.split('\n')[0]} (the pipeline file is not valid YAML)`);
+  }
+  const problems: Problem[] = [];
+  const fail = (): CqpError => {
+    const located = problems.map((p) => ({ ...p, line: lineOf(doc, p.path) }));
+    located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    return new CqpError(
+      'CONFIG',
+      located
+        .map((p) => {
+          const field = formatYamlPath(p.path);
+          return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${field ? `${field}: ` : ''}${p.message}`;
+        })
+        .join('\n'),
+    );
+  };
+
+  const raw = expandAll(doc.toJS(), env, [], problems);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new CqpError('CONFIG', `${file}: a pipeline file is a YAML mapping with source, stages and sinks`);
+  }
+  const top = pipelineSchema.safeParse(raw);
+  if (!top.success) {
+    problems.push(...zodProblems(top.error, [], TOP_FIELDS));
+    throw fail();
+  }
+  const pipeline = top.data;
+  const names = new Map<string, YamlPath>();
+  const claim = (name: string, path: YamlPath): void => {
+    const first = names.get(name);
+    if (first) problems.push({ path, message: `name "${name}" is already used (at line ${lineOf(doc, first) ?? '?'}); names must be unique` });
+    else names.set(name, path);
+  };
+
+  // Source.
+  const { type: sourceType, name: sourceName = 'source', ...sourceRaw } = pipeline.source;
+  claim(sourceName, ['source']);
+  let source: SourcePlan | undefined;
+  const sourceDef = findComponent('source', sourceType);
+  if (!sourceDef) {
+    problems.push({ path: ['source', 'type'], message: unknownComponent('source', sourceType) });
+  } else {
+    const r = resolveOptions(sourceDef, sourceRaw, ['source'], dir, problems);
+    if (r) {
+      source = {
+        name: sourceName,
+        type: sourceType,
+        options: r.options,
+        resumable: sourceDef.resumable,
+        command: cliCommand(['source', sourceType, ...optionsToArgv(sourceDef, r.given), ...runtimeArgv(r.runtime)]),
+      };
+    }
+  }
+
+  // Stages.
+  const stages: StagePlan[] = [];
+  (pipeline.stages ?? []).forEach((item, i) => {
+    const at: YamlPath = ['stages', i];
+    const parsed = stageSchema.safeParse(item);
+    if (!parsed.success) {
+      problems.push(...zodProblems(parsed.error, at, STAGE_FIELDS));
+      return;
+    }
+    const s = parsed.data;
+    claim(s.name, [...at, 'name']);
+    if ((s.filter === undefined) === (s.run === undefined)) {
+      problems.push({ path: at, message: 'a stage has either filter: NAME (with: its options) or run: COMMAND, not both or neither' });
+      return;
+    }
+    const runtime: Record<string, unknown> = {};
+    for (const k of RUNTIME_KEYS) if (k in s) runtime[k] = (s as Record<string, unknown>)[k];
+    if (s.run !== undefined) {
+      if (s.with !== undefined) problems.push({ path: [...at, 'with'], message: 'with: gives options to a built-in filter; put a run: program\'s arguments in run:' });
+      let argv: string[];
+      try {
+        argv = typeof s.run === 'string' ? splitCommandLine(s.run) : s.run;
+      } catch (error) {
+        problems.push({ path: [...at, 'run'], message: messageOf(error) });
+        return;
+      }
+      if (argv.length === 0) {
+        problems.push({ path: [...at, 'run'], message: 'run: needs a command' });
+        return;
+      }
+      stages.push({ name: s.name, filter: undefined, options: {}, command: { file: argv[0] as string, args: argv.slice(1) } });
+      return;
+    }
+    const filterName = s.filter as string;
+    const def = findComponent('filter', filterName);
+    if (!def) {
+      problems.push({ path: [...at, 'filter'], message: unknownComponent('filter', filterName) });
+      return;
+    }
+    const r = resolveOptions(def, { ...(s.with ?? {}), ...runtime }, [...at, 'with'], dir, problems);
+    if (!r) return;
+    stages.push({
+      name: s.name,
+      filter: filterName,
+      options: r.options,
+      command: cliCommand(['filter', filterName, ...optionsToArgv(def, r.given), ...runtimeArgv(r.runtime)]),
+    });
+  });
+
+  // Sinks.
+  const whereDef = findComponent('filter', 'where');
+  const sinkDrafts: Array<Omit<SinkPlan, 'followLog' | 'followerCommand'>> = [];
+  pipeline.sinks.forEach((item, i) => {
+    const at: YamlPath = ['sinks', i];
+    const { name, type, where: expr, ...rest } = item;
+    claim(name, [...at, 'name']);
+    const def = findComponent('sink', type);
+    if (!def) {
+      problems.push({ path: [...at, 'type'], message: unknownComponent('sink', type) });
+      return;
+    }
+    let whereCommand: Command | undefined;
+    if (expr !== undefined) {
+      const bad = expressionProblem(expr);
+      if (bad) problems.push({ path: [...at, 'where'], message: bad });
+      if (whereDef) whereCommand = cliCommand(['filter', 'where', ...optionsToArgv(whereDef, { [whereDef.positional ?? 'expr']: expr })]);
+    }
+    const r = resolveOptions(def, rest, at, dir, problems);
+    if (!r) return;
+    sinkDrafts.push({
+      name,
+      type,
+      options: r.options,
+      exactlyOnce: def.exactlyOnce,
+      where: expr,
+      whereCommand,
+      command: cliCommand(['sink', type, ...optionsToArgv(def, r.given), ...runtimeArgv(r.runtime)]),
+    });
+  });
+
+  if (problems.length > 0 || !source) throw fail();
+
+  // Views follow the log: with a log sink, sqlite sinks read that log rather than the stages.
+  const logSink = sinkDrafts.find((s) => s.type === 'log');
+  const logPath = logSink ? (logSink.options.path as string) : undefined;
+  const sinks: SinkPlan[] = sinkDrafts.map((s) => {
+    const follows = logPath !== undefined && s.type === 'sqlite';
+    if (follows && s.where) {
+      problems.push({ path: ['sinks', pipeline.sinks.findIndex((x) => x.name === s.name), 'where'], message: 'a sqlite sink follows the log sink, so where: does not apply; filter in the view definitions instead' });
+    }
+    return {
+      ...s,
+      followLog: follows ? logPath : undefined,
+      followerCommand: follows ? cliCommand(['source', 'log', '--path', logPath, '--follow']) : undefined,
+    };
+  });
+  if (problems.length > 0) throw fail();
+
+  return { file: absFile, dir, name: pipeline.name ?? 'pipeline', text, source, stages, sinks };
+}
+
+/** Reads and validates a pipeline file. */
+export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelinePlan {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new CqpError('CONFIG', `cannot read pipeline file ${file}: ${messageOf(error)}`, { cause: error });
+  }
+  return parsePipeline(text, file, env);
+}
