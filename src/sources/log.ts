@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSource } from '../core/component.js';
-import { stampLine } from '../core/position.js';
+import { resumeAt, stampJson, stampLine } from '../core/position.js';
 import { parseLogPos, type LogPos } from '../log/format.js';
 import { readLog, readLogId, waitForLog } from '../log/reader.js';
 
@@ -36,8 +36,10 @@ export default defineSource({
         let readFrom = start;
         let minTime: number | undefined;
         if (done !== undefined) {
-          // Resume right after what was applied, or later still when --from says so.
-          const next = Number(done) + 1;
+          // Resume right after what was applied (at it, when only part of its outputs were), or later
+          // still when --from says so.
+          const at = resumeAt(done);
+          const next = Number(at.n) + (at.inclusive ? 0 : 1);
           if (!start || 'seq' in start) readFrom = { seq: Math.max(next, start?.seq ?? 0) };
           else {
             readFrom = { seq: next };
@@ -51,7 +53,9 @@ export default defineSource({
               if (r.time < minTime) continue;
               minTime = undefined;
             }
-            lines.push(stampLine(r.bytes.toString('utf8'), { source, n: String(r.seq) }));
+            const text = r.bytes.toString('utf8');
+            const p = { source, n: String(r.seq) };
+            lines.push(text.charCodeAt(text.length - 1) === 125 ? stampJson(text, p) : stampLine(text, p));
           }
           if (lines.length > 0) yield { lines };
         }

@@ -78,6 +78,9 @@ describe('log sink and source', () => {
 
     const resumed = await sourceLines(dir, { path: 'events.log' }, { [source]: '9', 'log:other': '1' });
     expect(resumed.map((l) => splitStamp(l).position?.n)).toEqual(['10', '11', '12']);
+    // Part of the outputs made from event 9 applied: resume at 9 (the sink skips what it holds).
+    const partial = await sourceLines(dir, { path: 'events.log' }, { [source]: '9.1' });
+    expect(partial.map((l) => splitStamp(l).position?.n)).toEqual(['9', '10', '11', '12']);
     // A stored position of another log does not move this one.
     expect(await sourceLines(dir, { path: 'events.log' }, { 'log:0000': '11' })).toHaveLength(12);
 
