@@ -17,30 +17,41 @@ export function parsePath(path: string): string[] {
   return segments;
 }
 
-function step(value: unknown, key: string, index: number): unknown {
-  if (typeof value !== 'object' || value === null) return undefined;
-  if (Array.isArray(value)) return index >= 0 ? value[index] : undefined;
-  return Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined;
+type Step = (value: unknown) => unknown;
+
+/**
+ * A getter for one segment. Plain names read the property straight away; names an object inherits
+ * (`constructor`, `toString`, `length` of arrays…) must be own properties; numeric segments index
+ * arrays (and read objects' numeric keys).
+ */
+function stepFor(key: string): Step {
+  if (INDEX.test(key)) {
+    const index = Number(key);
+    return (v) => (typeof v === 'object' && v !== null ? (Array.isArray(v) ? v[index] : (v as Record<string, unknown>)[key]) : undefined);
+  }
+  if (key in Object.prototype || key in Array.prototype) {
+    return (v) =>
+      typeof v === 'object' && v !== null && !Array.isArray(v) && Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined;
+  }
+  return (v) => (typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined);
 }
 
 /** Compiles a dot path to a getter that returns the value there, or undefined when the path is missing. */
 export function compilePath(path: string): PathGetter {
-  const keys = parsePath(path);
-  const indices = keys.map((k) => (INDEX.test(k) ? Number(k) : -1));
-  const [k0, k1, k2] = keys;
-  const [i0, i1, i2] = indices;
+  const steps = parsePath(path).map(stepFor);
+  const [s0, s1, s2] = steps as [Step, Step, Step];
   // The common depths get straight-line getters; deeper paths loop.
-  switch (keys.length) {
+  switch (steps.length) {
     case 1:
-      return (v) => step(v, k0 as string, i0 as number);
+      return s0;
     case 2:
-      return (v) => step(step(v, k0 as string, i0 as number), k1 as string, i1 as number);
+      return (v) => s1(s0(v));
     case 3:
-      return (v) => step(step(step(v, k0 as string, i0 as number), k1 as string, i1 as number), k2 as string, i2 as number);
+      return (v) => s2(s1(s0(v)));
     default:
       return (v) => {
         let cur = v;
-        for (let i = 0; i < keys.length && cur !== undefined; i++) cur = step(cur, keys[i] as string, indices[i] as number);
+        for (let i = 0; i < steps.length && cur !== undefined; i++) cur = (steps[i] as Step)(cur);
         return cur;
       };
   }

@@ -55,6 +55,32 @@ function describe(value: unknown): string {
   return text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
 
+/** Runs a statement; short parameter lists go as arguments, which better-sqlite3 binds faster than an array. */
+function runWith(statement: Statement, p: SqlValue[]): void {
+  switch (p.length) {
+    case 1:
+      statement.run(p[0]);
+      return;
+    case 2:
+      statement.run(p[0], p[1]);
+      return;
+    case 3:
+      statement.run(p[0], p[1], p[2]);
+      return;
+    case 4:
+      statement.run(p[0], p[1], p[2], p[3]);
+      return;
+    case 5:
+      statement.run(p[0], p[1], p[2], p[3], p[4]);
+      return;
+    case 6:
+      statement.run(p[0], p[1], p[2], p[3], p[4], p[5]);
+      return;
+    default:
+      statement.run(p);
+  }
+}
+
 function plain(value: unknown): SqlValue {
   if (value === null || typeof value === 'string' || typeof value === 'number') return value;
   if (typeof value === 'boolean') return value ? 1 : 0;
@@ -124,7 +150,8 @@ class ColumnProjection implements Projection {
   private readonly typeOf: PathGetter;
   private readonly columns: PreparedColumn[];
   private readonly actions = new Map<string, ColumnAction>();
-  private readonly statements = new Map<string, Statement>();
+  private readonly upserts = new Map<number | string, Statement>();
+  private readonly inserts = new Map<number | string, Statement>();
   private readonly params: SqlValue[] = [];
   private readonly present: number[] = [];
 
@@ -198,7 +225,7 @@ class ColumnProjection implements Projection {
           params[i] = amount.convert(value, amount.where);
         }
         params[action.amounts.length] = key;
-        action.statement.run(params);
+        runWith(action.statement, params);
         return;
       }
     }
@@ -221,14 +248,15 @@ class ColumnProjection implements Projection {
       present.push(i);
       if (i < 30) mask |= 1 << i;
     }
-    const id = columns.length <= 30 ? `${kind}${mask}` : `${kind}${present.join(',')}`;
-    let statement = this.statements.get(id);
+    const id = columns.length <= 30 ? mask : present.join(',');
+    const statements = kind === 'upsert' ? this.upserts : this.inserts;
+    let statement = statements.get(id);
     if (statement === undefined) {
       statement = this.db.prepare(this.writeSql(kind, present));
-      this.statements.set(id, statement);
+      statements.set(id, statement);
     }
     try {
-      statement.run(params);
+      runWith(statement, params);
     } catch (error) {
       if (kind === 'insert' && (error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
         throw new BadEvent(`${this.name} already has a row with key ${describe(key)} (insert adds new rows; use upsert to update them)`);
@@ -512,18 +540,21 @@ export class ViewStore {
 
   private applyInTransaction(items: ViewEvent[], onBad: BadEventHandler): PositionMap[] {
     const projections = this.projections;
-    const pending: PositionMap[] = projections.map(() => ({}));
+    const ranges = positionRanges(items);
+    // A view whose positions are all below the batch applies every event without comparing positions.
+    const check = projections.map((p) => {
+      for (const [source, range] of ranges) {
+        const last = p.applied[source];
+        if (last !== undefined && compareFast(last, range.min) >= 0) return true;
+      }
+      return false;
+    });
     for (let i = 0; i < items.length; i++) {
       const item = items[i] as ViewEvent;
       const position = item.position;
       for (let v = 0; v < projections.length; v++) {
         const p = projections[v] as Projection;
-        if (position !== undefined) {
-          if (isApplied(p.applied, position)) continue;
-          const moved = pending[v] as PositionMap;
-          const last = moved[position.source];
-          if (last === undefined || compareN(position.n, last) > 0) moved[position.source] = position.n;
-        }
+        if (check[v] === true && position !== undefined && isApplied(p.applied, position)) continue;
         try {
           p.apply(item.event, item);
         } catch (error) {
@@ -532,17 +563,60 @@ export class ViewStore {
         }
       }
     }
-    for (let v = 0; v < projections.length; v++) {
-      const name = (projections[v] as Projection).name;
-      const moved = pending[v] as PositionMap;
-      for (const source in moved) this.upsertPosition.run(name, source, moved[source]);
-    }
-    return pending;
+    // Every event at or below a view's position was skipped and every other one applied: the view now
+    // holds the batch's largest position of each source.
+    return projections.map((p) => {
+      const moved: PositionMap = {};
+      for (const [source, range] of ranges) {
+        const last = p.applied[source];
+        if (last !== undefined && compareFast(range.max, last) <= 0) continue;
+        moved[source] = range.max;
+        this.upsertPosition.run(p.name, source, range.max);
+      }
+      return moved;
+    });
   }
 
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+interface Range {
+  min: string;
+  max: string;
+}
+
+/** The smallest and largest position of each source in a batch. */
+function positionRanges(items: ViewEvent[]): Map<string, Range> {
+  const ranges = new Map<string, Range>();
+  let lastSource: string | undefined;
+  let range: Range | undefined;
+  for (let i = 0; i < items.length; i++) {
+    const position = (items[i] as ViewEvent).position;
+    if (position === undefined) continue;
+    if (position.source !== lastSource || range === undefined) {
+      lastSource = position.source;
+      range = ranges.get(lastSource);
+      if (range === undefined) {
+        range = { min: position.n, max: position.n };
+        ranges.set(lastSource, range);
+        continue;
+      }
+    }
+    if (compareFast(position.n, range.max) > 0) range.max = position.n;
+    else if (compareFast(position.n, range.min) < 0) range.min = position.n;
+  }
+  return ranges;
+}
+
+/** `compareN` without allocations for plain integers (the common case); sub-indexed ones go to it. */
+function compareFast(a: string, b: string): number {
+  if (a.length === 0 || b.length === 0 || a.includes('.') || b.includes('.') || a.charCodeAt(0) === 48 || b.charCodeAt(0) === 48) {
+    return compareN(a, b);
+  }
+  if (a.length !== b.length) return a.length < b.length ? -1 : 1;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function throwBadEvent(index: number, message: string): never {

@@ -1,0 +1,121 @@
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import Database from 'better-sqlite3';
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
+import { CqpError, messageOf } from '../core/errors.js';
+
+export interface QueryOptions {
+  /** NDJSON, one object per row, instead of a table. */
+  json?: boolean | undefined;
+  /** Longest cell shown in a table before it is cut (default 60). */
+  maxCellWidth?: number | undefined;
+}
+
+/** Where results go: stdout, or any writable stream. */
+export interface QueryOutput {
+  write(chunk: string): boolean;
+  once(event: 'drain', listener: () => void): unknown;
+}
+
+const MAX_CELL = 60;
+
+function cell(value: unknown, max: number): string {
+  let text: string;
+  if (value === null || value === undefined) text = '';
+  else if (Buffer.isBuffer(value)) text = `x'${value.toString('hex')}'`;
+  else text = String(value);
+  text = text.replace(/\r?\n/g, '\\n').replace(/\t/g, '\\t');
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function jsonValue(value: unknown): unknown {
+  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  if (Buffer.isBuffer(value)) return value.toString('base64');
+  return value;
+}
+
+async function write(out: QueryOutput, text: string): Promise<void> {
+  if (!out.write(text)) await once(out as unknown as NodeJS.EventEmitter, 'drain');
+}
+
+function prepare(db: SqliteDatabase, dbFile: string, sql: string): Statement {
+  let statement: Statement;
+  try {
+    statement = db.prepare(sql);
+  } catch (error) {
+    throw new CqpError('USAGE', `cqp query ${dbFile}: SQLite rejects the query: ${messageOf(error)}`, { cause: error });
+  }
+  if (!statement.reader) {
+    throw new CqpError('USAGE', `cqp query ${dbFile}: only queries that return rows (SELECT, WITH, PRAGMA …) can run here; the database is opened read-only`);
+  }
+  return statement.safeIntegers(true);
+}
+
+/**
+ * Runs one read-only SQL query on a views database and prints the rows: an aligned table (numbers
+ * right-aligned, NULL empty, long cells cut), or NDJSON with `json`. Returns the number of rows.
+ */
+export async function runQuery(dbFile: string, sql: string, options: QueryOptions, out: QueryOutput): Promise<number> {
+  if (!existsSync(dbFile)) {
+    throw new CqpError('USAGE', `cqp query: no database at ${dbFile} (make one with cqp-sink sqlite --db ${dbFile})`);
+  }
+  let db: SqliteDatabase;
+  try {
+    db = new Database(dbFile, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+  } catch (error) {
+    throw new CqpError('IO', `cqp query: cannot open ${dbFile} as a SQLite database: ${messageOf(error)}`, { cause: error });
+  }
+  try {
+    const statement = prepare(db, dbFile, sql);
+    const columns = statement.columns().map((c) => c.name);
+    const rows = statement.raw(true).iterate() as IterableIterator<unknown[]>;
+    let count = 0;
+    try {
+      if (options.json) {
+        for (const row of rows) {
+          const object: Record<string, unknown> = {};
+          for (let i = 0; i < columns.length; i++) object[columns[i] as string] = jsonValue(row[i]);
+          await write(out, `${JSON.stringify(object)}\n`);
+          count++;
+        }
+        return count;
+      }
+      const max = options.maxCellWidth ?? MAX_CELL;
+      const cells: string[][] = [];
+      const widths = columns.map((c) => Math.min(c.length, max));
+      const numeric = columns.map(() => true);
+      for (const row of rows) {
+        const line = row.map((value, i) => {
+          const text = cell(value, max);
+          if (text.length > (widths[i] as number)) widths[i] = text.length;
+          if (value !== null && typeof value !== 'number' && typeof value !== 'bigint') numeric[i] = false;
+          return text;
+        });
+        cells.push(line);
+      }
+      count = cells.length;
+      const format = (line: string[]): string =>
+        line
+          .map((text, i) => (numeric[i] ? text.padStart(widths[i] as number) : text.padEnd(widths[i] as number)))
+          .join('  ')
+          .trimEnd();
+      let text = `${format(columns.map((c) => cell(c, max)))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`;
+      for (const line of cells) {
+        text += `${format(line)}\n`;
+        if (text.length > 65536) {
+          await write(out, text);
+          text = '';
+        }
+      }
+      text += `(${count} ${count === 1 ? 'row' : 'rows'})\n`;
+      await write(out, text);
+      return count;
+    } catch (error) {
+      if (!(error instanceof Database.SqliteError)) throw error;
+      throw new CqpError('USAGE', `cqp query ${dbFile}: the query failed: ${messageOf(error)}`, { cause: error });
+    }
+  } finally {
+    db.close();
+  }
+}
