@@ -36,7 +36,8 @@ export function createKinesisClient(target: KinesisTarget): KinesisClient {
     region,
     endpoint: target.endpoint,
     // The SDK speaks HTTP/2 by default; kinesalite and most local stand-ins speak HTTP/1.1 only.
-    requestHandler: new NodeHttpHandler(),
+    // Timeouts so that a stand-in that stops answering fails the call (and it is retried) instead of hanging.
+    requestHandler: new NodeHttpHandler({ connectionTimeout: 5000, requestTimeout: 60_000 }),
     ...(target.maxAttempts ? { maxAttempts: target.maxAttempts } : {}),
   });
 }

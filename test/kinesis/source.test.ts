@@ -143,7 +143,7 @@ describe('cqp-source kinesis', () => {
     expect(skipped.warnings.join('\n')).toMatch(/:3: not a JSON object/);
 
     const failed = readWithSource({ stream: 'bad', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300 }, { mode: 'fail' });
-    await expect(failed).rejects.toThrow(/stdin:2: invalid JSON.*\n  not json/);
+    await expect(failed).rejects.toThrow(/stdin:2: invalid JSON.*\n {2}not json/);
   });
 
   test('a split and a merge while reading: nothing lost, parents before children, order kept per key', async () => {
