@@ -101,12 +101,16 @@ export async function main(argv: string[]): Promise<void> {
   });
   const program = buildProgram();
   for (const cmd of [program, ...program.commands]) cmd.exitOverride();
+  let code: number;
   try {
     await program.parseAsync(argv, { from: 'user' });
-    process.exitCode = 0;
+    code = 0;
   } catch (error) {
-    process.exitCode = handleError(error);
+    code = handleError(error);
   }
+  // Writes to pipes and files are synchronous on Linux, so nothing written is cut off; exiting here
+  // ends an stdin that was paused mid-stream (after SIGTERM) instead of waiting for its writer.
+  process.exit(code);
 }
 
 function handleError(error: unknown): number {

@@ -44,22 +44,22 @@ export class LineSplitter {
       this.hold(chunk);
       return out;
     }
-    let region: Buffer;
     let from = 0;
     if (this.skipping > 0) {
       const firstNl = chunk.indexOf(NL);
       this.finishSkipped(firstNl, out);
       from = firstNl + 1;
-      region = chunk.subarray(from, lastNl + 1);
     } else if (this.pendingBytes > 0) {
-      this.pending.push(chunk.subarray(0, lastNl + 1));
-      region = Buffer.concat(this.pending, this.pendingBytes + lastNl + 1);
-    } else {
-      region = chunk.subarray(0, lastNl + 1);
+      // Only the unfinished line and the head of this chunk are copied; the rest is decoded in place
+      // (it starts after a newline byte, so on a character boundary).
+      const firstNl = chunk.indexOf(NL);
+      this.pending.push(chunk.subarray(0, firstNl + 1));
+      this.cut(Buffer.concat(this.pending, this.pendingBytes + firstNl + 1), out);
+      this.pending = [];
+      this.pendingBytes = 0;
+      from = firstNl + 1;
     }
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.cut(region, out);
+    if (from <= lastNl) this.cut(chunk.subarray(from, lastNl + 1), out);
     this.hold(chunk.subarray(lastNl + 1));
     return out;
   }

@@ -59,6 +59,17 @@ export default defineFilter({
   examples: [{}, { set: ['payload.source=shop', 'header.rel.next=null'] }],
   create({ set, idPrefix }) {
     const assignments = set.map(parseAssignment);
+    // One Date per millisecond, not per event.
+    let lastMs = 0;
+    let lastIso = '';
+    const now = (): string => {
+      const ms = Date.now();
+      if (ms !== lastMs) {
+        lastMs = ms;
+        lastIso = new Date(ms).toISOString();
+      }
+      return lastIso;
+    };
     return {
       process(e) {
         let header = e.header;
@@ -75,7 +86,7 @@ export default defineFilter({
           changed = true;
         }
         if (h.detectionTimestamp === undefined) {
-          h.detectionTimestamp = new Date().toISOString();
+          h.detectionTimestamp = now();
           changed = true;
         }
         for (const a of assignments) changed = setMissing(e, a.keys, a.value) || changed;

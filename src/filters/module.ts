@@ -1,37 +1,10 @@
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineFilter, type FilterResult, type JsonObject } from '../core/component.js';
-import { CqpError, messageOf } from '../core/errors.js';
+import { CqpError } from '../core/errors.js';
+import { importUserModule } from '../core/user-module.js';
 
 type UserFunction = (event: JsonObject) => FilterResult | Promise<FilterResult>;
-
-/** Imports a user module; TypeScript is transpiled beside the source so its relative imports still work. */
-export async function importUserModule(file: string, option: string): Promise<Record<string, unknown>> {
-  if (!existsSync(file)) throw new CqpError('CONFIG', `${option} ${file}: no such file`);
-  if (!/\.(m|c)?ts$/.test(file)) {
-    try {
-      return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
-    } catch (error) {
-      throw new CqpError('CONFIG', `${option} ${file}: cannot load it: ${messageOf(error)}`);
-    }
-  }
-  const ts = await import('typescript');
-  const output = ts.transpileModule(readFileSync(file, 'utf8'), {
-    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    fileName: file,
-  }).outputText;
-  const temp = join(dirname(file), `.${basename(file)}.${process.pid}.cqp.mjs`);
-  writeFileSync(temp, output);
-  try {
-    return (await import(pathToFileURL(temp).href)) as Record<string, unknown>;
-  } catch (error) {
-    throw new CqpError('CONFIG', `${option} ${file}: cannot load it: ${messageOf(error)}`);
-  } finally {
-    rmSync(temp, { force: true });
-  }
-}
 
 export default defineFilter({
   name: 'module',

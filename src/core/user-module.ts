@@ -1,0 +1,20 @@
+import { existsSync } from 'node:fs';
+import { register } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { CqpError, messageOf } from './errors.js';
+
+let hooksRegistered = false;
+
+/** Imports a user module (JS, or TS transpiled on load, relative `.ts` imports included). */
+export async function importUserModule(file: string, option: string): Promise<Record<string, unknown>> {
+  if (!existsSync(file)) throw new CqpError('CONFIG', `${option} ${file}: no such file`);
+  if (/\.m?ts$/.test(file) && !hooksRegistered) {
+    register('./ts-hooks.js', import.meta.url);
+    hooksRegistered = true;
+  }
+  try {
+    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  } catch (error) {
+    throw new CqpError('CONFIG', `${option} ${file}: cannot load it: ${messageOf(error)}`);
+  }
+}
