@@ -81,9 +81,11 @@ function runWith(statement: Statement, p: SqlValue[]): void {
   }
 }
 
+/** A value for an untyped column: whole numbers bind as SQLite integers (a JS number would bind as REAL). */
 function plain(value: unknown): SqlValue {
-  if (value === null || typeof value === 'string' || typeof value === 'number') return value;
-  if (typeof value === 'boolean') return value ? 1 : 0;
+  if (value === null || typeof value === 'string') return value;
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : value;
+  if (typeof value === 'boolean') return value ? 1n : 0n;
   if (typeof value === 'bigint') return value;
   return JSON.stringify(value) ?? null;
 }
@@ -325,10 +327,11 @@ function sqlHelper(db: SqliteDatabase, name: string, active: () => boolean): Vie
   };
 }
 
-async function loadHandler(view: HandlerViewDefinition): Promise<ViewHandler> {
+async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<ViewHandler> {
   let module: { default?: unknown };
   try {
-    module = (await import(pathToFileURL(view.handler).href)) as { default?: unknown };
+    // The hash in the URL makes a changed module load anew instead of from the import cache.
+    module = (await import(`${pathToFileURL(view.handler).href}?v=${hash}`)) as { default?: unknown };
   } catch (error) {
     throw new CqpError('CONFIG', `view ${view.table}: cannot load handler module ${view.handler}: ${messageOf(error)}`, { cause: error });
   }
@@ -446,9 +449,11 @@ export class ViewStore {
 
   /** Opens (or creates) the database and builds new or changed views; without views, the `events` table. */
   static async open(dbFile: string, views: ViewDefinition[] | undefined): Promise<ViewStore> {
-    const handlers = new Map<string, ViewHandler>();
-    for (const view of views ?? []) if (view.kind === 'handler') handlers.set(view.table, await loadHandler(view));
     const hashes = (views ?? []).map(viewHash);
+    const handlers = new Map<string, ViewHandler>();
+    for (const [i, view] of (views ?? []).entries()) {
+      if (view.kind === 'handler') handlers.set(view.table, await loadHandler(view, hashes[i] as string));
+    }
     let db: SqliteDatabase;
     try {
       db = new Database(dbFile);
