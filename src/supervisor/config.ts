@@ -4,7 +4,7 @@
  * problem it finds and reports each as `FILE:LINE: field: message`, with a did-you-mean when a name is
  * close to a valid one.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -86,12 +86,9 @@ export function isPathOption(def: ComponentDefinition | undefined, key: string):
   return meta?.path === true;
 }
 
-/** The built CLI the supervisor spawns stages with (`dist/bin/cqp.js`), found from this module. */
+/** The CLI the supervisor spawns stages with (`<package>/bin/cqp.js`, from `src/` or `dist/` alike). */
 export function cliPath(): string {
-  const env = process.env.CQP_CLI;
-  if (env) return env;
-  const candidates = ['../bin/cqp.js', '../../dist/bin/cqp.js'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
-  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string);
+  return fileURLToPath(new URL('../../bin/cqp.js', import.meta.url));
 }
 
 function cliCommand(args: string[]): Command {

@@ -1,0 +1,146 @@
+import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { exitCodeFor, messageOf } from '../core/errors.js';
+import { loadPipeline, type PipelinePlan } from './config.js';
+import { parseHostPort, Rates, renderTable, serveMetrics, statusLine, summary } from './status.js';
+import { Supervisor } from './supervisor.js';
+
+export { loadPipeline, parsePipeline } from './config.js';
+export { reloadDiff } from './diff.js';
+export { Supervisor } from './supervisor.js';
+
+function reportError(error: unknown): number {
+  const message = messageOf(error);
+  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
+  return exitCodeFor(error);
+}
+
+/** One line saying what a valid pipeline holds. */
+export function describePlan(plan: PipelinePlan): string {
+  const sinks = plan.sinks.map((s) => `${s.name} (${s.type}${s.followLog ? ', follows the log' : ''}${s.where ? ', where' : ''})`);
+  return `${plan.name}: source ${plan.source.type}, ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'}${plan.stages.length ? ` (${plan.stages.map((s) => s.name).join(' → ')})` : ''}, sinks ${sinks.join(', ')}`;
+}
+
+/** `cqp lint FILE`: 0 with a one-line summary, or 2 with every problem found. */
+export async function lintCommand(file: string): Promise<number> {
+  try {
+    const plan = loadPipeline(file);
+    process.stdout.write(`${file}: OK — ${describePlan(plan)}\n`);
+    return 0;
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+/** Calls `onChange` (debounced) when the file is saved: a directory watch, with a stat poll as fallback. */
+function watchPipeline(file: string, onChange: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const fire = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(onChange, 100);
+  };
+  let watcher: FSWatcher | undefined;
+  try {
+    // Watch the folder, not the file: editors save by writing a new file and renaming it over.
+    watcher = watch(dirname(file), (_event, name) => {
+      if (name === null || name.toString() === basename(file)) fire();
+    });
+    watcher.on('error', () => {});
+  } catch {
+    watcher = undefined;
+  }
+  watchFile(file, { interval: 500 }, (now, before) => {
+    if (now.mtimeMs !== before.mtimeMs || now.size !== before.size || now.ino !== before.ino) fire();
+  });
+  return () => {
+    clearTimeout(timer);
+    watcher?.close();
+    unwatchFile(file);
+  };
+}
+
+/** `cqp run FILE`: runs the pipeline until its source ends or a signal stops it; resolves with the exit code. */
+export async function runPipelineCommand(file: string, opts: { metrics?: string; statusIntervalMs?: number } = {}): Promise<number> {
+  let plan: PipelinePlan;
+  try {
+    plan = loadPipeline(file);
+  } catch (error) {
+    return reportError(error);
+  }
+  const tty = process.stderr.isTTY === true;
+  let drawn = 0;
+  const clearTable = (): void => {
+    if (drawn > 0) process.stderr.write(`\x1b[${drawn}F\x1b[J`);
+    drawn = 0;
+  };
+  const log = (line: string): void => {
+    clearTable();
+    process.stderr.write(`${line}\n`);
+  };
+  const supervisor = new Supervisor(plan, { log });
+
+  let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+  if (opts.metrics) {
+    try {
+      const { host, port } = parseHostPort(opts.metrics);
+      metrics = await serveMetrics(supervisor, host, port);
+      log(`cqp: metrics on http://${metrics.address}/metrics and /status`);
+    } catch (error) {
+      return reportError(error);
+    }
+  }
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals === 1) {
+      log(`cqp: ${signal}: stopping the source and draining the pipeline (again to kill it)`);
+      void supervisor.stop();
+    } else {
+      log(`cqp: ${signal} again: killing every stage`);
+      supervisor.killAll(1);
+    }
+  };
+  const onHup = (): void => void supervisor.requestReload();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onHup);
+  const unwatch = watchPipeline(plan.file, () => void supervisor.requestReload());
+
+  const rates = new Rates();
+  const interval = tty ? 1000 : opts.statusIntervalMs ?? 10_000;
+  const ticker = setInterval(() => {
+    const components = supervisor.components();
+    rates.sample(components);
+    if (tty) {
+      clearTable();
+      const table = renderTable(components, rates, supervisor.reloads);
+      process.stderr.write(`${table}\n`);
+      drawn = table.split('\n').length;
+    } else {
+      process.stderr.write(`${statusLine(components, rates, supervisor.reloads)}\n`);
+    }
+  }, interval);
+  ticker.unref();
+
+  let code: number;
+  try {
+    await supervisor.start();
+    log(`cqp: running ${describePlan(supervisor.plan)}`);
+    code = await supervisor.result;
+  } catch (error) {
+    supervisor.killAll(1);
+    await supervisor.result;
+    code = reportError(error);
+  } finally {
+    clearInterval(ticker);
+    unwatch();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onHup);
+    metrics?.server.close();
+  }
+  clearTable();
+  process.stderr.write(`${summary(supervisor.components(), Date.now() - supervisor.startedAt)}\n`);
+  return code;
+}

@@ -1,0 +1,59 @@
+import { existsSync } from 'node:fs';
+import { compareN, type PositionMap } from '../core/position.js';
+import { readLogApplied } from '../log/reader.js';
+import { loadViewsFile } from '../views/definition.js';
+import { readViewsApplied } from '../views/store.js';
+import type { SinkPlan } from './config.js';
+
+/**
+ * Per source, the smallest of the maps; a source some map lacks is left out, because that sink needs
+ * everything from it.
+ */
+export function minimumPositions(maps: readonly PositionMap[]): PositionMap {
+  const [first, ...rest] = maps;
+  if (!first) return {};
+  const out: PositionMap = {};
+  for (const [source, n] of Object.entries(first)) {
+    let min: string | undefined = n;
+    for (const m of rest) {
+      const other = m[source];
+      if (other === undefined) {
+        min = undefined;
+        break;
+      }
+      if (compareN(other, min) < 0) min = other;
+    }
+    if (min !== undefined) out[source] = min;
+  }
+  return out;
+}
+
+/** Per source, the larger of two maps' positions. */
+export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {
+  const out: PositionMap = { ...a };
+  for (const [source, n] of Object.entries(b)) {
+    const mine = out[source];
+    if (mine === undefined || compareN(n, mine) > 0) out[source] = n;
+  }
+  return out;
+}
+
+/** What an exactly-once sink has durably applied, read without taking its locks. */
+export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
+  if (sink.type === 'log') {
+    const path = sink.options.path as string;
+    return existsSync(path) ? readLogApplied(path) : {};
+  }
+  if (sink.type === 'sqlite') {
+    const views = sink.options.views as string | undefined;
+    return readViewsApplied(sink.options.db as string, views === undefined ? undefined : loadViewsFile(views));
+  }
+  return {};
+}
+
+/** Where the source resumes: the smallest durable position of the exactly-once sinks it feeds. */
+export async function resumePositions(sinks: readonly SinkPlan[]): Promise<PositionMap | undefined> {
+  const fed = sinks.filter((s) => s.exactlyOnce && s.followLog === undefined);
+  if (fed.length === 0) return undefined;
+  return minimumPositions(await Promise.all(fed.map(sinkApplied)));
+}

@@ -1,0 +1,114 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { CqpError, messageOf } from '../core/errors.js';
+import type { Command } from './config.js';
+
+/** How a process ended. */
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Set when the process could not be started at all (ENOENT, EACCES). */
+  error?: Error;
+}
+
+/** Why the supervisor expects a process to exit: its input was ended, or it was stopped. */
+export type ExpectedExit = 'end' | 'stop' | 'kill' | undefined;
+
+export interface SpawnOptions {
+  /** The component name, for stderr prefixes and messages. */
+  name: string;
+  cwd: string;
+  /** Give the process the supervisor's own stdin (the `stdin` source). */
+  inheritStdin?: boolean;
+  /** Each stderr line of the process, without its newline. */
+  stderrLine: (line: string) => void;
+}
+
+/** One running stage, source, sink or helper process of a pipeline. */
+export class StageProcess {
+  readonly child: ChildProcess;
+  readonly exit: Promise<ExitStatus>;
+  expected: ExpectedExit;
+  exited: ExitStatus | undefined;
+
+  constructor(
+    readonly command: Command,
+    readonly options: SpawnOptions,
+  ) {
+    this.child = spawn(command.file, command.args, {
+      cwd: options.cwd,
+      stdio: [options.inheritStdin ? 'inherit' : 'pipe', 'pipe', 'pipe'],
+    });
+    this.exit = new Promise((resolve) => {
+      this.child.once('error', (error) => {
+        // A spawn failure emits 'error' and may never emit 'exit'.
+        if (this.child.pid === undefined) {
+          this.exited = { code: null, signal: null, error };
+          resolve(this.exited);
+        }
+      });
+      this.child.once('exit', (code, signal) => {
+        this.exited = { code, signal };
+        resolve(this.exited);
+      });
+    });
+    // Writes to a stage that died fail with EPIPE; the exit handler deals with the death itself.
+    this.child.stdin?.on('error', () => {});
+    let partial = '';
+    this.child.stderr?.setEncoding('utf8');
+    this.child.stderr?.on('data', (text: string) => {
+      const lines = (partial + text).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) if (line.trim() !== '') options.stderrLine(line.replace(/\r$/, ''));
+    });
+    this.child.stderr?.on('end', () => {
+      if (partial.trim() !== '') options.stderrLine(partial);
+    });
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get stdin(): Writable {
+    return this.child.stdin as Writable;
+  }
+
+  get stdout(): Readable {
+    return this.child.stdout as Readable;
+  }
+
+  get running(): boolean {
+    return this.exited === undefined;
+  }
+
+  /** Resolves when the process is still running after `graceMs`; rejects when it failed to start or exited. */
+  async started(graceMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), graceMs)));
+    const status = await Promise.race([this.exit, grace]);
+    clearTimeout(timer);
+    if (status === undefined) return;
+    const how = status.error
+      ? `could not start ${[this.command.file, ...this.command.args].join(' ')}: ${messageOf(status.error)}`
+      : `exited at once (${status.signal ? `signal ${status.signal}` : `code ${status.code}`})`;
+    throw new CqpError('STAGE', `${this.name}: ${how}`);
+  }
+
+  /** Sends a signal, recording that the exit is expected. */
+  stop(signal: NodeJS.Signals = 'SIGTERM', expected: ExpectedExit = 'stop'): void {
+    this.expected ??= expected;
+    if (signal === 'SIGKILL') this.expected = 'kill';
+    if (this.running) this.child.kill(signal);
+  }
+
+  /** True when the process ended cleanly (exit code 0). */
+  async clean(): Promise<boolean> {
+    const status = await this.exit;
+    return status.code === 0;
+  }
+}

@@ -1,0 +1,167 @@
+import type { Readable, Writable } from 'node:stream';
+import { advance, splitStamp, type PositionMap } from '../core/position.js';
+
+/** Where a pump writes: a stream, and a counter of the lines it received. */
+export interface PumpTarget {
+  stream: Writable;
+  /** Called with the number of lines written to this target. */
+  count?: (lines: number) => void;
+  /** Called just before the pump ends the stream (its process is expected to exit then). */
+  ending?: () => void;
+}
+
+export interface PumpOptions {
+  /** End the targets when the input ends (false while a stretch of the pipeline is being drained). */
+  endTargets: boolean;
+  /** Called with the number of lines read from the input and forwarded. */
+  count?: (lines: number) => void;
+  /** Keep the last position stamped on forwarded lines, per source. */
+  trackPositions?: boolean;
+  /** Whether an unfinished last line may be forwarded (true when its producer exited cleanly). */
+  cleanEnd?: () => Promise<boolean>;
+  /** Told about an unfinished last line that was dropped. */
+  warn?: (message: string) => void;
+}
+
+const NL = 10;
+
+function countLines(buf: Buffer): number {
+  let n = 0;
+  let at = buf.indexOf(NL);
+  while (at >= 0) {
+    n++;
+    at = buf.indexOf(NL, at + 1);
+  }
+  return n;
+}
+
+/**
+ * Moves NDJSON from one process's stdout to the stdin of others, whole lines only, so the supervisor can
+ * stop it between two lines (`hold`), point it elsewhere (`retarget`) and go on (`release`). Backpressure
+ * holds: when a target's buffer is full the input is paused until that target drains.
+ */
+export class Pump {
+  /** Bytes read but not yet forwarded: at most one unfinished line, or more while held. */
+  private pending: Buffer[] = [];
+  private held = false;
+  private ended = false;
+  private finished = false;
+  private readonly blocked = new Set<Writable>();
+  private targets: PumpTarget[];
+  private resolveDone: () => void = () => {};
+  /** Resolves when the input has ended and everything read has been forwarded. */
+  readonly done: Promise<void>;
+  /** The last position forwarded per source (with `trackPositions`). */
+  readonly positions: PositionMap = {};
+  endTargets: boolean;
+
+  constructor(
+    private readonly input: Readable,
+    targets: PumpTarget[],
+    private readonly options: PumpOptions,
+  ) {
+    this.targets = targets;
+    this.endTargets = options.endTargets;
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    input.on('data', (chunk: Buffer) => {
+      this.pending.push(chunk);
+      if (this.held) input.pause();
+      else this.forward();
+    });
+    input.on('end', () => {
+      this.ended = true;
+      if (!this.held) void this.finish();
+    });
+    input.on('error', () => {
+      this.ended = true;
+      if (!this.held) void this.finish();
+    });
+  }
+
+  /** Stops forwarding after the last whole line already sent; what arrives meanwhile waits. */
+  hold(): void {
+    this.held = true;
+    this.input.pause();
+  }
+
+  /** Forwards what waited, and goes on. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.forward();
+    if (this.ended) void this.finish();
+    else if (this.blocked.size === 0) this.input.resume();
+  }
+
+  /** Points the pump at other targets (from the next line on). */
+  retarget(targets: PumpTarget[]): void {
+    this.targets = targets;
+    this.blocked.clear();
+    if (!this.held && !this.ended) this.input.resume();
+  }
+
+  get currentTargets(): readonly PumpTarget[] {
+    return this.targets;
+  }
+
+  private write(region: Buffer): void {
+    const lines = countLines(region);
+    this.options.count?.(lines);
+    if (this.options.trackPositions) this.track(region);
+    for (const target of this.targets) {
+      const stream = target.stream;
+      if (stream.writableEnded || stream.destroyed) continue;
+      target.count?.(lines);
+      if (!stream.write(region) && !this.blocked.has(stream)) {
+        this.blocked.add(stream);
+        const unblock = (): void => {
+          stream.off('drain', unblock);
+          stream.off('close', unblock);
+          if (!this.blocked.delete(stream)) return;
+          if (this.blocked.size === 0 && !this.held && !this.ended) this.input.resume();
+        };
+        stream.on('drain', unblock);
+        stream.on('close', unblock);
+      }
+    }
+    if (this.blocked.size > 0) this.input.pause();
+  }
+
+  private track(region: Buffer): void {
+    const end = region.length - 1;
+    const start = region.lastIndexOf(NL, end - 1) + 1;
+    const { position } = splitStamp(region.toString('utf8', start, end).replace(/\r$/, ''));
+    if (position) advance(this.positions, position);
+  }
+
+  private forward(): void {
+    if (this.pending.length === 0) return;
+    const all = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+    const last = all.lastIndexOf(NL);
+    if (last < 0) {
+      this.pending = [all];
+      return;
+    }
+    this.pending = last + 1 < all.length ? [all.subarray(last + 1)] : [];
+    this.write(all.subarray(0, last + 1));
+  }
+
+  private async finish(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    this.forward();
+    const rest = this.pending.length > 0 ? Buffer.concat(this.pending) : undefined;
+    this.pending = [];
+    if (rest && rest.length > 0) {
+      if (!this.options.cleanEnd || (await this.options.cleanEnd())) this.write(Buffer.concat([rest, Buffer.from('\n')]));
+      else this.options.warn?.(`dropped an unfinished last line of ${rest.length} bytes from a process that did not exit cleanly`);
+    }
+    if (this.endTargets) {
+      for (const target of this.targets) {
+        target.ending?.();
+        target.stream.end();
+      }
+    }
+    this.resolveDone();
+  }
+}

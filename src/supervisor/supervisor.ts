@@ -1,0 +1,665 @@
+/**
+ * The supervisor behind `cqp run` (DESIGN §7). Every source, stage and sink is its own process, started
+ * as the command a user could type; the supervisor owns every connection between them (a `Pump` per
+ * stdout), so it can stop the flow between two lines, swap a stage and go on. Reloads, crash recovery
+ * and shutdown run one at a time (`serial`), so each sees a pipeline at rest between two of them.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { messageOf } from '../core/errors.js';
+import { compareN, type PositionMap } from '../core/position.js';
+import { readLogTail } from '../log/reader.js';
+import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
+import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
+import { laterPositions, resumePositions, sinkApplied } from './positions.js';
+import { StageProcess } from './process.js';
+import { Pump, type PumpTarget } from './pump.js';
+
+/** Live counters of one component, kept across its generations. */
+export interface ComponentStats {
+  name: string;
+  kind: 'source' | 'stage' | 'sink';
+  pid: number | undefined;
+  /** 1 for the first process; +1 each time a reload or a crash replaces it. */
+  generation: number;
+  in: number;
+  out: number;
+  errors: number;
+  restarts: number;
+}
+
+/** The `/status` document. */
+export interface PipelineStatus {
+  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number }>;
+  reloads: { ok: number; failed: number };
+}
+
+export interface SupervisorOptions {
+  /** Diagnostics (stage stderr, reloads, crashes): one line each. */
+  log: (line: string) => void;
+  /** How long a new process must stay up before a reload counts on it (ms). */
+  graceMs?: number;
+  /** More crashes than this within `crashWindowMs` stop the pipeline. */
+  maxCrashes?: number;
+  crashWindowMs?: number;
+}
+
+interface Node {
+  plan: SourcePlan | StagePlan;
+  proc: StageProcess;
+  pump: Pump;
+  stats: ComponentStats;
+}
+
+interface SinkUnit {
+  plan: SinkPlan;
+  sink: StageProcess;
+  /** The hidden `cqp filter where` in front of the sink. */
+  where: StageProcess | undefined;
+  wherePump: Pump | undefined;
+  /** The log follower feeding a sink that follows the log. */
+  follower: StageProcess | undefined;
+  followerPump: Pump | undefined;
+  /** The positions the sink held when its follower started. */
+  followStart: PositionMap;
+  stats: ComponentStats;
+}
+
+const BACKOFF_START_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+/** Counts the bad lines a stage reports on stderr (the runtime's `--on-error skip` warnings). */
+function errorsIn(line: string): number {
+  const more = /(\d+) more bad lines? skipped/.exec(line);
+  if (more) return Number(more[1]);
+  return /\bskipped\b|\bdead-letter/i.test(line) ? 1 : 0;
+}
+
+export class Supervisor {
+  plan: PipelinePlan;
+  readonly reloads = { ok: 0, failed: 0 };
+  readonly startedAt = Date.now();
+  /** Resolves with the exit code once the pipeline has stopped. */
+  readonly result: Promise<number>;
+
+  private source: Node | undefined;
+  private stages: Node[] = [];
+  private readonly units = new Map<string, SinkUnit>();
+  private readonly stats = new Map<string, ComponentStats>();
+  private busy: Promise<unknown> = Promise.resolve();
+  private state: 'starting' | 'running' | 'recovering' | 'stopping' | 'done' = 'starting';
+  private reloadNo = 0;
+  private reloadQueued = false;
+  private refusedText: string | undefined;
+  private crashes: number[] = [];
+  private failed = false;
+  private resolveResult: (code: number) => void = () => {};
+  private readonly graceMs: number;
+  private readonly maxCrashes: number;
+  private readonly crashWindowMs: number;
+
+  constructor(
+    plan: PipelinePlan,
+    private readonly options: SupervisorOptions,
+  ) {
+    this.plan = plan;
+    this.graceMs = options.graceMs ?? 300;
+    this.maxCrashes = options.maxCrashes ?? 5;
+    this.crashWindowMs = options.crashWindowMs ?? 60_000;
+    this.result = new Promise((resolve) => (this.resolveResult = resolve));
+  }
+
+  private log(line: string): void {
+    this.options.log(line);
+  }
+
+  /** Runs `task` after every reload, recovery or shutdown step queued before it. */
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.busy.then(task, task);
+    this.busy = run.catch(() => {});
+    return run;
+  }
+
+  /** Starts every process of the pipeline. */
+  async start(): Promise<void> {
+    await this.serial(async () => {
+      await this.startMain(await this.resumeFor(undefined));
+      for (const sink of this.plan.sinks) if (sink.followLog) this.units.set(sink.name, await this.spawnUnit(sink));
+      this.state = 'running';
+    });
+  }
+
+  // ---- processes and wiring ----
+
+  private statsFor(name: string, kind: ComponentStats['kind']): ComponentStats {
+    let s = this.stats.get(name);
+    if (!s) {
+      s = { name, kind, pid: undefined, generation: 0, in: 0, out: 0, errors: 0, restarts: 0 };
+      this.stats.set(name, s);
+    }
+    return s;
+  }
+
+  private spawn(command: Command, name: string, stats: ComponentStats, extraArgs: string[] = [], inheritStdin = false): StageProcess {
+    return new StageProcess(
+      { file: command.file, args: [...command.args, ...extraArgs] },
+      {
+        name,
+        cwd: this.plan.dir,
+        inheritStdin,
+        stderrLine: (line) => {
+          stats.errors += errorsIn(line);
+          this.log(`[${name}] ${line}`);
+        },
+      },
+    );
+  }
+
+  private target(proc: StageProcess, stats: ComponentStats | undefined): PumpTarget {
+    return {
+      stream: proc.stdin,
+      ...(stats ? { count: (n: number) => (stats.in += n) } : {}),
+      ending: () => (proc.expected ??= 'end'),
+    };
+  }
+
+  private pumpFrom(proc: StageProcess, stats: ComponentStats | undefined, targets: PumpTarget[], trackPositions = false): Pump {
+    return new Pump(proc.stdout, targets, {
+      endTargets: true,
+      trackPositions,
+      ...(stats ? { count: (n: number) => (stats.out += n) } : {}),
+      cleanEnd: () => proc.clean(),
+      warn: (message) => this.log(`cqp: ${proc.name}: ${message}`),
+    });
+  }
+
+  /** Spawns a source or stage process (not yet connected). */
+  private spawnProc(plan: SourcePlan | StagePlan, kind: 'source' | 'stage', resume?: PositionMap): { proc: StageProcess; stats: ComponentStats } {
+    const stats = this.statsFor(plan.name, kind);
+    const isSource = kind === 'source';
+    const extra = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
+    const proc = this.spawn(plan.command, plan.name, stats, extra, isSource && (plan as SourcePlan).type === 'stdin');
+    stats.generation++;
+    stats.pid = proc.pid;
+    this.watch(proc);
+    return { proc, stats };
+  }
+
+  /** Spawns a sink with its where-filter or its log follower; only its feed from the stages is left to connect. */
+  private async spawnUnit(plan: SinkPlan): Promise<SinkUnit> {
+    const stats = this.statsFor(plan.name, 'sink');
+    const sink = this.spawn(plan.command, plan.name, stats);
+    stats.generation++;
+    stats.pid = sink.pid;
+    const unit: SinkUnit = { plan, sink, where: undefined, wherePump: undefined, follower: undefined, followerPump: undefined, followStart: {}, stats };
+    if (plan.whereCommand) {
+      unit.where = this.spawn(plan.whereCommand, `${plan.name}:where`, stats);
+      unit.wherePump = this.pumpFrom(unit.where, undefined, [this.target(sink, stats)]);
+    }
+    if (plan.followerCommand) {
+      unit.followStart = await sinkApplied(plan).catch(() => ({}));
+      unit.follower = this.spawn(plan.followerCommand, `${plan.name}:follow`, stats, ['--resume', JSON.stringify(unit.followStart)]);
+      unit.followerPump = this.pumpFrom(unit.follower, undefined, [this.target(sink, stats)], true);
+    }
+    for (const proc of this.unitProcs(unit)) this.watch(proc, unit);
+    return unit;
+  }
+
+  private unitProcs(unit: SinkUnit): StageProcess[] {
+    return [unit.follower, unit.where, unit.sink].filter((p): p is StageProcess => p !== undefined);
+  }
+
+  /** Where the stages' output goes in: the where-filter or the sink itself, for each sink fed by the stages. */
+  private fanoutTargets(): PumpTarget[] {
+    const targets: PumpTarget[] = [];
+    for (const unit of this.units.values()) {
+      if (unit.follower) continue;
+      targets.push(unit.where ? this.target(unit.where, undefined) : this.target(unit.sink, unit.stats));
+    }
+    return targets;
+  }
+
+  private chain(): Node[] {
+    return this.source ? [this.source, ...this.stages] : [...this.stages];
+  }
+
+  private lastPump(): Pump | undefined {
+    return this.chain().at(-1)?.pump;
+  }
+
+  /** Starts the source, the stages and the sinks they feed, connected. */
+  private async startMain(resume: PositionMap | undefined): Promise<void> {
+    for (const sink of this.plan.sinks) if (!sink.followLog) this.units.set(sink.name, await this.spawnUnit(sink));
+    const procs = [
+      { plan: this.plan.source as SourcePlan | StagePlan, ...this.spawnProc(this.plan.source, 'source', resume) },
+      ...this.plan.stages.map((s) => ({ plan: s as SourcePlan | StagePlan, ...this.spawnProc(s, 'stage') })),
+    ];
+    let downstream = this.fanoutTargets();
+    const nodes: Node[] = [];
+    for (let i = procs.length - 1; i >= 0; i--) {
+      const { plan, proc, stats } = procs[i] as (typeof procs)[number];
+      const pump = this.pumpFrom(proc, stats, downstream, i === 0);
+      nodes.unshift({ plan, proc, pump, stats });
+      downstream = [this.target(proc, stats)];
+    }
+    [this.source] = nodes as [Node];
+    this.stages = nodes.slice(1);
+  }
+
+  private mainProcs(): StageProcess[] {
+    const procs = this.chain().map((n) => n.proc);
+    for (const unit of this.units.values()) if (!unit.follower) procs.push(...this.unitProcs(unit));
+    return procs;
+  }
+
+  private allProcs(): StageProcess[] {
+    const procs = this.chain().map((n) => n.proc);
+    for (const unit of this.units.values()) procs.push(...this.unitProcs(unit));
+    return procs;
+  }
+
+  private async exited(procs: StageProcess[]): Promise<void> {
+    await Promise.all(procs.map((p) => p.exit));
+  }
+
+  // ---- exits and crashes ----
+
+  private watch(proc: StageProcess, unit?: SinkUnit): void {
+    void proc.exit.then((status) => {
+      const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+      if (proc.expected) {
+        if (proc.expected !== 'kill' && status.code !== 0) {
+          this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
+          if (this.state === 'stopping') this.failed = true;
+        }
+        return;
+      }
+      proc.expected = 'kill';
+      if (this.state === 'stopping' || this.state === 'done') {
+        this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
+        this.failed = true;
+        return;
+      }
+      if (proc === this.source?.proc && status.code === 0) {
+        this.log(`cqp: the source has ended; draining`);
+        void this.stop();
+        return;
+      }
+      this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
+      void this.serial(() => (unit?.follower ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
+    });
+  }
+
+  /** True when the pipeline may go on after another crash; stops it otherwise. */
+  private async noteCrash(name: string): Promise<number | undefined> {
+    const now = Date.now();
+    this.crashes = this.crashes.filter((t) => now - t < this.crashWindowMs);
+    this.crashes.push(now);
+    const stats = this.stats.get(name);
+    if (stats) stats.restarts++;
+    if (this.crashes.length > this.maxCrashes) {
+      this.log(`cqp: ${this.crashes.length} crashes within ${Math.round(this.crashWindowMs / 1000)} s (last: ${name}); stopping the pipeline`);
+      this.killAll(1);
+      return undefined;
+    }
+    return Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (this.crashes.length - 1));
+  }
+
+  /**
+   * A process between the source and the sinks died: what it held is gone, and so is everything
+   * upstream of it in flight. Stop the upstream at once, let the downstream drain into the sinks, then
+   * start again from the positions the exactly-once sinks hold (they skip what they already have;
+   * at-least-once sinks may see some events again).
+   */
+  private async recoverMain(crashed: StageProcess, unit: SinkUnit | undefined): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'recovering';
+    const chain = this.chain();
+    const at = chain.findIndex((n) => n.proc === crashed);
+    const current = unit ? this.units.get(unit.plan.name) === unit : at >= 0;
+    if (!current) {
+      this.state = 'running';
+      return;
+    }
+    const upstream = unit ? chain : chain.slice(0, Math.max(0, at));
+    let inFlight = 0;
+    for (const node of upstream) {
+      node.pump.endTargets = false;
+      node.pump.retarget([]);
+      inFlight += Math.max(0, node.stats.in - node.stats.out);
+      node.proc.stop('SIGKILL');
+    }
+    if (unit) {
+      if (unit.where && crashed === unit.sink) {
+        unit.wherePump?.retarget([]);
+        unit.where.stop('SIGKILL');
+      }
+      // The stages were stopped: end the other sinks' input so they drain and exit.
+      for (const other of this.units.values()) {
+        if (other === unit || other.follower) continue;
+        const feed = other.where ?? other.sink;
+        feed.expected ??= 'end';
+        feed.stdin.end();
+      }
+    }
+    await this.exited(this.mainProcs());
+    for (const name of [...this.units.keys()]) if (!this.units.get(name)?.follower) this.units.delete(name);
+    const delay = await this.noteCrash(crashed.name);
+    if (delay === undefined) return;
+    if (!this.plan.source.resumable) {
+      this.log(`cqp: the ${this.plan.source.type} source cannot replay: up to ${inFlight} events in flight may be lost`);
+    }
+    await sleep(delay);
+    if (this.stateIs('stopping')) return;
+    await this.startMain(await this.resumeFor(this.source?.pump.positions));
+    this.state = 'running';
+  }
+
+  private stateIs(state: Supervisor['state']): boolean {
+    return this.state === state;
+  }
+
+  /** A sink following the log, or its follower, died: restart the pair; it resumes from what it holds. */
+  private async recoverUnit(unit: SinkUnit): Promise<void> {
+    if (this.state !== 'running' || this.units.get(unit.plan.name) !== unit) return;
+    for (const proc of this.unitProcs(unit)) proc.stop('SIGKILL');
+    await this.exited(this.unitProcs(unit));
+    const delay = await this.noteCrash(unit.plan.name);
+    if (delay === undefined) return;
+    await sleep(delay);
+    if (this.state !== 'running') return;
+    this.units.set(unit.plan.name, await this.spawnUnit(unit.plan));
+  }
+
+  /**
+   * Where the source resumes: the smallest position its exactly-once sinks hold; without such sinks,
+   * after the last event the supervisor forwarded (`forwarded`).
+   */
+  private async resumeFor(forwarded: PositionMap | undefined): Promise<PositionMap | undefined> {
+    const durable = await resumePositions(this.plan.sinks);
+    if (durable !== undefined) return durable;
+    if (forwarded && Object.keys(forwarded).length > 0) {
+      this.log('cqp: no exactly-once sink holds positions; resuming after the last event forwarded (events in flight may be lost)');
+      return { ...forwarded };
+    }
+    return undefined;
+  }
+
+  // ---- shutdown ----
+
+  /** Stops the source, lets every stage and sink drain, then resolves `result` (SIGINT/SIGTERM, or the source ended). */
+  stop(): Promise<void> {
+    if (this.state === 'stopping' || this.state === 'done') return Promise.resolve();
+    this.state = 'stopping';
+    return this.serial(async () => {
+      this.source?.proc.stop('SIGTERM');
+      await this.exited(this.mainProcs());
+      await this.stopFollowers();
+      this.finish(this.failed ? 1 : 0);
+    });
+  }
+
+  /** Stops the log followers once they have caught up with the log's last record. */
+  private async stopFollowers(): Promise<void> {
+    const followers = [...this.units.values()].filter((u) => u.follower);
+    if (followers.length === 0) return;
+    const logPath = followers[0]?.plan.followLog as string;
+    let target: { key: string; seq: string } | undefined;
+    if (existsSync(logPath)) {
+      try {
+        const tail = await readLogTail(logPath);
+        if (tail.lastSeq > 0) target = { key: `log:${tail.logId}`, seq: String(tail.lastSeq) };
+      } catch (error) {
+        this.log(`cqp: cannot read the log's end (${messageOf(error)}); stopping the views now`);
+      }
+    }
+    await Promise.all(
+      followers.map(async (unit) => {
+        const follower = unit.follower as StageProcess;
+        while (target && follower.running) {
+          const reached = unit.followerPump?.positions[target.key] ?? unit.followStart[target.key];
+          if (reached !== undefined && compareN(reached, target.seq) >= 0) break;
+          await sleep(20);
+        }
+        follower.stop('SIGTERM');
+        await this.exited(this.unitProcs(unit));
+      }),
+    );
+  }
+
+  /** Kills every process at once (a second signal, or too many crashes). */
+  killAll(code = 1): void {
+    this.state = 'stopping';
+    for (const proc of this.allProcs()) proc.stop('SIGKILL');
+    void this.exited(this.allProcs()).then(() => this.finish(code));
+  }
+
+  private finish(code: number): void {
+    if (this.state === 'done') return;
+    this.state = 'done';
+    this.resolveResult(code);
+  }
+
+  // ---- hot reload ----
+
+  /** Queues a reload of the pipeline file; requests made while one waits are merged into it. */
+  requestReload(): Promise<void> {
+    if (this.reloadQueued) return this.busy.then(() => {});
+    this.reloadQueued = true;
+    return this.serial(async () => {
+      this.reloadQueued = false;
+      if (this.state !== 'running') return;
+      await this.reload();
+    });
+  }
+
+  private refuse(n: number, why: string): void {
+    this.reloads.failed++;
+    this.log(`cqp: reload #${n} refused: ${why}`);
+  }
+
+  private async reload(): Promise<void> {
+    let text: string;
+    try {
+      text = readFileSync(this.plan.file, 'utf8');
+    } catch (error) {
+      this.refuse(++this.reloadNo, `cannot read ${this.plan.file}: ${messageOf(error)}`);
+      return;
+    }
+    // Editors save in steps and the watcher and the poll both fire: act once per content.
+    if (text === this.plan.text || text === this.refusedText) return;
+    const n = ++this.reloadNo;
+    let next: PipelinePlan;
+    try {
+      next = parsePipeline(text, this.plan.file);
+    } catch (error) {
+      this.refusedText = text;
+      this.refuse(n, messageOf(error));
+      return;
+    }
+    this.refusedText = undefined;
+    const diff = reloadDiff(this.plan, next);
+    if (diff.empty) {
+      this.plan = next;
+      this.reloads.ok++;
+      this.log(`cqp: reload #${n}: no changes`);
+      return;
+    }
+    // Start the new processes first; if one fails, nothing has been touched yet.
+    const fresh: Array<{ plan: StagePlan; proc: StageProcess; stats: ComponentStats }> = [];
+    const added: SinkUnit[] = [];
+    const oldDir = this.plan.dir;
+    this.plan = { ...this.plan, dir: next.dir };
+    try {
+      if (diff.stages) {
+        for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd)) {
+          fresh.push({ plan, ...this.spawnFresh(plan) });
+        }
+      }
+      for (const name of diff.sinks.added) added.push(await this.spawnUnit(next.sinks.find((s) => s.name === name) as SinkPlan));
+      const procs = [...fresh.map((f) => f.proc), ...added.flatMap((u) => this.unitProcs(u))];
+      await Promise.all(procs.map((p) => p.started(this.graceMs)));
+    } catch (error) {
+      for (const f of fresh) f.proc.stop('SIGKILL');
+      for (const u of added) for (const p of this.unitProcs(u)) p.stop('SIGKILL');
+      await this.exited([...fresh.map((f) => f.proc), ...added.flatMap((u) => this.unitProcs(u))]);
+      this.restoreStats(diff, next);
+      this.plan = { ...this.plan, dir: oldDir };
+      this.refuse(n, messageOf(error));
+      return;
+    }
+    const problems: string[] = [];
+    if (diff.sourceChanged) await this.swapSource(next.source, problems);
+    if (diff.stages) await this.swapStages(diff.stages, fresh);
+    await this.swapSinks(diff, next, added, problems);
+    for (const name of diff.removed) if (!next.stages.some((s) => s.name === name) && !next.sinks.some((s) => s.name === name) && next.source.name !== name) this.stats.delete(name);
+    this.plan = next;
+    if (problems.length > 0) {
+      this.reloads.failed++;
+      this.log(`cqp: reload #${n} partly refused: ${problems.join('; ')}`);
+      return;
+    }
+    this.reloads.ok++;
+    this.log(`cqp: reload #${n}: ${describeDiff(diff)}`);
+  }
+
+  /** A stage process started by a reload; its counters continue the component's. */
+  private spawnFresh(plan: StagePlan): { proc: StageProcess; stats: ComponentStats } {
+    return this.spawnProc(plan, 'stage');
+  }
+
+  /** After a refused reload: the generations counted for processes that never ran are given back. */
+  private restoreStats(diff: ReloadDiff, next: PipelinePlan): void {
+    if (diff.stages) {
+      for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd)) {
+        const stats = this.stats.get(plan.name);
+        const running = this.stages.find((s) => s.plan.name === plan.name);
+        if (!stats) continue;
+        if (running) {
+          stats.generation--;
+          stats.pid = running.proc.pid;
+        } else {
+          this.stats.delete(plan.name);
+        }
+      }
+    }
+    for (const name of diff.sinks.added) this.stats.delete(name);
+  }
+
+  /**
+   * Replaces the source: the old one is stopped (it finishes the events in hand), everything it sent
+   * is forwarded, and the new one resumes after the last position forwarded.
+   */
+  private async swapSource(plan: SourcePlan, problems: string[]): Promise<void> {
+    const old = this.source as Node;
+    const targets = [...old.pump.currentTargets];
+    old.pump.endTargets = false;
+    old.proc.stop('SIGTERM');
+    await old.pump.done;
+    await old.proc.exit;
+    const resume = laterPositions((await resumePositions(this.plan.sinks)) ?? {}, old.pump.positions);
+    if (old.plan.name !== plan.name) this.stats.delete(old.plan.name);
+    let started = this.spawnProc(plan, 'source', resume);
+    try {
+      await started.proc.started(this.graceMs);
+    } catch (error) {
+      problems.push(`${messageOf(error)}; the previous source goes on`);
+      started = this.spawnProc(old.plan, 'source', resume);
+      plan = old.plan as SourcePlan;
+    }
+    const pump = this.pumpFrom(started.proc, started.stats, targets, true);
+    this.source = { plan, proc: started.proc, pump, stats: started.stats };
+  }
+
+  /**
+   * Rebuilds the stretch of stages [prefix, oldEnd) as `fresh`: the flow is held after the last whole
+   * line before the stretch, the old stretch gets end-of-input and is drained downstream, then the new
+   * stretch is connected and the flow goes on. Stages before and after keep their processes.
+   */
+  private async swapStages(range: NonNullable<ReloadDiff['stages']>, fresh: Array<{ plan: StagePlan; proc: StageProcess; stats: ComponentStats }>): Promise<void> {
+    const chain = this.chain();
+    const cut = chain[range.prefix] as Node;
+    const old = this.stages.slice(range.prefix, range.oldEnd);
+    const after = this.stages[range.oldEnd];
+    cut.pump.hold();
+    let downstream: PumpTarget[];
+    if (old.length > 0) {
+      const last = old[old.length - 1] as Node;
+      downstream = [...last.pump.currentTargets];
+      last.pump.endTargets = false;
+      const first = old[0] as Node;
+      first.proc.expected ??= 'end';
+      first.proc.stdin.end();
+      await last.pump.done;
+      await this.exited(old.map((o) => o.proc));
+    } else {
+      downstream = after ? [this.target(after.proc, after.stats)] : [...cut.pump.currentTargets];
+    }
+    const nodes: Node[] = [];
+    for (let i = fresh.length - 1; i >= 0; i--) {
+      const f = fresh[i] as (typeof fresh)[number];
+      nodes.unshift({ plan: f.plan, proc: f.proc, stats: f.stats, pump: this.pumpFrom(f.proc, f.stats, downstream) });
+      downstream = [this.target(f.proc, f.stats)];
+    }
+    this.stages.splice(range.prefix, range.oldEnd - range.prefix, ...nodes);
+    cut.pump.retarget(downstream);
+    cut.pump.release();
+  }
+
+  /** Removes, replaces and adds sinks between two lines of the stages' output. */
+  private async swapSinks(diff: ReloadDiff, next: PipelinePlan, added: SinkUnit[], problems: string[]): Promise<void> {
+    const { sinks } = diff;
+    if (sinks.added.length + sinks.changed.length + sinks.removed.length === 0) return;
+    const fan = this.lastPump();
+    fan?.hold();
+    // A replaced sink is stopped before its successor starts: both may need the same file (the log's lock).
+    const going = [...sinks.removed, ...sinks.changed]
+      .map((name) => this.units.get(name) as SinkUnit)
+      .sort((a, b) => Number(b.follower !== undefined) - Number(a.follower !== undefined));
+    for (const unit of going) {
+      this.units.delete(unit.plan.name);
+      if (unit.follower) {
+        unit.follower.stop('SIGTERM');
+      } else {
+        fan?.retarget(this.fanoutTargets());
+        const feed = unit.where ?? unit.sink;
+        feed.expected ??= 'end';
+        feed.stdin.end();
+      }
+      await this.exited(this.unitProcs(unit));
+    }
+    for (const name of sinks.changed) {
+      const plan = next.sinks.find((s) => s.name === name) as SinkPlan;
+      let unit = await this.spawnUnit(plan);
+      try {
+        await Promise.all(this.unitProcs(unit).map((p) => p.started(this.graceMs)));
+      } catch (error) {
+        for (const p of this.unitProcs(unit)) p.stop('SIGKILL');
+        const old = going.find((u) => u.plan.name === name) as SinkUnit;
+        problems.push(`${messageOf(error)}; sink ${name} keeps its previous definition`);
+        unit = await this.spawnUnit(old.plan);
+        next.sinks[next.sinks.indexOf(plan)] = old.plan;
+      }
+      this.units.set(name, unit);
+    }
+    for (const unit of added) this.units.set(unit.plan.name, unit);
+    fan?.retarget(this.fanoutTargets());
+    fan?.release();
+  }
+
+  // ---- seeing it ----
+
+  /** Counters of the source, the stages and the sinks, in pipeline order. */
+  components(): ComponentStats[] {
+    const names = [this.plan.source.name, ...this.plan.stages.map((s) => s.name), ...this.plan.sinks.map((s) => s.name)];
+    return names.map((n) => this.stats.get(n)).filter((s): s is ComponentStats => s !== undefined);
+  }
+
+  /** The `/status` document. */
+  status(): PipelineStatus {
+    return {
+      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors })),
+      reloads: { ...this.reloads },
+    };
+  }
+}
