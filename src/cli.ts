@@ -1,3 +1,5 @@
+import { createReadStream, fstatSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { Command, Option } from 'commander';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
 import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
@@ -67,10 +69,20 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   const stop = (): void => controller.abort();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  const io = { input: process.stdin, output: process.stdout, warn: (m: string) => process.stderr.write(`${m}\n`), signal: controller.signal, cwd: process.cwd() };
+  const io = { input: stdinStream(), output: process.stdout, warn: (m: string) => process.stderr.write(`${m}\n`), signal: controller.signal, cwd: process.cwd() };
   if (def.kind === 'filter') await runFilter(def, options, runtime, io);
   else if (def.kind === 'source') await runSource(def, options, runtime, io);
   else await runSink(def, options, runtime, io);
+}
+
+/** Standard input; a regular file (`< events.ndjson`) is read in large chunks rather than 64 KiB ones. */
+function stdinStream(): Readable {
+  try {
+    if (fstatSync(0).isFile()) return createReadStream('', { fd: 0, highWaterMark: 1 << 20, autoClose: false });
+  } catch {
+    // No usable fd 0 (closed stdin): fall back to process.stdin, which reports it as an empty stream.
+  }
+  return process.stdin;
 }
 
 function listCommand(): void {
