@@ -103,7 +103,76 @@ export function buildProgram(): Command {
   addComponentCommands(program.command('filter').description('run a filter: NDJSON stdin → stdout (cqp filter NAME --help)'), 'filter');
   addComponentCommands(program.command('source').description('run a source: events → NDJSON stdout (cqp source KIND --help)'), 'source');
   addComponentCommands(program.command('sink').description('run a sink: NDJSON stdin → a destination (cqp sink KIND --help)'), 'sink');
+  addLogCommands(program);
+  program
+    .command('query')
+    .description('run SQL against a views database (read-only) and print an aligned table, or NDJSON with --json')
+    .argument('<db>', 'the SQLite file a sqlite sink writes')
+    .argument('<sql>', 'the query, e.g. "select name, price from ice_creams order by price desc limit 5"')
+    .option('--json', 'print one JSON object per row instead of a table')
+    .action(async (db: string, sql: string, opts: { json?: boolean }) => {
+      const { runQuery } = await import('./views/query.js');
+      setExit(await runQuery(db, sql, { json: opts.json }, process.stdout));
+    });
+  program
+    .command('run')
+    .description('run a pipeline file: source → stages → sinks, each its own process; reloads the file when it is saved (or on SIGHUP)')
+    .argument('<pipeline>', 'the pipeline YAML file')
+    .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464')
+    .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal', '10')
+    .action(async (file: string, opts: { metrics?: string; statusInterval: string }) => {
+      const { runPipelineCommand } = await import('./supervisor/index.js');
+      const seconds = Number(opts.statusInterval);
+      if (!(seconds > 0)) throw new CqpError('USAGE', `--status-interval: expected a number of seconds, got ${opts.statusInterval}`);
+      setExit(await runPipelineCommand(file, { ...(opts.metrics ? { metrics: opts.metrics } : {}), statusIntervalMs: seconds * 1000 }));
+    });
+  program
+    .command('lint')
+    .description('check a pipeline file without running it (exit 0, or 2 with FILE:LINE, the field and a suggestion)')
+    .argument('<pipeline>', 'the pipeline YAML file')
+    .action(async (file: string) => {
+      const { lintCommand } = await import('./supervisor/index.js');
+      setExit(await lintCommand(file));
+    });
   return program;
+}
+
+let exitCode = 0;
+
+/** Records the exit code a command returned (commands that fail by returning, not throwing). */
+function setExit(code: number): void {
+  exitCode = code;
+}
+
+function addLogCommands(program: Command): void {
+  const log = program.command('log').description('inspect and repair a command log (cat, verify, stat, repair)');
+  const run = async (sub: 'cat' | 'verify' | 'stat' | 'repair', file: string, opts: Record<string, unknown> = {}): Promise<void> => {
+    const { runLogCommand } = await import('./log/tools.js');
+    setExit(await runLogCommand(sub, file, opts));
+  };
+  log
+    .command('cat')
+    .description('print the events as NDJSON, byte for byte as appended (no JSON parse)')
+    .argument('<file>', 'the log file')
+    .option('--from <pos>', 'first record: a sequence number or an ISO-8601 append time')
+    .option('--until <pos>', 'last record: a sequence number or an ISO-8601 append time')
+    .option('--meta', 'wrap each event as {"seq","time","event"}')
+    .action((file: string, opts: Record<string, unknown>) => run('cat', file, opts));
+  log
+    .command('verify')
+    .description('check every record; exit 0 when all check out, 1 naming the first bad seq and byte offset')
+    .argument('<file>', 'the log file')
+    .action((file: string) => run('verify', file));
+  log
+    .command('stat')
+    .description('print the record count, first/last seq and append time, size, and source positions')
+    .argument('<file>', 'the log file')
+    .action((file: string) => run('stat', file));
+  log
+    .command('repair')
+    .description('cut the log at its first bad record (explicit: what follows it is dropped)')
+    .argument('<file>', 'the log file')
+    .action((file: string) => run('repair', file));
 }
 
 /** Entry point of every bin: parses argv, runs, and exits with 0, 1 or 2. */
@@ -112,11 +181,15 @@ export async function main(argv: string[]): Promise<void> {
     if (isBrokenPipe(error)) process.exit(0);
   });
   const program = buildProgram();
-  for (const cmd of [program, ...program.commands]) cmd.exitOverride();
+  const override = (cmd: Command): void => {
+    cmd.exitOverride();
+    cmd.commands.forEach(override);
+  };
+  override(program);
   let code: number;
   try {
     await program.parseAsync(argv, { from: 'user' });
-    code = 0;
+    code = exitCode;
   } catch (error) {
     code = handleError(error);
   }
