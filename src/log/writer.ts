@@ -3,10 +3,13 @@ import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 import { advance, formatPosition, parsePosition, type Position, type PositionMap } from '../core/position.js';
-import { HEADER_SIZE, MAGIC, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
+import { HEADER_SIZE, MAGIC, MAX_BODY, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
 import { acquireLock, type LogLock } from './lock.js';
 import { RecordScanner } from './scanner.js';
 import { checkpointHolds, readIndex, writeIndex, type LogIndex } from './sidecar.js';
+
+/** Largest single write of an append; bigger batches are written in several pieces. */
+const MAX_WRITE = 8 << 20;
 
 export type FsyncPolicy = 'always' | 'batch' | 'never';
 
@@ -231,31 +234,37 @@ class CommandLogWriter implements LogWriter {
       const pl = pos === undefined ? 0 : Buffer.byteLength(pos);
       if (pl > 0xffff) throw new CqpError('IO', `${this.path}: position "${pos?.slice(0, 80)}…" is longer than 65535 bytes`);
       const dl = typeof item.bytes === 'string' ? Buffer.byteLength(item.bytes) : item.bytes.length;
+      if (pl + dl > MAX_BODY) throw new CqpError('IO', `${this.path}: an event of ${dl} bytes is larger than a log record may be (${MAX_BODY} bytes)`);
       posLens[i] = pl;
       dataLens[i] = dl;
       total += recordSize(pl + dl);
     }
-    const out = Buffer.allocUnsafe(total);
     const time = Math.max(Date.now(), this.last.time);
     const starts = new Array<number>(n);
-    let at = 0;
-    for (let i = 0; i < n; i++) {
-      starts[i] = at;
-      at = encodeRecord(out, at, firstSeq + i, time, positions[i], posLens[i] as number, (items[i] as AppendItem).bytes, dataLens[i] as number);
-    }
     const base = this.end;
     try {
-      if (this.fsync === 'always') {
-        for (let i = 0; i < n; i++) {
-          const s = starts[i] as number;
-          const e = i + 1 < n ? (starts[i + 1] as number) : total;
-          this.writeAll(out.subarray(s, e), base + s);
-          await this.fh.datasync();
+      // Encode and write in pieces of at most MAX_WRITE bytes (one record each under `always`), so a
+      // batch of large events never needs one buffer of its whole size.
+      let at = 0;
+      for (let i = 0; i < n; ) {
+        let size = 0;
+        let j = i;
+        do {
+          size += recordSize((posLens[j] as number) + (dataLens[j] as number));
+          j++;
+        } while (j < n && this.fsync !== 'always' && size + recordSize((posLens[j] as number) + (dataLens[j] as number)) <= MAX_WRITE);
+        const out = Buffer.allocUnsafe(size);
+        let p = 0;
+        for (let k = i; k < j; k++) {
+          starts[k] = at + p;
+          p = encodeRecord(out, p, firstSeq + k, time, positions[k], posLens[k] as number, (items[k] as AppendItem).bytes, dataLens[k] as number);
         }
-      } else {
-        this.writeAll(out, base);
-        if (this.fsync === 'batch') await this.fh.datasync();
+        this.writeAll(out, base + at);
+        if (this.fsync === 'always') await this.fh.datasync();
+        at += size;
+        i = j;
       }
+      if (this.fsync === 'batch') await this.fh.datasync();
     } catch (error) {
       this.failed = error as Error;
       await this.fh.truncate(base).catch(() => undefined);

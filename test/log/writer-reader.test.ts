@@ -53,6 +53,17 @@ describe('command log writer and reader', () => {
     expect(await readLogId(path)).toBe(w.logId);
   });
 
+  test('a batch larger than one write (big events) is stored whole and in order', async () => {
+    const path = join(tempDir(), 'events.log');
+    const w = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    const big = (i: number): string => JSON.stringify({ i, blob: 'é'.repeat(2_500_000 + i) });
+    const items = [big(0), '{"small":1}', big(1), big(2), big(3), '{"small":2}'].map((bytes) => ({ bytes }));
+    expect(await w.appendBatch(items)).toEqual({ firstSeq: 1, lastSeq: 6 });
+    await w.close();
+    const records = await readAll(path);
+    expect(records.map((r) => r.bytes.toString('utf8'))).toEqual(items.map((i) => i.bytes));
+  });
+
   test('sequence numbers continue without gaps across reopen', async () => {
     const path = join(tempDir(), 'events.log');
     await writeEvents(path, 25, 7);
