@@ -54,6 +54,8 @@ interface OpenFile {
   splitter: LineSplitter;
   /** Known to have been rotated away from the path (found beside it on resume). */
   rotated: boolean;
+  /** Seen truncated (or rewritten) while reading; the follower starts it over. */
+  truncated: boolean;
 }
 
 function isMissing(error: unknown): boolean {
@@ -122,7 +124,7 @@ class Follower {
       this.cur = cur;
       yield* this.readToEnd(cur);
       if (o.signal.aborted) return;
-      if (!o.follow) {
+      if (!o.follow && !cur.truncated) {
         yield* this.finish(cur);
         await this.drop(cur);
         if (!cur.rotated) return;
@@ -132,7 +134,7 @@ class Follower {
         continue;
       }
       const atPath = await statOrUndefined(o.path);
-      if (atPath && (atPath.ino !== cur.ino || atPath.dev !== cur.dev)) {
+      if (atPath && (atPath.ino !== cur.ino || atPath.dev !== cur.dev) && !cur.truncated) {
         // Another file at the path: the writer has moved on. Take what is left of the old one first.
         yield* this.readToEnd(cur);
         yield* this.finish(cur);
@@ -140,16 +142,23 @@ class Follower {
         continue;
       }
       const size = (await cur.fh.stat()).size;
-      if (size < cur.pos || (size > cur.pos && cur.fingerprint !== undefined && (await fingerprintOf(cur.fh)) !== cur.fingerprint)) {
+      if (size < cur.pos || (size > cur.pos && (await this.rewritten(cur)))) cur.truncated = true;
+      if (cur.truncated) {
         o.warn(`cqp: ${cur.name} was truncated; reading it again from the start (lines written since the last read are lost)`);
         cur.pos = 0;
         cur.fingerprint = undefined;
+        cur.truncated = false;
         cur.splitter = new LineSplitter(o.maxLineBytes);
         continue;
       }
       if (size > cur.pos) continue;
       await this.waiter?.wait();
     }
+  }
+
+  /** True when the file's first line is no longer the one it had (truncated and written again). */
+  private async rewritten(cur: OpenFile): Promise<boolean> {
+    return cur.fingerprint !== undefined && (await fingerprintOf(cur.fh)) !== cur.fingerprint;
   }
 
   private async drop(cur: OpenFile): Promise<void> {
@@ -163,6 +172,12 @@ class Follower {
       const buffer = (this.buffer ??= Buffer.allocUnsafe(this.chunkBytes));
       const { bytesRead } = await cur.fh.read(buffer, 0, buffer.length, cur.pos);
       if (bytesRead === 0) return;
+      // What was read counts only if the file is still the one we were reading: a truncated and
+      // rewritten file would give a later generation's bytes at our offset.
+      if (await this.rewritten(cur)) {
+        cur.truncated = true;
+        return;
+      }
       cur.pos += bytesRead;
       // The splitter keeps a partial line by reference: hand big reads over, copy small ones.
       let data: Buffer;
@@ -208,6 +223,7 @@ class Follower {
         pos: 0,
         splitter: new LineSplitter(this.o.maxLineBytes),
         rotated,
+        truncated: false,
       };
     } catch (error) {
       await fh.close();

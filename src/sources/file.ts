@@ -71,13 +71,12 @@ export default defineSource({
         const chunks = followFile({ path: file, follow, start, pollMs, maxLineBytes: max, resume, signal: ctx.signal, warn: ctx.warn, quietNames });
         try {
           for await (const chunk of chunks) {
-            // Asked for more: the batch before was taken.
-            saver?.commit();
             const lines = stamp(chunk);
             saver?.prepare({ fingerprint: chunk.fingerprint, offset: chunk.next });
             yield { lines };
+            // Asked for more: the batch was taken.
+            saver?.commit();
           }
-          saver?.commit();
         } finally {
           // The runtime stops asking once it has written the last batch when the stage is told to stop.
           if (ctx.signal.aborted) saver?.commit();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -404,8 +404,7 @@ describe('file source with --follow', () => {
     const r = start({ path, follow: true, pollMs: 10 });
     await sleep(100);
     expect(r.lines).toEqual([]);
-    rmSync(join(dir, 'later'), { recursive: true, force: true });
-    await import('node:fs').then((fs) => fs.mkdirSync(join(dir, 'later')));
+    mkdirSync(join(dir, 'later'));
     writeFileSync(path, `${A}\n`);
     await r.waitFor(1);
     await r.stop();
