@@ -20,7 +20,6 @@ export interface PublisherOptions {
   target: KinesisTarget;
   /** Retries of one batch (calls that fail, or that leave records unwritten) before giving up. */
   maxRetries?: number;
-  signal?: AbortSignal;
   warn?: (message: string) => void;
 }
 
@@ -65,7 +64,10 @@ export function recordsToResend(sent: readonly OutgoingRecord[], failed: (i: num
   return again;
 }
 
-/** Publishes records to a stream in order, one PutRecords call at a time, keeping order per partition key. */
+/**
+ * Publishes records to a stream in order, one PutRecords call at a time, keeping order per partition key.
+ * A stop signal does not cut a batch short: the events in hand are delivered (or the retries run out).
+ */
 export class KinesisPublisher {
   private readonly o: PublisherOptions;
 
@@ -82,9 +84,6 @@ export class KinesisPublisher {
     const maxRetries = this.o.maxRetries ?? 20;
     let pending = batch;
     for (let attempt = 0; pending.length > 0; ) {
-      if (this.o.signal?.aborted && attempt > 0) {
-        throw new CqpError('IO', `stopped while ${pending.length} records were still not accepted by Kinesis stream "${this.o.stream}"`);
-      }
       let failedCodes: Array<string | undefined>;
       try {
         const entries: PutRecordsRequestEntry[] = pending.map((r) => ({ PartitionKey: r.key, Data: r.data }));

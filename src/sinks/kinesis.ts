@@ -43,7 +43,7 @@ export default defineSink({
     const keyPath = o.partitionKey ?? 'header.rel.id';
     const getKey: PathGetter = o.partitionKey ? compilePath(o.partitionKey) : compileFallbackPath(['header.rel.id', 'id']);
     const client = createKinesisClient(target);
-    const publisher = new KinesisPublisher({ client, stream: o.stream, target, signal: ctx.signal, warn: ctx.warn });
+    const publisher = new KinesisPublisher({ client, stream: o.stream, target, warn: ctx.warn });
     return {
       async write(batch: SinkEvent[]): Promise<void> {
         const records: OutgoingRecord[] = [];

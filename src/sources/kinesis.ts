@@ -5,8 +5,6 @@ import { resumeAt, stampLine, subPosition, type Position } from '../core/positio
 import { createKinesisClient, type KinesisTarget } from '../kinesis/client.js';
 import { readShards, type ResumePoint, type StartAt } from '../kinesis/reader.js';
 
-const START = /^(trim-horizon|latest|at-timestamp:.+)$/;
-
 /** Parses `--start`: trim-horizon, latest or at-timestamp:ISO. */
 export function parseStart(text: string): StartAt {
   if (text === 'trim-horizon' || text === 'latest') return { type: text };
@@ -18,15 +16,22 @@ export function parseStart(text: string): StartAt {
   throw new CqpError('USAGE', `--start "${text}" is not a start position; use trim-horizon, latest or at-timestamp:2024-05-30T08:00:00Z`);
 }
 
+function isStart(text: string): boolean {
+  try {
+    parseStart(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const options = z.object({
   stream: z.string().min(1).describe('Kinesis stream name'),
   endpoint: z.string().optional().describe('Kinesis endpoint URL (kinesalite, LocalStack); default: AWS'),
   region: z.string().optional().describe('AWS region (default: AWS_REGION, else us-east-1)'),
   start: z
     .string()
-    .refine((s) => START.test(s) && (s.startsWith('at-timestamp:') ? !Number.isNaN(new Date(s.slice(13)).getTime()) : true), {
-      message: 'use trim-horizon, latest or at-timestamp:ISO-8601 time',
-    })
+    .refine(isStart, { message: 'use trim-horizon, latest or at-timestamp:ISO-8601 time (at-timestamp:2024-05-30T08:00:00Z)' })
     .default('trim-horizon')
     .describe('where shards without a stored position start: trim-horizon|latest|at-timestamp:ISO'),
   pollMs: z.number().int().positive().default(250).describe('wait after an empty read of a shard, in ms'),

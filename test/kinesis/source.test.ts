@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ListShardsCommand, MergeShardsCommand, type Shard, SplitShardCommand } from '@aws-sdk/client-kinesis';
 import { compareN } from '../../src/core/position.js';
 import { CqpError } from '../../src/core/errors.js';
+import { parseStart } from '../../src/sources/kinesis.js';
 import {
   createStream,
   type Kinesalite,
@@ -73,17 +74,16 @@ describe('cqp-source kinesis', () => {
   });
 
   test('resumes from a PositionMap: the two runs together hold every record once', async () => {
-    await createStream(k.client, 'resume', 4);
-    await putRecords(k.client, 'resume', events(0, 12_000, 50));
+    // The 20k stream of the test above: 5000 records a shard, more than one read of a shard takes.
     const first = await readWithSource(
-      { stream: 'resume', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300 },
+      { stream: 'big', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300 },
       { stopWhen: (lines) => lines.length >= 1 },
     );
     expect(first.lines.length).toBeGreaterThan(0);
-    expect(first.lines.length).toBeLessThan(12_000);
-    await putRecords(k.client, 'resume', events(12_000, 14_000, 50));
-    const second = await readWithSource({ stream: 'resume', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300 }, { resume: positionsOf(first.lines) });
-    expectEachOnceInKeyOrder([...first.lines, ...second.lines], 14_000);
+    expect(first.lines.length).toBeLessThan(5000);
+    await putRecords(k.client, 'big', events(20_000, 21_000, 300));
+    const second = await readWithSource({ stream: 'big', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300 }, { resume: positionsOf(first.lines) });
+    expectEachOnceInKeyOrder([...first.lines, ...second.lines], 21_000);
     expectShardOrder([...first.lines, ...second.lines]);
   });
 
@@ -99,6 +99,21 @@ describe('cqp-source kinesis', () => {
     expectEachOnceInKeyOrder(
       lines.map((l) => ({ ...l, event: { ...l.event, i: (l.event['i'] as number) - 500 } })),
       300,
+    );
+  });
+
+  test('--start at-timestamp:ISO reads the records that arrived from that time on', async () => {
+    await createStream(k.client, 'since', 2);
+    await putRecords(k.client, 'since', events(0, 100, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    const mid = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 100));
+    // Every shard gets records after the time (kinesalite never answers AT_TIMESTAMP on a shard without any).
+    await putRecords(k.client, 'since', events(100, 200, 20));
+    const { lines } = await readWithSource({ stream: 'since', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 300, start: `at-timestamp:${mid}` });
+    expectEachOnceInKeyOrder(
+      lines.map((l) => ({ ...l, event: { ...l.event, i: (l.event['i'] as number) - 100 } })),
+      100,
     );
   });
 
@@ -208,5 +223,18 @@ describe('cqp-source kinesis', () => {
 
   test('--start rejects values it does not know', async () => {
     await expect(readWithSource({ stream: 's', start: 'yesterday' })).rejects.toThrow(/start/);
+  });
+
+  test.each([
+    ['trim-horizon', { type: 'trim-horizon' }],
+    ['latest', { type: 'latest' }],
+    ['at-timestamp:2024-05-30T08:00:00Z', { type: 'at-timestamp', timestamp: new Date('2024-05-30T08:00:00Z') }],
+    ['at-timestamp:2024-05-30', { type: 'at-timestamp', timestamp: new Date('2024-05-30') }],
+  ])('--start %s', (text, expected) => {
+    expect(parseStart(text)).toEqual(expected);
+  });
+
+  test.each(['', 'TRIM_HORIZON', 'at-timestamp:', 'at-timestamp:soon', 'at-timestamp:May 5 2024', 'earliest'])('--start "%s" is a usage error', (text) => {
+    expect(() => parseStart(text)).toThrow(/--start ".*" is not a start position; use trim-horizon, latest or at-timestamp:/);
   });
 });
