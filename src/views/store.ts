@@ -13,7 +13,7 @@ import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefin
 
 /** One event for `applyBatch`: the parsed event, its position, and optionally its text (stored as is). */
 export interface ViewEvent {
-  event: JsonObject;
+  event: object;
   position?: Position | undefined;
   text?: string | undefined;
 }
@@ -457,9 +457,9 @@ export class ViewStore {
     let db: SqliteDatabase;
     try {
       db = new Database(dbFile);
+      db.pragma('busy_timeout = 5000');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
-      db.pragma('busy_timeout = 5000');
       for (const sql of META_SQL) db.exec(sql);
     } catch (error) {
       throw openError(dbFile, error);
@@ -561,7 +561,7 @@ export class ViewStore {
         const p = projections[v] as Projection;
         if (check[v] === true && position !== undefined && isApplied(p.applied, position)) continue;
         try {
-          p.apply(item.event, item);
+          p.apply(item.event as JsonObject, item);
         } catch (error) {
           if (!(error instanceof BadEvent)) throw error;
           onBad(i, `view ${p.name}: ${error.message}`);
