@@ -305,6 +305,20 @@ describe('file source resuming', () => {
     ]);
     expect(r.warnings.join('\n')).toContain('app.ndjson.1');
   });
+
+  it('follows the sinks\' positions into a rotated-away file, then waits for the path to reappear', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'app.ndjson');
+    writeFileSync(path, `${A}\n${B}\n${C}\n`);
+    renameSync(path, join(dir, 'app.ndjson-2024-05-30'));
+    const r = start({ path, follow: true, pollMs: 10 }, { resume: { [`file:${fingerprint(A)}`]: '0', 'file:0123456789abcdef': '99' } });
+    await r.waitFor(2);
+    const D = '{"id":"d"}';
+    writeFileSync(path, `${D}\n`);
+    await r.waitFor(3);
+    await r.stop();
+    expect(parse(r.lines).map((l) => l.text)).toEqual([B, C, D]);
+  });
 });
 
 describe('file source with --follow', () => {
