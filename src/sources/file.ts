@@ -30,7 +30,8 @@ export default defineSource({
     'file grows, waits for a partial last line to be finished, starts over when the file is truncated ' +
     '(copy-and-truncate rotation loses the lines written after the last read and before the truncation), ' +
     'and on rename rotation finishes the old file before moving to the new one. --checkpoint saves the ' +
-    'position after each batch for standalone use; inside `cqp run` the sinks\' positions are used.',
+    'position after each batch for standalone use (a crash between printing a batch and saving its position ' +
+    'prints that batch again on restart); inside `cqp run` the sinks\' positions are used, exactly once.',
   options: z.object({
     path: z.string().min(1).describe('the NDJSON file to read, e.g. data/incoming.ndjson'),
     follow: z.boolean().default(false).describe('keep reading as the file grows, through truncation and rotation (like tail -F), until stopped'),
