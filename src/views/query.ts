@@ -53,7 +53,8 @@ function prepare(db: SqliteDatabase, dbFile: string, sql: string): Statement {
 
 /**
  * Runs one read-only SQL query on a views database and prints the rows: an aligned table (numbers
- * right-aligned, NULL empty, long cells cut), or NDJSON with `json`. Returns the number of rows.
+ * right-aligned, NULL empty, long cells cut), or NDJSON with `json`. Resolves to the exit code (0);
+ * a missing file or SQL that SQLite rejects throws a CqpError.
  */
 export async function runQuery(dbFile: string, sql: string, options: QueryOptions, out: QueryOutput): Promise<number> {
   if (!existsSync(dbFile)) {
@@ -70,16 +71,14 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
     const statement = prepare(db, dbFile, sql);
     const columns = statement.columns().map((c) => c.name);
     const rows = statement.raw(true).iterate() as IterableIterator<unknown[]>;
-    let count = 0;
     try {
       if (options.json) {
         for (const row of rows) {
           const object: Record<string, unknown> = {};
           for (let i = 0; i < columns.length; i++) object[columns[i] as string] = jsonValue(row[i]);
           await write(out, `${JSON.stringify(object)}\n`);
-          count++;
         }
-        return count;
+        return 0;
       }
       const max = options.maxCellWidth ?? MAX_CELL;
       const cells: string[][] = [];
@@ -94,7 +93,7 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
         });
         cells.push(line);
       }
-      count = cells.length;
+      const count = cells.length;
       const format = (line: string[]): string =>
         line
           .map((text, i) => (numeric[i] ? text.padStart(widths[i] as number) : text.padEnd(widths[i] as number)))
@@ -110,7 +109,7 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
       }
       text += `(${count} ${count === 1 ? 'row' : 'rows'})\n`;
       await write(out, text);
-      return count;
+      return 0;
     } catch (error) {
       if (!(error instanceof Database.SqliteError)) throw error;
       throw new CqpError('USAGE', `cqp query ${dbFile}: the query failed: ${messageOf(error)}`, { cause: error });
