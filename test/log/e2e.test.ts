@@ -1,0 +1,166 @@
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { appendFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { splitStamp } from '../../src/core/position.js';
+import { readLogApplied, readLogTail } from '../../src/log/reader.js';
+import { sleep, tempDir } from './helpers.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const bin = (name: string): string => join(ROOT, 'bin', `${name}.js`);
+
+function cqp(args: string[], cwd: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [bin('cqp'), ...args], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+
+function sh(script: string, cwd: string): SpawnSyncReturns<string> {
+  return spawnSync('sh', ['-c', script], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+
+const node = JSON.stringify(process.execPath);
+const source = (args: string): string => `${node} ${JSON.stringify(bin('cqp-source'))} ${args}`;
+const sink = (args: string): string => `${node} ${JSON.stringify(bin('cqp-sink'))} ${args}`;
+
+describe('command log through the built CLI', () => {
+  test('demo | cqp-sink log, then cat, verify, stat; a re-run appends nothing twice', () => {
+    const dir = tempDir();
+    const run = sh(`${source('demo --count 3000')} | ${sink('log --path data/events.log')}`, dir);
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    const expected = sh(source('demo --count 3000'), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+    const cat = cqp(['log', 'cat', 'data/events.log'], dir);
+    expect(cat.status).toBe(0);
+    expect(cat.stdout.trimEnd().split('\n')).toEqual(expected);
+
+    const again = sh(`${source('demo --count 3500')} | ${sink('log --path data/events.log')}`, dir);
+    expect(again.status).toBe(0);
+    const verify = cqp(['log', 'verify', 'data/events.log'], dir);
+    expect(verify.status).toBe(0);
+    expect(verify.stdout).toContain('ok, 3500 records');
+    const stat = cqp(['log', 'stat', 'data/events.log'], dir);
+    expect(stat.status).toBe(0);
+    expect(stat.stdout).toMatch(/records\s+3500/);
+
+    const meta = cqp(['log', 'cat', 'data/events.log', '--meta', '--from', '3000', '--until', '3001'], dir);
+    const lines = meta.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; time: string; event: unknown });
+    expect(lines.map((l) => l.seq)).toEqual([3000, 3001]);
+    expect(lines[0]?.event).toEqual(JSON.parse(expected[2999] as string));
+    expect(Number.isNaN(Date.parse(lines[0]?.time ?? ''))).toBe(false);
+  });
+
+  test('cqp log verify exits 1 naming the bad record; repair cuts it; verify then exits 0', () => {
+    const dir = tempDir();
+    expect(sh(`${source('demo --count 500')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    const path = join(dir, 'events.log');
+    const bytes = readFileSync(path);
+    const at = Math.floor(bytes.length / 2);
+    bytes[at] = (bytes[at] as number) ^ 0x04;
+    writeFileSync(path, bytes);
+    const verify = cqp(['log', 'verify', 'events.log'], dir);
+    expect(verify.status).toBe(1);
+    expect(verify.stderr).toMatch(/CORRUPT at record \d+, byte offset \d+/);
+    const cat = cqp(['log', 'cat', 'events.log'], dir);
+    expect(cat.status).toBe(1);
+    expect(cat.stderr).toContain('cqp log repair');
+    // An open trusts the records its index has checked already; without the index it checks them all.
+    rmSync(`${path}.idx`);
+    const appendRefused = sh(`${source('demo --count 600')} | ${sink('log --path events.log')}`, dir);
+    expect(appendRefused.status).toBe(1);
+    expect(appendRefused.stderr).toContain('corrupt');
+    const repair = cqp(['log', 'repair', 'events.log'], dir);
+    expect(repair.status).toBe(0);
+    expect(repair.stdout).toMatch(/cut at byte offset \d+/);
+    expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+    // The demo source re-sends what the cut removed; the log ends whole and in order.
+    expect(sh(`${source('demo --count 600')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    const expected = sh(source('demo --count 600'), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+    expect(cqp(['log', 'cat', 'events.log'], dir).stdout.trimEnd().split('\n')).toEqual(expected);
+  });
+
+  test('a second cqp-sink log on the same log fails at once with LOCKED naming the first pid', async () => {
+    const dir = tempDir();
+    const first = spawn(process.execPath, [bin('cqp-sink'), 'log', '--path', 'events.log'], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((r) => first.on('exit', r));
+    first.stdin.write('{"a":1}\n');
+    while (!sh('test -f events.log.lock && echo yes', dir).stdout.includes('yes')) await sleep(20);
+    const second = sh(`echo '{"b":2}' | ${sink('log --path events.log')}`, dir);
+    expect(second.status).toBe(1);
+    expect(second.stderr).toContain(`events.log is locked by another writer (pid ${first.pid})`);
+    first.stdin.end();
+    expect(await exited).toBe(0);
+    expect(cqp(['log', 'cat', 'events.log'], dir).stdout).toBe('{"a":1}\n');
+  });
+
+  test('kill -9 at random moments while the input grows, then a full run: every event exactly once, in order', async () => {
+    const dir = tempDir();
+    const count = 40_000;
+    const initial = 10_000;
+    const input = sh(source(`demo --count ${count} --seed 3`), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+    const inPath = join(dir, 'in.ndjson');
+    writeFileSync(inPath, `${input.slice(0, initial).join('\n')}\n`);
+    const log = join(dir, 'events.log');
+    // One uninterrupted run tells how many log bytes an event takes; each kill then lands when the
+    // log has grown a random part of the way to holding all input so far, or during start-up.
+    expect(sh(`${source('file --path in.ndjson')} | ${sink('log --path probe.log')}`, dir).status).toBe(0);
+    const perEvent = statSync(join(dir, 'probe.log')).size / initial;
+    const sizeOf = (): number => (existsSync(log) ? statSync(log).size : 0);
+    let seed = 12345;
+    const random = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const rounds = 12;
+    const cuts: number[] = [];
+    let written = initial;
+    for (let round = 0; round < rounds; round++) {
+      if (round > 0) {
+        const more = Math.ceil((count - initial) / (rounds - 1));
+        appendFileSync(inPath, `${input.slice(written, written + more).join('\n')}\n`);
+        written = Math.min(count, written + more);
+      }
+      // Half the rounds resume the source from the log's positions, as `cqp run` does; the others
+      // re-read from the start and rely on the sink skipping what the log holds.
+      let resume = '';
+      if (round % 2 === 1) {
+        const applied = await readLogApplied(log).catch(() => ({}));
+        resume = ` --resume '${JSON.stringify(applied)}'`;
+      }
+      const child = spawn('sh', ['-c', `${source(`file --path in.ndjson${resume}`)} | ${sink('log --path events.log')}`], {
+        cwd: dir,
+        detached: true,
+        stdio: 'ignore',
+      });
+      let done = false;
+      const exited = new Promise<void>((r) =>
+        child.on('exit', () => {
+          done = true;
+          r();
+        }),
+      );
+      if (round % 4 === 0) await sleep(random() * 300);
+      else {
+        const from = sizeOf();
+        const target = from + (perEvent * written - from) * (0.1 + random() * 0.8);
+        while (!done && sizeOf() < target) await sleep(2);
+      }
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // The whole pipeline finished before the kill.
+      }
+      await exited;
+      cuts.push(await readLogTail(log).then((t) => t.lastSeq, () => 0));
+    }
+    expect(written).toBe(count);
+    // The kills must have landed mid-stream for this test to mean anything.
+    const midway = cuts.filter((n, i) => n > 0 && n < Math.min(count, initial + i * Math.ceil((count - initial) / (rounds - 1))));
+    expect(midway.length, `records after each kill: ${cuts.join(' ')}`).toBeGreaterThan(5);
+    const final = sh(`${source('file --path in.ndjson')} | ${sink('log --path events.log')}`, dir);
+    expect(final.stderr).not.toContain('cqp:');
+    expect(final.status).toBe(0);
+    const verify = cqp(['log', 'verify', 'events.log'], dir);
+    expect(verify.stdout).toContain(`ok, ${count} records`);
+    const cat = cqp(['log', 'cat', 'events.log'], dir);
+    expect(cat.stdout.trimEnd().split('\n')).toEqual(input);
+  });
+});
