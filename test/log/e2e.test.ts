@@ -77,6 +77,28 @@ describe('command log through the built CLI', () => {
     expect(cqp(['log', 'cat', 'events.log'], dir).stdout.trimEnd().split('\n')).toEqual(expected);
   });
 
+  test('cqp-source log --follow streams stamped events as they are appended and exits 0 on SIGTERM', async () => {
+    const dir = tempDir();
+    const follower = spawn(process.execPath, [bin('cqp-source'), 'log', '--path', 'events.log', '--follow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    follower.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    const exited = new Promise<number | null>((r) => follower.on('exit', r));
+    // The log does not exist yet: the follower waits for it.
+    expect(sh(`${source('demo --count 100')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    while (out.split('\n').length <= 100) await sleep(20);
+    expect(sh(`${source('demo --count 150')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    while (out.split('\n').length <= 150) await sleep(20);
+    follower.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const lines = out.trimEnd().split('\n').map((l) => splitStamp(l));
+    const logId = (await readLogTail(join(dir, 'events.log'))).logId;
+    expect(lines.map((l) => l.position && `${l.position.source}:${l.position.n}`)).toEqual(Array.from({ length: 150 }, (_, i) => `log:${logId}:${i + 1}`));
+    const expected = sh(source('demo --count 150'), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+    expect(lines.map((l) => l.text)).toEqual(expected);
+  });
+
   test('a second cqp-sink log on the same log fails at once with LOCKED naming the first pid', async () => {
     const dir = tempDir();
     const first = spawn(process.execPath, [bin('cqp-sink'), 'log', '--path', 'events.log'], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
