@@ -1,26 +1,33 @@
+import type { JsonObject } from './component.js';
 import { messageOf } from './errors.js';
 import type { SplitLine } from './lines.js';
 import type { ErrorPolicy } from './policy.js';
 
 /**
- * Checks that a line read by a source is one JSON object; reports it under the error policy when it is
- * not. Returns the line's text when it is good.
+ * Parses one line that must hold a JSON object; reports it under the error policy when it does not
+ * (too long, invalid JSON, another JSON value) and returns undefined. `input` names the line's origin
+ * in messages when it is not stdin.
  */
-export function checkObjectLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number): string | undefined {
+export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPolicy, maxLineBytes: number, input?: string): JsonObject | undefined {
   if (line.tooLong > 0) {
-    policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '');
+    policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '', input);
     return undefined;
   }
   let value: unknown;
   try {
-    value = JSON.parse(line.text);
+    value = JSON.parse(text);
   } catch (error) {
-    policy.report(line.no, `invalid JSON: ${messageOf(error)}`, line.text);
+    policy.report(line.no, `invalid JSON: ${messageOf(error)}`, line.text, input);
     return undefined;
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    policy.report(line.no, `not a JSON object (got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value})`, line.text);
+    policy.report(line.no, `not a JSON object (got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value})`, line.text, input);
     return undefined;
   }
-  return line.text;
+  return value as JsonObject;
+}
+
+/** Checks a line a source read is one JSON object; returns its text when it is. */
+export function checkObjectLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number, input?: string): string | undefined {
+  return parseObjectLine(line, line.text, policy, maxLineBytes, input) === undefined ? undefined : line.text;
 }

@@ -41,6 +41,19 @@ export interface FilterInstance {
 /** Lines a source emits: NDJSON object texts, stamped with their positions when resumable. */
 export interface SourceBatch {
   lines: string[];
+  /** A failure (a bad line under `fail`) after these lines: the runtime writes them, then fails. */
+  error?: unknown;
+}
+
+/** Builds a batch line by line; when `each` throws, the lines before the failure are kept with the error. */
+export function collectBatch<T>(items: Iterable<T>, each: (item: T, lines: string[]) => void): SourceBatch {
+  const lines: string[] = [];
+  try {
+    for (const item of items) each(item, lines);
+  } catch (error) {
+    return { lines, error };
+  }
+  return { lines };
 }
 
 export interface SourceInstance {

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { CqpError } from './errors.js';
 import type { ComponentDefinition } from './component.js';
 

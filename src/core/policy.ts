@@ -10,9 +10,10 @@ export interface ErrorPolicy {
   readonly count: number;
   /**
    * Reports one failure at input line `no`. Under `fail` it throws a CqpError (BAD_INPUT) whose
-   * message is `<input>:<no>: <message>` followed by the line cut to 200 characters.
+   * message is `<input>:<no>: <message>` followed by the line cut to 200 characters. `input` names
+   * where the line came from when that is not the stage's stdin (a source's file).
    */
-  report(no: number, message: string, raw: string): void;
+  report(no: number, message: string, raw: string, input?: string): void;
 }
 
 const MAX_SHOWN = 200;
@@ -42,14 +43,15 @@ export function createPolicy(options: {
     get count() {
       return count;
     },
-    report(no, message, raw) {
+    report(no, message, raw, from = input) {
       count++;
-      const where = `${input}:${no}`;
+      const where = `${from}:${no}`;
       if (options.mode === 'fail') {
         throw new CqpError('BAD_INPUT', `${where}: ${message}\n  ${cut(raw)}`);
       }
       if (options.mode === 'dead-letter') {
-        appendFileSync(options.deadLetter as string, `${JSON.stringify({ line: no, error: message, raw })}\n`);
+        const record = from === input ? { line: no, error: message, raw } : { input: from, line: no, error: message, raw };
+        appendFileSync(options.deadLetter as string, `${JSON.stringify(record)}\n`);
         return;
       }
       const now = Date.now();

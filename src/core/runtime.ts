@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { parseObjectLine } from './check-line.js';
 import { CqpError, messageOf } from './errors.js';
 import { LineSplitter, type SplitLine } from './lines.js';
 import { createPolicy, type ErrorMode, type ErrorPolicy } from './policy.js';
@@ -65,25 +66,11 @@ async function* untilAborted(input: Readable, signal: AbortSignal): AsyncGenerat
 
 /** Parses one line into an event and its stamp, or reports it as a bad line. */
 function parseLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number): { event: JsonObject; text: string; position: Position | undefined } | undefined {
-  if (line.tooLong > 0) {
-    policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '');
-    return undefined;
-  }
-  const { text, position } = splitStamp(line.text);
-  let event: unknown;
-  try {
-    event = JSON.parse(text);
-  } catch (error) {
-    policy.report(line.no, `invalid JSON: ${messageOf(error)}`, line.text);
-    return undefined;
-  }
-  if (event === null || typeof event !== 'object' || Array.isArray(event)) {
-    policy.report(line.no, `not a JSON object (got ${event === null ? 'null' : Array.isArray(event) ? 'an array' : typeof event})`, line.text);
-    return undefined;
-  }
-  const obj = event as JsonObject;
-  const moved = position === undefined && '@cqp' in obj ? takeStamp(obj) : undefined;
-  return { event: obj, text, position: position ?? moved };
+  const { text, position } = line.tooLong > 0 ? { text: '', position: undefined } : splitStamp(line.text);
+  const event = parseObjectLine(line, text, policy, maxLineBytes);
+  if (!event) return undefined;
+  const moved = position === undefined && '@cqp' in event ? takeStamp(event) : undefined;
+  return { event, text, position: position ?? moved };
 }
 
 function join(lines: string[]): string {
@@ -186,6 +173,7 @@ export async function runSource(def: SourceDefinition, options: Record<string, u
     async function* () {
       for await (const batch of instance.batches()) {
         if (batch.lines.length > 0) yield `${batch.lines.join('\n')}\n`;
+        if (batch.error !== undefined) throw batch.error;
         if (io.signal.aborted) break;
       }
     },

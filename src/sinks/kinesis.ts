@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { defineSink, type SinkEvent } from '../core/component.js';
 import { compileFallbackPath, compilePath, type PathGetter } from '../core/paths.js';
-import { createKinesisClient, type KinesisTarget } from '../kinesis/client.js';
-import { KinesisPublisher, MAX_RECORD_BYTES, type OutgoingRecord } from '../kinesis/publisher.js';
+import type { KinesisTarget } from '../kinesis/client.js';
+import type { OutgoingRecord } from '../kinesis/publisher.js';
 
 const MAX_KEY_CHARS = 256;
 
@@ -38,7 +38,10 @@ export default defineSink({
     { stream: 'ice-creams' },
     { stream: 'ice-creams', partitionKey: 'payload.productId', endpoint: 'http://127.0.0.1:4567', region: 'eu-west-1' },
   ],
-  create(o, ctx) {
+  async create(o, ctx) {
+    // The AWS SDK loads only when a kinesis sink starts, not with every cqp command.
+    const { createKinesisClient } = await import('../kinesis/client.js');
+    const { KinesisPublisher, MAX_RECORD_BYTES } = await import('../kinesis/publisher.js');
     const target: KinesisTarget = { endpoint: o.endpoint, region: o.region };
     const keyPath = o.partitionKey ?? 'header.rel.id';
     const getKey: PathGetter = o.partitionKey ? compilePath(o.partitionKey) : compileFallbackPath(['header.rel.id', 'id']);

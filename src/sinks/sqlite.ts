@@ -1,8 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSink } from '../core/component.js';
-import { loadViewsFile } from '../views/definition.js';
-import { ViewStore } from '../views/store.js';
 import type { ViewEvent } from '../views/store.js';
 
 export default defineSink({
@@ -22,6 +20,9 @@ export default defineSink({
   exactlyOnce: true,
   examples: [{ db: 'data/views.db' }, { db: 'data/views.db', views: 'pipelines/views/ice-creams.yaml' }],
   async create({ db, views }, ctx) {
+    // SQLite and the YAML parser load only when a sqlite sink starts, not with every cqp command.
+    const { loadViewsFile } = await import('../views/definition.js');
+    const { ViewStore } = await import('../views/store.js');
     // Validate the views file before anything touches the database or reads an event.
     const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
     const store = await ViewStore.open(resolve(ctx.cwd, db), definitions);

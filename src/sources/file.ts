@@ -1,7 +1,7 @@
 import { basename, dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { checkObjectLine } from '../core/check-line.js';
-import { defineSource } from '../core/component.js';
+import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { resumeAt, stampLine, type PositionMap } from '../core/position.js';
 import { DEFAULT_MAX_LINE_BYTES } from '../core/runtime.js';
 import { CheckpointWriter, readCheckpoint } from '../follow/checkpoint.js';
@@ -57,14 +57,12 @@ export default defineSource({
     }
     const quietNames = saver && dirname(saver.file) === dirname(file) ? saver.names.map((n) => basename(n)) : [];
 
-    const stamp = (chunk: FileLines): string[] => {
+    const stamp = (chunk: FileLines): SourceBatch => {
       const source = SOURCE_PREFIX + chunk.fingerprint;
-      const out: string[] = [];
-      for (const line of chunk.lines) {
-        const text = checkObjectLine(line, ctx.policy, max);
+      return collectBatch(chunk.lines, (line, out) => {
+        const text = checkObjectLine(line, ctx.policy, max, path);
         if (text !== undefined) out.push(stampLine(text, { source, n: String(line.start) }));
-      }
-      return out;
+      });
     };
 
     return {
@@ -72,9 +70,9 @@ export default defineSource({
         const chunks = followFile({ path: file, follow, start, pollMs, maxLineBytes: max, resume, signal: ctx.signal, warn: ctx.warn, quietNames });
         try {
           for await (const chunk of chunks) {
-            const lines = stamp(chunk);
-            saver?.prepare({ fingerprint: chunk.fingerprint, offset: chunk.next });
-            yield { lines };
+            const batch = stamp(chunk);
+            if (batch.error === undefined) saver?.prepare({ fingerprint: chunk.fingerprint, offset: chunk.next });
+            yield batch;
             // Asked for more: the batch was taken.
             saver?.commit();
           }

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { defineSource, type SourceBatch } from '../core/component.js';
+import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
 import { resumeAt, stampLine, subPosition, type Position } from '../core/position.js';
-import { createKinesisClient, type KinesisTarget } from '../kinesis/client.js';
-import { readShards, type ResumePoint, type StartAt } from '../kinesis/reader.js';
+import type { KinesisTarget } from '../kinesis/client.js';
+import type { ResumePoint, StartAt } from '../kinesis/reader.js';
 
 /** Parses `--start`: trim-horizon, latest or at-timestamp:ISO. */
 export function parseStart(text: string): StartAt {
@@ -82,7 +82,10 @@ export default defineSource({
     { stream: 'ice-creams', endpoint: 'http://127.0.0.1:4567', start: 'latest' },
     { stream: 'ice-creams', start: 'at-timestamp:2024-05-30T08:00:00Z', maxIdleMs: 5000 },
   ],
-  create(o, ctx) {
+  async create(o, ctx) {
+    // The AWS SDK loads only when a kinesis source starts, not with every cqp command.
+    const { createKinesisClient } = await import('../kinesis/client.js');
+    const { readShards } = await import('../kinesis/reader.js');
     const target: KinesisTarget = { endpoint: o.endpoint, region: o.region };
     const start = parseStart(o.start);
     const prefix = `kinesis:${o.stream}/`;
@@ -107,8 +110,7 @@ export default defineSource({
             warn: ctx.warn,
           });
           for await (const records of reading) {
-            const lines: string[] = [];
-            for (const record of records) {
+            const batch = collectBatch(records, (record, lines) => {
               const texts = recordLines(record.data);
               const at: Position = { source: prefix + record.shardId, n: record.sequenceNumber };
               for (let k = 0; k < texts.length; k++) {
@@ -122,8 +124,8 @@ export default defineSource({
                 // Several events from one record get sub-positions so each has its own place (see position.ts).
                 lines.push(stampLine(line, texts.length === 1 ? at : subPosition(at, k)));
               }
-            }
-            if (lines.length > 0) yield { lines };
+            });
+            if (batch.lines.length > 0 || batch.error !== undefined) yield batch;
           }
         } finally {
           client.destroy();

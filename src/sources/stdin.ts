@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineSource } from '../core/component.js';
+import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { checkObjectLine } from '../core/check-line.js';
 import { LineSplitter, type SplitLine } from '../core/lines.js';
 import { DEFAULT_MAX_LINE_BYTES } from '../core/runtime.js';
@@ -17,22 +17,19 @@ export default defineSource({
   examples: [{}],
   create(_options, ctx) {
     const max = ctx.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
-    const take = (lines: SplitLine[]): string[] => {
-      const out: string[] = [];
-      for (const line of lines) {
+    const take = (lines: SplitLine[]): SourceBatch =>
+      collectBatch(lines, (line, out) => {
         const text = checkObjectLine(line, ctx.policy, max);
         if (text !== undefined) out.push(text);
-      }
-      return out;
-    };
+      });
     return {
       async *batches() {
         const splitter = new LineSplitter(max);
         for await (const chunk of process.stdin) {
-          yield { lines: take(splitter.push(chunk as Buffer)) };
+          yield take(splitter.push(chunk as Buffer));
           if (ctx.signal.aborted) return;
         }
-        yield { lines: take(splitter.end()) };
+        yield take(splitter.end());
       },
     };
   },
