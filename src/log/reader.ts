@@ -5,7 +5,7 @@ import type { PositionMap } from '../core/position.js';
 import { HEADER_SIZE, decodeHeader, type LogPos, type LogRecord } from './format.js';
 import { RecordScanner } from './scanner.js';
 import { readIndex, seekEntry } from './sidecar.js';
-import { scanTail } from './writer.js';
+import { scanTail } from './tail.js';
 
 export interface ReadLogOptions {
   /** First record to yield (inclusive). */

@@ -1,12 +1,12 @@
 import { writeSync } from 'node:fs';
-import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
-import { advance, formatPosition, parsePosition, type Position, type PositionMap } from '../core/position.js';
+import { advance, formatPosition, type Position, type PositionMap } from '../core/position.js';
 import { HEADER_SIZE, MAGIC, MAX_BODY, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
 import { acquireLock, type LogLock } from './lock.js';
-import { RecordScanner } from './scanner.js';
-import { checkpointHolds, readIndex, writeIndex, type LogIndex } from './sidecar.js';
+import { writeIndex, type LogIndex } from './sidecar.js';
+import { scanTail, type LogTail } from './tail.js';
 
 /** Largest single write of an append; bigger batches are written in several pieces. */
 const MAX_WRITE = 8 << 20;
@@ -38,61 +38,6 @@ export interface LogWriter {
   /** Appends the items as consecutive records; resolves once they are durable per the fsync policy. */
   appendBatch(items: AppendItem[]): Promise<{ firstSeq: number; lastSeq: number }>;
   close(): Promise<void>;
-}
-
-/** State recovered by scanning a log: where it ends, what it holds. */
-export interface LogTail {
-  logId: string;
-  /** Offset after the last good record. */
-  end: number;
-  last: { seq: number; offset: number; time: number };
-  positions: PositionMap;
-  entries: Array<[number, number, number]>;
-  /** An incomplete last record (or zero-filled tail) found after `end`. */
-  torn: { offset: number; bytes: number } | undefined;
-}
-
-/**
- * Finds the end of the log in `fh`: from the sidecar's checkpoint when it holds, otherwise from the
- * first record. Throws LogCorruptError at a bad record.
- */
-export async function scanTail(fh: FileHandle, path: string, logId: string, everyBytes: number, useIndex = true): Promise<LogTail> {
-  const size = (await fh.stat()).size;
-  const idx = useIndex ? await readIndex(path, logId) : undefined;
-  const tail: LogTail = {
-    logId,
-    end: HEADER_SIZE,
-    last: { seq: 0, offset: HEADER_SIZE, time: 0 },
-    positions: {},
-    entries: [],
-    torn: undefined,
-  };
-  if (idx && (await checkpointHolds(fh, idx, size))) {
-    tail.end = idx.last.end;
-    tail.last = { seq: idx.last.seq, offset: idx.last.offset, time: idx.last.time };
-    tail.positions = { ...idx.positions };
-    tail.entries = idx.entries.filter((e) => e[0] <= idx.last.seq);
-  }
-  const scanner = new RecordScanner(fh, path, tail.end, tail.last.seq + 1);
-  let lastEntry = tail.entries.at(-1)?.[1] ?? HEADER_SIZE;
-  for (let batch = await scanner.next(); batch; batch = await scanner.next()) {
-    let at = tail.end;
-    for (const r of batch) {
-      if (at - lastEntry >= everyBytes) {
-        tail.entries.push([r.seq, at, r.time]);
-        lastEntry = at;
-      }
-      if (r.position !== undefined) {
-        const p = parsePosition(r.position);
-        if (p) advance(tail.positions, p);
-      }
-      tail.last = { seq: r.seq, offset: at, time: r.time };
-      at += recordSize(r.bytes.length + (r.position === undefined ? 0 : Buffer.byteLength(r.position)));
-    }
-    tail.end = scanner.offset;
-  }
-  tail.torn = scanner.torn;
-  return tail;
 }
 
 async function syncDir(path: string): Promise<void> {
@@ -322,14 +267,5 @@ class CommandLogWriter implements LogWriter {
     } finally {
       this.lock.release();
     }
-  }
-}
-
-/** Size in bytes of the log file, or 0 when it does not exist. */
-export async function logSize(path: string): Promise<number> {
-  try {
-    return (await stat(path)).size;
-  } catch {
-    return 0;
   }
 }
