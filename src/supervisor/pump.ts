@@ -51,7 +51,10 @@ export class Pump {
   private resolveDone: () => void = () => {};
   /** Resolves when the input has ended and everything read has been forwarded. */
   readonly done: Promise<void>;
-  /** The last position forwarded per source (with `trackPositions`). */
+  /**
+   * With `trackPositions`: the position of the last line of each write, per source. A source's lines
+   * share one source id, so for the supervisor's source pump this is the last position forwarded.
+   */
   readonly positions: PositionMap = {};
   endTargets: boolean;
 

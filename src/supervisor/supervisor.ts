@@ -174,19 +174,19 @@ export class Supervisor {
   }
 
   /** Spawns a source or stage process (not yet connected). */
-  private spawnProc(plan: SourcePlan | StagePlan, kind: 'source' | 'stage', resume?: PositionMap): { proc: StageProcess; stats: ComponentStats } {
+  private spawnProc(plan: SourcePlan | StagePlan, kind: 'source' | 'stage', resume?: PositionMap, watched = true): { proc: StageProcess; stats: ComponentStats } {
     const stats = this.statsFor(plan.name, kind);
     const isSource = kind === 'source';
     const extra = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
     const proc = this.spawn(plan.command, plan.name, stats, extra, isSource && (plan as SourcePlan).type === 'stdin');
     stats.generation++;
     stats.pid = proc.pid;
-    this.watch(proc);
+    if (watched) this.watch(proc);
     return { proc, stats };
   }
 
   /** Spawns a sink with its where-filter or its log follower; only its feed from the stages is left to connect. */
-  private async spawnUnit(plan: SinkPlan): Promise<SinkUnit> {
+  private async spawnUnit(plan: SinkPlan, watched = true): Promise<SinkUnit> {
     const stats = this.statsFor(plan.name, 'sink');
     const sink = this.spawn(plan.command, plan.name, stats);
     stats.generation++;
@@ -201,7 +201,7 @@ export class Supervisor {
       unit.follower = this.spawn(plan.followerCommand, `${plan.name}:follow`, stats, ['--resume', JSON.stringify(unit.followStart)]);
       unit.followerPump = this.pumpFrom(unit.follower, undefined, [this.target(sink, stats)], true);
     }
-    for (const proc of this.unitProcs(unit)) this.watch(proc, unit);
+    if (watched) for (const proc of this.unitProcs(unit)) this.watch(proc, unit);
     return unit;
   }
 
@@ -496,7 +496,7 @@ export class Supervisor {
           fresh.push({ plan, ...this.spawnFresh(plan) });
         }
       }
-      for (const name of diff.sinks.added) added.push(await this.spawnUnit(next.sinks.find((s) => s.name === name) as SinkPlan));
+      for (const name of diff.sinks.added) added.push(await this.spawnUnit(next.sinks.find((s) => s.name === name) as SinkPlan, false));
       const procs = [...fresh.map((f) => f.proc), ...added.flatMap((u) => this.unitProcs(u))];
       await Promise.all(procs.map((p) => p.started(this.graceMs)));
     } catch (error) {
@@ -505,9 +505,13 @@ export class Supervisor {
       await this.exited([...fresh.map((f) => f.proc), ...added.flatMap((u) => this.unitProcs(u))]);
       this.restoreStats(diff, next);
       this.plan = { ...this.plan, dir: oldDir };
+      this.refusedText = text;
       this.refuse(n, messageOf(error));
       return;
     }
+    // Started and kept: from now on their exits are crashes.
+    for (const f of fresh) this.watch(f.proc);
+    for (const u of added) for (const p of this.unitProcs(u)) this.watch(p, u);
     const problems: string[] = [];
     if (diff.sourceChanged) await this.swapSource(next.source, problems);
     if (diff.stages) await this.swapStages(diff.stages, fresh);
@@ -525,7 +529,7 @@ export class Supervisor {
 
   /** A stage process started by a reload; its counters continue the component's. */
   private spawnFresh(plan: StagePlan): { proc: StageProcess; stats: ComponentStats } {
-    return this.spawnProc(plan, 'stage');
+    return this.spawnProc(plan, 'stage', undefined, false);
   }
 
   /** After a refused reload: the generations counted for processes that never ran are given back. */
@@ -559,9 +563,10 @@ export class Supervisor {
     await old.proc.exit;
     const resume = laterPositions((await resumePositions(this.plan.sinks)) ?? {}, old.pump.positions);
     if (old.plan.name !== plan.name) this.stats.delete(old.plan.name);
-    let started = this.spawnProc(plan, 'source', resume);
+    let started = this.spawnProc(plan, 'source', resume, false);
     try {
       await started.proc.started(this.graceMs);
+      this.watch(started.proc);
     } catch (error) {
       problems.push(`${messageOf(error)}; the previous source goes on`);
       started = this.spawnProc(old.plan, 'source', resume);
@@ -630,9 +635,10 @@ export class Supervisor {
     }
     for (const name of sinks.changed) {
       const plan = next.sinks.find((s) => s.name === name) as SinkPlan;
-      let unit = await this.spawnUnit(plan);
+      let unit = await this.spawnUnit(plan, false);
       try {
         await Promise.all(this.unitProcs(unit).map((p) => p.started(this.graceMs)));
+        for (const p of this.unitProcs(unit)) this.watch(p, unit);
       } catch (error) {
         for (const p of this.unitProcs(unit)) p.stop('SIGKILL');
         const old = going.find((u) => u.plan.name === name) as SinkUnit;

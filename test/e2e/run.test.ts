@@ -1,0 +1,275 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CQP = join(ROOT, 'bin/cqp.js');
+const VIEWS = join(ROOT, 'pipelines/views/ice-creams.yaml');
+
+interface Running {
+  child: ChildProcess;
+  stderr: () => string;
+  exit: Promise<number | null>;
+  /** Waits until stderr matches, failing with what stderr holds when the pipeline exits first. */
+  waitFor(pattern: RegExp): Promise<RegExpMatchArray>;
+  status(): Promise<{ stages: Array<{ name: string; pid: number; generation: number; in: number; out: number; errors: number }>; reloads: { ok: number; failed: number } }>;
+}
+
+const running: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of running.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+function cqp(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CQP, ...args], { encoding: 'utf8', input, maxBuffer: 1 << 28 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function run(file: string): Running {
+  const child = spawn(process.execPath, [CQP, 'run', file, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.push(child);
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
+  child.stdout?.resume();
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let done = false;
+  void exit.then(() => (done = true));
+  const waitFor = async (pattern: RegExp): Promise<RegExpMatchArray> => {
+    for (;;) {
+      const m = err.match(pattern);
+      if (m) return m;
+      if (done) throw new Error(`cqp run exited before printing ${pattern}:\n${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  let address: string | undefined;
+  return {
+    child,
+    stderr: () => err,
+    exit,
+    waitFor,
+    async status() {
+      address ??= (await waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
+      const res = await fetch(`http://${address}/status`);
+      return (await res.json()) as Awaited<ReturnType<Running['status']>>;
+    },
+  };
+}
+
+async function until(check: () => Promise<boolean>): Promise<void> {
+  while (!(await check())) await new Promise((r) => setTimeout(r, 50));
+}
+
+function logEvents(log: string): Array<Record<string, unknown> & { header: { eventId: string } }> {
+  const r = cqp(['log', 'cat', log]);
+  expect(r.status, r.stderr).toBe(0);
+  return r.stdout.trim() === '' ? [] : r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+}
+
+function demoIds(count: number): string[] {
+  const r = cqp(['source', 'demo', '--count', String(count)]);
+  return r.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { header: { eventId: string } }).header.eventId);
+}
+
+function dumpViews(db: string): Record<string, unknown[]> {
+  const d = new Database(db, { readonly: true });
+  try {
+    const out: Record<string, unknown[]> = {};
+    for (const table of ['ice_creams', 'sales']) out[table] = d.prepare(`SELECT * FROM ${table} ORDER BY 1`).all();
+    return out;
+  } finally {
+    d.close();
+  }
+}
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'cqp-run-'));
+}
+
+describe('cqp lint', () => {
+  it('passes the example pipelines and names file, line and the nearest name for a typo', () => {
+    for (const name of ['ice-creams.yaml', 'follow.yaml']) {
+      const r = cqp(['lint', join(ROOT, 'pipelines', name)]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/OK/);
+    }
+    const file = join(tmp(), 'bad.yaml');
+    writeFileSync(file, 'source: { type: demo }\nstages:\n  - { name: e, filter: enrih }\nsinks:\n  - { name: out, type: stdout }\n');
+    const r = cqp(['lint', file]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${file}:3: stages[0].filter: unknown filter "enrih" — did you mean "enrich"?`);
+  });
+});
+
+describe('cqp run', () => {
+  it('runs a finite source to its end through stages into a log and views that follow it', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(
+      file,
+      `source: { type: demo, count: 3000 }
+stages:
+  - { name: cat, run: cat }
+  - { name: mark, filter: map, with: { expr: "e.marked = true" } }
+sinks:
+  - { name: log, type: log, path: out/events.log }
+  - { name: views, type: sqlite, db: out/views.db, views: ${VIEWS} }
+  - { name: deletes, type: file, path: out/deletes.ndjson, where: "e.header.eventType[0] === 'delete'" }
+`,
+    );
+    const p = run(file);
+    expect(await p.exit).toBe(0);
+    expect(p.stderr()).toMatch(/3000 events in .* s \(\d+\/s\)/);
+    const events = logEvents(join(dir, 'out/events.log'));
+    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(3000));
+    expect(events.every((e) => e.marked === true)).toBe(true);
+    const deletes = readFileSync(join(dir, 'out/deletes.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(deletes.length).toBe(events.filter((e) => (e.header as unknown as { eventType: string[] }).eventType[0] === 'delete').length);
+    const clean = join(dir, 'clean.db');
+    const demo = cqp(['source', 'demo', '--count', '3000']);
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], demo.stdout).status).toBe(0);
+    expect(dumpViews(join(dir, 'out/views.db'))).toEqual(dumpViews(clean));
+  });
+
+  it('reloads while 150k events flow: every event once, in order, through exactly one version of each stage', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    const COUNT = 150_000;
+    const stages = {
+      tag: `  - { name: tag, filter: map, with: { expr: "e.v1 = 1" } }`,
+      keep: `  - { name: keep, filter: map, with: { expr: "e.keep = 1" } }`,
+      added: `  - { name: added, filter: map, with: { expr: "e.added = 1" } }`,
+      drop: `  - { name: drop, filter: map, with: { expr: "e.dropped = 1" } }`,
+      x: `  - { name: x, filter: map, with: { expr: "e.x = 1" } }`,
+      y: `  - { name: y, filter: map, with: { expr: "e.y = e.x === 1 ? 'after-x' : 'before-x'" } }`,
+    };
+    const sinks = [`  - { name: log, type: log, path: events.log }`, `  - { name: views, type: sqlite, db: views.db, views: ${VIEWS} }`];
+    const write = (list: string[], extraSinks: string[] = []): void =>
+      writeFileSync(file, `source: { type: demo, count: ${COUNT}, rate: 25000 }\nstages:\n${list.join('\n')}\nsinks:\n${[...sinks, ...extraSinks].join('\n')}\n`);
+    write([stages.tag, stages.keep, stages.drop, stages.x, stages.y]);
+    const p = run(file);
+    const logged = async (): Promise<number> => (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
+    // Between two changes, let enough events through that each version handles some (more than the pipes hold).
+    const flow = async (): Promise<void> => {
+      const from = await logged();
+      await until(async () => (await logged()) > from + 8000);
+    };
+    await flow();
+    const before = await p.status();
+    const pid = (name: string, s = before): number | undefined => s.stages.find((x) => x.name === name)?.pid;
+
+    const tag2 = stages.tag.replace('e.v1 = 1', 'e.v2 = 1');
+    write([tag2, stages.keep, stages.drop, stages.x, stages.y]);
+    await p.waitFor(/reload #1: ~tag/);
+    await flow();
+    writeFileSync(file, `${readFileSync(file, 'utf8')}stages: [\n`);
+    await p.waitFor(/reload #2 refused: .*p\.yaml:\d+: /);
+    write([tag2, stages.keep, `  - { name: added, run: ["/nonexistent/filter"] }`, stages.drop, stages.x, stages.y]);
+    await p.waitFor(/reload #3 refused: added: could not start \/nonexistent\/filter/);
+    write([tag2, stages.keep, stages.added, stages.drop, stages.x, stages.y]);
+    await p.waitFor(/reload #4: \+added/);
+    await flow();
+    write([tag2, stages.keep, stages.added, stages.x, stages.y]);
+    await p.waitFor(/reload #5: -drop/);
+    await flow();
+    write([tag2, stages.keep, stages.added, stages.y, stages.x]);
+    await p.waitFor(/reload #6: \(stages reordered\)/);
+    await flow();
+    write([tag2, stages.keep, stages.added, stages.y, stages.x], [`  - { name: copy, type: file, path: copy.ndjson }`]);
+    await p.waitFor(/reload #7: \+copy/);
+    const after = await p.status();
+    expect(after.stages.find((s) => s.name === 'source')?.out).toBeLessThan(COUNT);
+    expect(after.reloads).toEqual({ ok: 5, failed: 2 });
+    for (const name of ['source', 'keep', 'log', 'views']) expect(pid(name, after), name).toBe(pid(name));
+    expect(after.stages.find((s) => s.name === 'keep')?.generation).toBe(1);
+    expect(after.stages.find((s) => s.name === 'tag')?.generation).toBe(2);
+
+    expect(await p.exit).toBe(0);
+    const events = logEvents(join(dir, 'events.log'));
+    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(COUNT));
+    // Each stage version applies to one contiguous run of events: a prefix before its reload, the rest after.
+    const flags = (e: Record<string, unknown>): string =>
+      [e.v1 === 1 ? 'v1' : '', e.v2 === 1 ? 'v2' : '', e.added === 1 ? 'added' : '', e.dropped === 1 ? 'dropped' : '', String(e.y)].join(',');
+    const phases: string[] = [];
+    for (const e of events) {
+      expect(e.keep).toBe(1);
+      expect(e.x).toBe(1);
+      expect(Boolean(e.v1) !== Boolean(e.v2)).toBe(true);
+      const f = flags(e);
+      if (phases.at(-1) !== f) phases.push(f);
+    }
+    expect(phases).toEqual([
+      'v1,,,dropped,after-x',
+      ',v2,,dropped,after-x',
+      ',v2,added,dropped,after-x',
+      ',v2,added,,after-x',
+      ',v2,added,,before-x',
+    ]);
+    const copied = readFileSync(join(dir, 'copy.ndjson'), 'utf8').trim().split('\n');
+    expect(copied.length).toBeGreaterThan(0);
+    expect(copied.map((l) => (JSON.parse(l) as { header: { eventId: string } }).header.eventId)).toEqual(events.slice(-copied.length).map((e) => e.header.eventId));
+    const clean = join(dir, 'clean.db');
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(COUNT)]).stdout).status).toBe(0);
+    expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
+  });
+
+  it('restarts a stage killed with SIGKILL; the log and views end up as in a clean run', async () => {
+    const dir = tmp();
+    const pipeline = (out: string): string => `source: { type: demo, count: 30000, rate: 20000 }
+stages:
+  - { name: first, filter: map, with: { expr: "e.first = 1" } }
+  - { name: middle, filter: map, with: { expr: "e.middle = 1" } }
+  - { name: last, run: cat }
+sinks:
+  - { name: log, type: log, path: ${out}/events.log }
+  - { name: views, type: sqlite, db: ${out}/views.db, views: ${VIEWS} }
+`;
+    writeFileSync(join(dir, 'clean.yaml'), pipeline('clean'));
+    writeFileSync(join(dir, 'crash.yaml'), pipeline('crash'));
+    const clean = run(join(dir, 'clean.yaml'));
+    const crash = run(join(dir, 'crash.yaml'));
+    await until(async () => ((await crash.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 8000);
+    const victim = (await crash.status()).stages.find((s) => s.name === 'middle');
+    process.kill(victim?.pid as number, 'SIGKILL');
+    await crash.waitFor(/middle exited unexpectedly \(signal SIGKILL\)/);
+    expect(await crash.exit).toBe(0);
+    expect(await clean.exit).toBe(0);
+    const restarted = (await import('node:util')).stripVTControlCharacters(crash.stderr());
+    expect(restarted).not.toMatch(/refused|too many/);
+    const events = cqp(['log', 'cat', join(dir, 'crash/events.log')]).stdout;
+    expect(events.split('\n').length).toBe(30001);
+    expect(events).toBe(cqp(['log', 'cat', join(dir, 'clean/events.log')]).stdout);
+    expect(dumpViews(join(dir, 'crash/views.db'))).toEqual(dumpViews(join(dir, 'clean/views.db')));
+  });
+
+  it('drains on SIGTERM: exit 0, and the log and views hold the same unbroken prefix of the stream', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(
+      file,
+      `source: { type: demo, count: 0, rate: 20000 }
+stages:
+  - { name: a, filter: map, with: { expr: "e.a = 1" } }
+  - { name: b, run: cat }
+sinks:
+  - { name: log, type: log, path: events.log }
+  - { name: views, type: sqlite, db: views.db, views: ${VIEWS} }
+`,
+    );
+    const p = run(file);
+    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 5000);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe(0);
+    const events = logEvents(join(dir, 'events.log'));
+    expect(events.length).toBeGreaterThan(5000);
+    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(events.length));
+    const clean = join(dir, 'clean.db');
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
+    expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
+  });
+});

@@ -1,0 +1,88 @@
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { Pump } from '../../src/supervisor/pump.js';
+
+function sink(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  let text = '';
+  stream.setEncoding('utf8').on('data', (t: string) => (text += t));
+  return { stream, text: () => text };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('Pump', () => {
+  it('forwards whole lines only, and the unfinished last line when the producer ended cleanly', async () => {
+    const input = new PassThrough();
+    const out = sink();
+    let counted = 0;
+    const pump = new Pump(input, [{ stream: out.stream }], { endTargets: true, count: (n) => (counted += n), cleanEnd: async () => true });
+    input.write('{"a":1}\n{"b":');
+    await tick();
+    expect(out.text()).toBe('{"a":1}\n');
+    input.end('2}\n{"c":3}');
+    await pump.done;
+    await tick();
+    expect(out.text()).toBe('{"a":1}\n{"b":2}\n{"c":3}\n');
+    expect(counted).toBe(3);
+    expect(out.stream.writableEnded).toBe(true);
+  });
+
+  it('drops an unfinished last line from a producer that died', async () => {
+    const input = new PassThrough();
+    const out = sink();
+    const warnings: string[] = [];
+    const pump = new Pump(input, [{ stream: out.stream }], { endTargets: true, cleanEnd: async () => false, warn: (m) => warnings.push(m) });
+    input.end('{"a":1}\n{"b":');
+    await pump.done;
+    await tick();
+    expect(out.text()).toBe('{"a":1}\n');
+    expect(warnings[0]).toMatch(/unfinished last line of 5 bytes/);
+  });
+
+  it('holds between two lines and goes on to a new target without losing or repeating a byte', async () => {
+    const input = new PassThrough();
+    const first = sink();
+    const second = sink();
+    const pump = new Pump(input, [{ stream: first.stream }], { endTargets: true });
+    input.write('1\n2\n3');
+    await tick();
+    pump.hold();
+    input.write('\n4\n');
+    await tick();
+    expect(first.text()).toBe('1\n2\n');
+    pump.retarget([{ stream: second.stream }]);
+    pump.release();
+    input.end('5\n');
+    await pump.done;
+    await tick();
+    expect(first.text()).toBe('1\n2\n');
+    expect(second.text()).toBe('3\n4\n5\n');
+  });
+
+  it('keeps the last position it forwarded per source, and leaves targets open when told to', async () => {
+    const input = new PassThrough();
+    const out = sink();
+    const pump = new Pump(input, [{ stream: out.stream }], { endTargets: false, trackPositions: true });
+    input.write('{"a":1,"@cqp":"demo:1:7"}\n{"a":2,"@cqp":"demo:1:8"}\n');
+    await tick();
+    input.end('{"a":3,"@cqp":"file:x:100"}\n');
+    await pump.done;
+    expect(pump.positions).toEqual({ 'demo:1': '8', 'file:x': '100' });
+    expect(out.stream.writableEnded).toBe(false);
+  });
+
+  it('pauses its input while a target is full, and resumes when it drains', async () => {
+    const input = new PassThrough();
+    const slow = new PassThrough({ highWaterMark: 16 });
+    const pump = new Pump(input, [{ stream: slow }], { endTargets: true });
+    input.write('0123456789012345678901234567890\n');
+    await tick();
+    expect(input.isPaused()).toBe(true);
+    slow.resume();
+    await tick();
+    expect(input.isPaused()).toBe(false);
+    input.end();
+    await pump.done;
+  });
+});
