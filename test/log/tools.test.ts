@@ -139,4 +139,15 @@ describe('log tools', () => {
     expect(await runLogCommand('verify', path, { stdout: out, stderr: err })).toBe(0);
     await expect(runLogCommand('cat', path, { from: 'soon', stdout: out, stderr: err })).rejects.toBeInstanceOf(CqpError);
   });
+
+  test('an empty log: cat prints nothing, verify passes with 0 records, stat has no first or last', async () => {
+    const path = join(tempDir(), 'empty.log');
+    const w = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    await w.close();
+    const out = collector();
+    expect(await logCat(path, {}, out)).toEqual({ count: 0 });
+    expect(out.text()).toBe('');
+    expect(await logVerify(path)).toEqual({ ok: true, count: 0 });
+    expect(await logStat(path)).toMatchObject({ count: 0, firstSeq: undefined, lastSeq: undefined, size: HEADER_SIZE, positions: {} });
+  });
 });
