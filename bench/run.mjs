@@ -43,13 +43,10 @@ for (const [name, target] of [['map', 1.0], ['enrich', 1.0], ['where', 1.3], ['v
 }
 row({ what: 'validate | enrich | map (shell pipe)', events: EVENTS, mb, seconds: t.pipe3, baseline: '3 plain loops piped', baselineSeconds: t.plain3, target: 1.0 });
 
-for (const extra of ['./log.mjs', './views.mjs', './run.mjs', './replay.mjs', './follow.mjs', './kinesis.mjs']) {
-  try {
-    const mod = await import(extra === './run.mjs' ? './pipeline.mjs' : extra);
-    if (typeof mod.bench === 'function') await mod.bench({ input, events: EVENTS, mb, dir, reps: REPS, plainSeconds: t.plain });
-  } catch (error) {
-    if (error?.code !== 'ERR_MODULE_NOT_FOUND') throw error;
-  }
+const context = { input, events: EVENTS, mb, dir, reps: REPS };
+for (const section of ['./storage.mjs']) {
+  const { bench } = await import(section);
+  await bench(context);
 }
 
 printTable();

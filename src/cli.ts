@@ -1,108 +1,20 @@
-import { createReadStream, fstatSync } from 'node:fs';
-import type { Readable } from 'node:stream';
-import { Command, Option } from 'commander';
-import type { ComponentDefinition, ComponentKind } from './core/component.js';
+import { Command } from 'commander';
 import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
-import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
-import { componentNames, registry } from './core/registry.js';
-import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, runFilter, runSink, runSource, type RuntimeOptions } from './core/runtime.js';
-import { suggestion } from './core/suggest.js';
-import type { PositionMap } from './core/position.js';
+import { isBrokenPipe } from './core/runtime.js';
 
-const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
+/** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
+const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
 
-function runtimeOptions(opts: Record<string, unknown>): RuntimeOptions {
-  const max = Number(opts.maxLineBytes);
-  if (!Number.isInteger(max) || max <= 0) throw new CqpError('USAGE', `--max-line-bytes: expected a positive whole number of bytes, got ${String(opts.maxLineBytes)}`);
-  let resume: PositionMap | undefined;
-  if (typeof opts.resume === 'string') {
-    try {
-      resume = JSON.parse(opts.resume) as PositionMap;
-    } catch {
-      throw new CqpError('USAGE', `--resume: expected a JSON object of positions, got ${opts.resume}`);
-    }
-  }
-  return { onError: opts.onError as RuntimeOptions['onError'], deadLetter: opts.deadLetter as string | undefined, maxLineBytes: max, resume };
-}
-
-function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
-  cmd.addOption(new Option('--on-error <mode>', 'what to do with a bad line or a rejected event').choices(['fail', 'skip', 'dead-letter']).default('fail'));
-  cmd.addOption(new Option('--dead-letter <file>', 'with --on-error dead-letter: append {"line","error","raw"} records here'));
-  cmd.addOption(new Option('--max-line-bytes <n>', 'longest line accepted; longer lines are bad lines').default(DEFAULT_MAX_LINE_BYTES));
-  if (kind === 'source') cmd.addOption(new Option('--resume <json>', 'positions to resume after (set by cqp run)').hideHelp());
-}
-
-/** Adds `cqp <kind> <name>` for every component of a kind, with flags generated from its schema. */
-function addComponentCommands(parent: Command, kind: ComponentKind): void {
-  for (const def of registry[kind]) {
-    const cmd = parent.command(def.name).description(def.summary);
-    if (def.positional) cmd.argument(`[${def.positional}]`, `the --${def.positional} option`);
-    for (const option of commanderOptions(def.options, def.positional)) cmd.addOption(option);
-    addRuntimeOptions(cmd, kind);
-    const notes = [def.description, kind === 'source' ? ((def as { resumable?: boolean }).resumable ? 'Resumable: events carry their position.' : 'Not resumable: events carry no position.') : '']
-      .filter(Boolean)
-      .join('\n\n');
-    if (notes) cmd.addHelpText('after', `\n${notes}\n`);
-    cmd.action(async (...args: unknown[]) => {
-      const command = args[args.length - 1] as Command;
-      const raw = { ...command.opts() } as Record<string, unknown>;
-      if (def.positional && typeof args[0] === 'string') {
-        if (raw[def.positional] !== undefined) throw new CqpError('USAGE', `give ${def.positional} once: as the argument or as --${def.positional}`);
-        raw[def.positional] = args[0];
-      }
-      const runtime = runtimeOptions(raw);
-      const own = Object.fromEntries(optionSpecs(def.options).map((s) => [s.key, raw[s.key]]));
-      const options = parseOptions(def, own, `cqp-${KIND_WORD[kind]} ${def.name}`);
-      await runComponent(def, options, runtime);
-    });
-  }
-  parent.on('command:*', (operands: string[]) => {
-    const name = operands[0] ?? '';
-    const hint = suggestion(name, componentNames(kind));
-    throw new CqpError('USAGE', `unknown ${kind} "${name}"${hint} (cqp list shows them all)`);
-  });
-}
-
-/** Runs one component as this process, on stdin/stdout, with SIGINT/SIGTERM draining. */
-async function runComponent(def: ComponentDefinition, options: Record<string, unknown>, runtime: RuntimeOptions): Promise<void> {
-  const controller = new AbortController();
-  const stop = (): void => controller.abort();
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  const io = { input: stdinStream(), output: process.stdout, warn: (m: string) => process.stderr.write(`${m}\n`), signal: controller.signal, cwd: process.cwd() };
-  if (def.kind === 'filter') await runFilter(def, options, runtime, io);
-  else if (def.kind === 'source') await runSource(def, options, runtime, io);
-  else await runSink(def, options, runtime, io);
-}
-
-/** Standard input; a regular file (`< events.ndjson`) is read in large chunks rather than 64 KiB ones. */
-function stdinStream(): Readable {
-  try {
-    if (fstatSync(0).isFile()) return createReadStream('', { fd: 0, highWaterMark: 1 << 20, autoClose: false });
-  } catch {
-    // No usable fd 0 (closed stdin): fall back to process.stdin, which reports it as an empty stream.
-  }
-  return process.stdin;
-}
-
-function listCommand(): void {
-  const width = Math.max(...Object.values(registry).flat().map((c) => c.name.length));
-  for (const kind of ['source', 'filter', 'sink'] as const) {
-    process.stdout.write(`${kind}s:\n`);
-    for (const c of registry[kind]) process.stdout.write(`  ${c.name.padEnd(width)}  ${c.summary}\n`);
-  }
-}
-
-/** Builds the `cqp` command line. */
-export function buildProgram(): Command {
+/** Builds the `cqp` command line for these arguments. */
+export async function buildProgram(argv: string[]): Promise<Command> {
   const program = new Command('cqp')
     .description('stream processor for NDJSON events: filters, a command log, SQLite views, replay, hot reload')
     .showHelpAfterError('(add --help for usage)')
     .exitOverride();
-  program.command('list').description('list every source, filter and sink').action(listCommand);
-  addComponentCommands(program.command('filter').description('run a filter: NDJSON stdin → stdout (cqp filter NAME --help)'), 'filter');
-  addComponentCommands(program.command('source').description('run a source: events → NDJSON stdout (cqp source KIND --help)'), 'source');
-  addComponentCommands(program.command('sink').description('run a sink: NDJSON stdin → a destination (cqp sink KIND --help)'), 'sink');
+  if (!PLAIN_COMMANDS.has(argv[0] ?? '')) {
+    const { addComponentCommands } = await import('./component-cli.js');
+    addComponentCommands(program);
+  }
   addLogCommands(program);
   program
     .command('query')
@@ -180,7 +92,7 @@ export async function main(argv: string[]): Promise<void> {
   process.stdout.on('error', (error) => {
     if (isBrokenPipe(error)) process.exit(0);
   });
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   const override = (cmd: Command): void => {
     cmd.exitOverride();
     cmd.commands.forEach(override);
