@@ -112,14 +112,17 @@ export async function* readLog(path: string, options: ReadLogOptions = {}): Asyn
       const batch = await scanner.next();
       if (batch === null) {
         if (!follow) return;
-        const size = (await fh.stat()).size;
-        if (size < scanner.offset) {
-          throw new CqpError('IO', `${path}: the log shrank below byte offset ${scanner.offset} while being read (was it repaired or replaced?); restart the reader`);
-        }
-        try {
-          await sleep(pollMs, undefined, { signal });
-        } catch {
-          return;
+        // Wait until the file changes size (an append, or a torn tail cut and rewritten) before reading.
+        const seen = await fh.stat();
+        for (let now = seen; now.size === seen.size && now.mtimeMs === seen.mtimeMs; now = await fh.stat()) {
+          if (now.size < scanner.offset) {
+            throw new CqpError('IO', `${path}: the log shrank below byte offset ${scanner.offset} while being read (was it repaired or replaced?); restart the reader`);
+          }
+          try {
+            await sleep(pollMs, undefined, { signal });
+          } catch {
+            return;
+          }
         }
         continue;
       }
