@@ -268,7 +268,8 @@ export class Supervisor {
     void proc.exit.then((status) => {
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
       if (proc.expected) {
-        if (proc.expected !== 'kill' && status.code !== 0) {
+        const stopped = proc.expected === 'stop' && status.signal === 'SIGTERM';
+        if (proc.expected !== 'kill' && status.code !== 0 && !stopped) {
           this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
           if (this.state === 'stopping') this.failed = true;
         }
@@ -488,8 +489,6 @@ export class Supervisor {
     // Start the new processes first; if one fails, nothing has been touched yet.
     const fresh: Array<{ plan: StagePlan; proc: StageProcess; stats: ComponentStats }> = [];
     const added: SinkUnit[] = [];
-    const oldDir = this.plan.dir;
-    this.plan = { ...this.plan, dir: next.dir };
     try {
       if (diff.stages) {
         for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd)) {
@@ -504,7 +503,6 @@ export class Supervisor {
       for (const u of added) for (const p of this.unitProcs(u)) p.stop('SIGKILL');
       await this.exited([...fresh.map((f) => f.proc), ...added.flatMap((u) => this.unitProcs(u))]);
       this.restoreStats(diff, next);
-      this.plan = { ...this.plan, dir: oldDir };
       this.refusedText = text;
       this.refuse(n, messageOf(error));
       return;

@@ -272,4 +272,22 @@ sinks:
     expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
   });
+
+  it('gives up with exit 1 when a stage keeps crashing', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(
+      file,
+      `source: { type: demo, count: 0, rate: 2000 }
+stages:
+  - { name: flaky, run: ["sh", "-c", "head -n 3; exit 3"] }
+sinks:
+  - { name: out, type: file, path: out.ndjson }
+`,
+    );
+    const p = run(file);
+    expect(await p.exit).toBe(1);
+    expect(p.stderr()).toMatch(/flaky exited unexpectedly \(code 3\); restarting it/);
+    expect(p.stderr()).toMatch(/6 crashes within 60 s \(last: flaky\); stopping the pipeline/);
+  });
 });
