@@ -195,37 +195,63 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   try {
     const splitter = new LineSplitter(max);
     let batch: SinkEvent[] = [];
+    // Accepted events advance `applied` at once, so a repeat further on is skipped even while the
+    // batch holding the first copy is still being written.
     const take = (lines: SplitLine[]): void => {
       for (const line of lines) {
         const parsed = parseLine(line, policy, max);
         if (!parsed) continue;
-        if (parsed.position && isApplied(applied, parsed.position)) continue;
+        if (parsed.position) {
+          if (isApplied(applied, parsed.position)) continue;
+          advance(applied, parsed.position);
+        }
         const event = parsed.event;
         batch.push({ text: parsed.text, no: line.no, position: parsed.position, event: () => event });
       }
     };
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
+    // Group commit: one write in flight; what arrives meanwhile becomes the next batch.
+    let inflight: Promise<void> | undefined;
+    let writeError: unknown;
+    const startWrite = (): void => {
+      if (inflight || batch.length === 0 || writeError !== undefined) return;
       const current = batch;
       batch = [];
-      await instance.write(current);
-      for (const e of current) if (e.position) advance(applied, e.position);
+      inflight = instance.write(current).then(
+        () => {
+          inflight = undefined;
+          startWrite();
+        },
+        (error: unknown) => {
+          inflight = undefined;
+          writeError = error;
+        },
+      );
+    };
+    const drain = async (): Promise<void> => {
+      for (;;) {
+        if (writeError !== undefined) throw writeError;
+        if (inflight) await inflight;
+        else if (batch.length > 0) startWrite();
+        else return;
+      }
     };
     const takeAll = async (lines: SplitLine[]): Promise<void> => {
       try {
         take(lines);
       } catch (error) {
-        await flush();
+        await drain();
         throw error;
       }
     };
     for await (const chunk of untilAborted(io.input, io.signal)) {
       await takeAll(splitter.push(chunk));
-      // A batch is what arrived together: large under load (group commit), one event when idle.
-      if (batch.length >= MAX_SINK_BATCH || io.input.readableLength === 0) await flush();
+      startWrite();
+      if (writeError !== undefined) throw writeError;
+      // Backpressure: a full batch waits for the write in flight.
+      if (batch.length >= MAX_SINK_BATCH && inflight) await inflight;
     }
     await takeAll(splitter.end());
-    await flush();
+    await drain();
     failed = false;
   } finally {
     await instance.close().catch((error: unknown) => {
