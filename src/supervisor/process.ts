@@ -20,6 +20,8 @@ export interface SpawnOptions {
   cwd: string;
   /** Give the process the supervisor's own stdin (the `stdin` source). */
   inheritStdin?: boolean;
+  /** Give the process the supervisor's own stdout (sinks: the `stdout` sink writes there). */
+  inheritStdout?: boolean;
   /** Each stderr line of the process, without its newline. */
   stderrLine: (line: string) => void;
 }
@@ -37,7 +39,10 @@ export class StageProcess {
   ) {
     this.child = spawn(command.file, command.args, {
       cwd: options.cwd,
-      stdio: [options.inheritStdin ? 'inherit' : 'pipe', 'pipe', 'pipe'],
+      stdio: [options.inheritStdin ? 'inherit' : 'pipe', options.inheritStdout ? 'inherit' : 'pipe', 'pipe'],
+      // Its own process group: Ctrl-C on a terminal reaches the supervisor only, which then stops the
+      // source and drains the stages in order (a stage that got SIGINT itself would stop reading mid-pipe).
+      detached: true,
     });
     this.exit = new Promise((resolve) => {
       this.child.once('error', (error) => {

@@ -140,13 +140,14 @@ export class Supervisor {
     return s;
   }
 
-  private spawn(command: Command, name: string, stats: ComponentStats, extraArgs: string[] = [], inheritStdin = false): StageProcess {
+  private spawn(command: Command, name: string, stats: ComponentStats, extraArgs: string[] = [], inherit: 'stdin' | 'stdout' | undefined = undefined): StageProcess {
     return new StageProcess(
       { file: command.file, args: [...command.args, ...extraArgs] },
       {
         name,
         cwd: this.plan.dir,
-        inheritStdin,
+        inheritStdin: inherit === 'stdin',
+        inheritStdout: inherit === 'stdout',
         stderrLine: (line) => {
           stats.errors += errorsIn(line);
           this.log(`[${name}] ${line}`);
@@ -178,7 +179,7 @@ export class Supervisor {
     const stats = this.statsFor(plan.name, kind);
     const isSource = kind === 'source';
     const extra = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
-    const proc = this.spawn(plan.command, plan.name, stats, extra, isSource && (plan as SourcePlan).type === 'stdin');
+    const proc = this.spawn(plan.command, plan.name, stats, extra, isSource && (plan as SourcePlan).type === 'stdin' ? 'stdin' : undefined);
     stats.generation++;
     stats.pid = proc.pid;
     if (watched) this.watch(proc);
@@ -188,7 +189,7 @@ export class Supervisor {
   /** Spawns a sink with its where-filter or its log follower; only its feed from the stages is left to connect. */
   private async spawnUnit(plan: SinkPlan, watched = true): Promise<SinkUnit> {
     const stats = this.statsFor(plan.name, 'sink');
-    const sink = this.spawn(plan.command, plan.name, stats);
+    const sink = this.spawn(plan.command, plan.name, stats, [], 'stdout');
     stats.generation++;
     stats.pid = sink.pid;
     const unit: SinkUnit = { plan, sink, where: undefined, wherePump: undefined, follower: undefined, followerPump: undefined, followStart: {}, stats };

@@ -136,6 +136,15 @@ sinks:
     expect(dumpViews(join(dir, 'out/views.db'))).toEqual(dumpViews(clean));
   });
 
+  it('reads its own stdin and writes the stdout sink to its own stdout', () => {
+    const file = join(tmp(), 'p.yaml');
+    writeFileSync(file, 'source: { type: stdin }\nstages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: out, type: stdout }\n');
+    const r = cqp(['run', file], '{"a":1}\n{"a":2}\n');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('{"a":1,"m":1}\n{"a":2,"m":1}\n');
+    expect(r.stderr).toMatch(/2 events in/);
+  });
+
   it('reloads while 150k events flow: every event once, in order, through exactly one version of each stage', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');
