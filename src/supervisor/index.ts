@@ -102,6 +102,9 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     }
   };
   const onHup = (): void => void supervisor.requestReload();
+  // Stages run in their own process group, so they would outlive a supervisor that dies of an error.
+  const onExit = (): void => supervisor.killRemaining();
+  process.on('exit', onExit);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onHup);
@@ -138,6 +141,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHup);
+    process.off('exit', onExit);
     metrics?.server.close();
   }
   clearTable();

@@ -429,6 +429,11 @@ export class Supervisor {
     );
   }
 
+  /** Kills whatever still runs, synchronously (the supervisor itself is exiting: no orphans left behind). */
+  killRemaining(): void {
+    for (const proc of this.allProcs()) if (proc.running) proc.stop('SIGKILL');
+  }
+
   /** Kills every process at once (a second signal, or too many crashes). */
   killAll(code = 1): void {
     this.state = 'stopping';

@@ -20,8 +20,15 @@ interface Running {
 }
 
 const running: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of running.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+afterEach(async () => {
+  for (const child of running.splice(0)) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    // A second signal makes the supervisor kill every stage (a SIGKILL would leave them running).
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGTERM'), 100);
+    await exited;
+  }
 });
 
 function cqp(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
