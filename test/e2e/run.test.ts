@@ -234,6 +234,41 @@ sinks:
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
   });
 
+  it('reloads a changed source after the last event it sent, and a changed sink between two events', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    const COUNT = 60_000;
+    const write = (rate: number, kind: string): void =>
+      writeFileSync(
+        file,
+        `source: { type: demo, count: ${COUNT}, rate: ${rate} }
+stages:
+  - { name: m, filter: map, with: { expr: "e.m = 1" } }
+sinks:
+  - { name: log, type: log, path: events.log }
+  - { name: picked, type: file, path: picked.ndjson, where: "e.header.eventType[0] === '${kind}'" }
+`,
+      );
+    write(20000, 'create');
+    const p = run(file);
+    const logged = async (): Promise<number> => (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
+    await until(async () => (await logged()) > 8000);
+    write(15000, 'create');
+    await p.waitFor(/reload #1: ~source/);
+    const at = await logged();
+    await until(async () => (await logged()) > at + 8000);
+    write(15000, 'delete');
+    await p.waitFor(/reload #2: ~picked/);
+    expect(((await p.status()).stages.find((s) => s.name === 'source')?.out ?? COUNT)).toBeLessThan(COUNT);
+    expect(await p.exit).toBe(0);
+    expect(logEvents(join(dir, 'events.log')).map((e) => e.header.eventId)).toEqual(demoIds(COUNT));
+    const kinds = readFileSync(join(dir, 'picked.ndjson'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { header: { eventType: string[] } }).header.eventType[0]);
+    const firstDelete = kinds.indexOf('delete');
+    expect(firstDelete).toBeGreaterThan(0);
+    expect(kinds.slice(0, firstDelete).every((k) => k === 'create')).toBe(true);
+    expect(kinds.slice(firstDelete).every((k) => k === 'delete')).toBe(true);
+  });
+
   it('restarts a stage killed with SIGKILL; the log and views end up as in a clean run', async () => {
     const dir = tmp();
     const pipeline = (out: string): string => `source: { type: demo, count: 30000, rate: 20000 }
