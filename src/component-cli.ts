@@ -78,7 +78,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
 /** Standard input; a regular file (`< events.ndjson`) is read in large chunks rather than 64 KiB ones. */
 function stdinStream(): Readable {
   try {
-    if (fstatSync(0).isFile()) return createReadStream('', { fd: 0, highWaterMark: 1 << 20, autoClose: false });
+    if (fstatSync(0).isFile()) return createReadStream('', { fd: 0, highWaterMark: 1 << 18, autoClose: false });
   } catch {
     // No usable fd 0 (closed stdin): fall back to process.stdin, which reports it as an empty stream.
   }
