@@ -41,7 +41,7 @@ export interface FileLines {
   next: number;
 }
 
-const DEFAULT_CHUNK = 1024 * 1024;
+const DEFAULT_CHUNK = 256 * 1024;
 
 interface OpenFile {
   fh: FileHandle;
