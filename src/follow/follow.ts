@@ -27,7 +27,7 @@ export interface FollowOptions {
   resume: ResumePoint[];
   signal: AbortSignal;
   warn: (message: string) => void;
-  /** Bytes per read (default 1 MiB). */
+  /** Bytes per read (default 256 KiB). */
   chunkBytes?: number;
   /** Names beside the path whose changes should not wake the follower (the checkpoint). */
   quietNames?: string[];
