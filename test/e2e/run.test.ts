@@ -314,6 +314,10 @@ sinks:
     );
     const p = run(file);
     await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 5000);
+    const address = (await p.waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
+    const metrics = await (await fetch(`http://${address}/metrics`)).text();
+    expect(metrics).toMatch(/^cqp_stage_events_in_total\{stage="log"\} [1-9]\d*$/m);
+    expect(metrics).toMatch(/^cqp_reloads_total\{result="ok"\} 0$/m);
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
     const events = logEvents(join(dir, 'events.log'));
