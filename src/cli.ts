@@ -39,6 +39,23 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       setExit(await runPipelineCommand(file, { ...(opts.metrics ? { metrics: opts.metrics } : {}), statusIntervalMs: seconds * 1000 }));
     });
   program
+    .command('replay')
+    .description("re-process the command log through a pipeline's stages into its sinks; files are rebuilt aside and renamed over their targets at the end")
+    .requiredOption('--log <file>', 'the command log to read (in place of the pipeline\'s source)')
+    .requiredOption('--pipeline <file>', 'the pipeline whose stages and sinks the events go through')
+    .option('--from <pos>', 'first event: a sequence number or an ISO-8601 time (append time, or --time-field)')
+    .option('--until <pos>', 'last event: a sequence number or an ISO-8601 time; the sinks end as they were at that point')
+    .option('--time-field <path>', "apply ISO-8601 bounds to the time at this dot path in each event (e.g. header.createdTimestamp)")
+    .option('--dry-run', 'print what would be read and what happens to each sink; touch nothing')
+    .option('--with-external-sinks', 'also publish to sinks outside cqp (kinesis), which replay skips by default')
+    .option('--status-interval <seconds>', 'seconds between progress lines when stderr is not a terminal', '10')
+    .action(async (opts: { log: string; pipeline: string; from?: string; until?: string; timeField?: string; dryRun?: boolean; withExternalSinks?: boolean; statusInterval: string }) => {
+      const { replayCommand } = await import('./supervisor/replay.js');
+      const seconds = Number(opts.statusInterval);
+      if (!(seconds > 0)) throw new CqpError('USAGE', `--status-interval: expected a number of seconds, got ${opts.statusInterval}`);
+      setExit(await replayCommand({ ...opts, statusIntervalMs: seconds * 1000 }));
+    });
+  program
     .command('lint')
     .description('check a pipeline file without running it (exit 0, or 2 with FILE:LINE, the field and a suggestion)')
     .argument('<pipeline>', 'the pipeline YAML file')
@@ -105,9 +122,17 @@ export async function main(argv: string[]): Promise<void> {
   } catch (error) {
     code = handleError(error);
   }
-  // Writes to pipes and files are synchronous on Linux, so nothing written is cut off; exiting here
-  // ends an stdin that was paused mid-stream (after SIGTERM) instead of waiting for its writer.
+  // A write to a full pipe is queued, not lost, but process.exit would drop it: wait for stdout to
+  // drain first. Exiting (rather than returning) ends an stdin paused mid-stream after SIGTERM.
+  await flushed(process.stdout);
   process.exit(code);
+}
+
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.writableLength === 0 || stream.destroyed) resolve();
+    else stream.write('', () => resolve());
+  });
 }
 
 function handleError(error: unknown): number {

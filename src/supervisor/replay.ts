@@ -1,0 +1,378 @@
+/**
+ * `cqp replay` (DESIGN §8): the command log takes the place of a pipeline's source, and the same
+ * supervisor that runs `cqp run` runs the pipeline's stages and sinks until the log (up to `--until`)
+ * is drained. Sinks that write files are rebuilt blue/green (`blue-green.ts`); sinks that publish
+ * outside cqp are skipped unless asked for.
+ */
+import { realpathSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { parsePath } from '../core/paths.js';
+import { findComponent } from '../core/registry.js';
+import { parseLogPos, type LogPos } from '../log/format.js';
+import { acquireLock, type LogLock } from '../log/lock.js';
+import { readLog, readLogTail } from '../log/reader.js';
+import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
+import { cliPath, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
+import { Supervisor, type ComponentStats } from './supervisor.js';
+
+/** What `cqp replay` was asked to do. */
+export interface ReplayOptions {
+  /** The command log to read (relative to the current folder). */
+  log: string;
+  /** The pipeline whose stages and sinks the log runs through. */
+  pipeline: string;
+  from?: string | undefined;
+  until?: string | undefined;
+  /** A dot path to a time inside each event: ISO-8601 bounds then apply to it, not to the append time. */
+  timeField?: string | undefined;
+  dryRun?: boolean | undefined;
+  withExternalSinks?: boolean | undefined;
+  /** Milliseconds between progress lines when stderr is not a terminal (default 10 s). */
+  statusIntervalMs?: number | undefined;
+}
+
+/** A record's place in the log. */
+export interface LogPoint {
+  seq: number;
+  /** Append time, ms since the epoch. */
+  time: number;
+}
+
+/** The records of a log between two positions: the first, the last and how many (none: `count` 0). */
+export interface LogRange {
+  first: LogPoint | undefined;
+  last: LogPoint | undefined;
+  count: number;
+}
+
+/** What replay does with one sink of the pipeline. */
+export interface SinkDecision {
+  plan: SinkPlan;
+  action: 'replace' | 'write' | 'skip';
+  /** For `replace`: the new file and its target. */
+  file: BlueGreenFile | undefined;
+}
+
+/** A replay worked out: the range of the log, the pipeline the supervisor runs, and each sink's fate. */
+export interface ReplayPlan {
+  log: string;
+  pipeline: PipelinePlan;
+  range: LogRange;
+  /** The time filter on the events' own time (`--time-field` with an ISO-8601 bound). */
+  timeFilter: { path: string; from: number | undefined; until: number | undefined } | undefined;
+  sinks: SinkDecision[];
+  /** The pipeline as the supervisor runs it: the log as its source, sinks pointed at their new files. */
+  run: PipelinePlan;
+}
+
+async function firstRecord(path: string, from: LogPos | undefined, until?: LogPos): Promise<LogPoint | undefined> {
+  for await (const batch of readLog(path, { from, until })) {
+    const r = batch[0];
+    if (r) return { seq: r.seq, time: r.time };
+  }
+  return undefined;
+}
+
+/** The records from `from` to `until` (inclusive; append time or seq), found through the log's index. */
+export async function logRange(path: string, from: LogPos | undefined, until: LogPos | undefined): Promise<LogRange> {
+  const none: LogRange = { first: undefined, last: undefined, count: 0 };
+  const tail = await readLogTail(path);
+  if (tail.lastSeq === 0) return none;
+  const first = await firstRecord(path, from, until);
+  if (!first) return none;
+  let last: LogPoint | undefined = { seq: tail.lastSeq, time: tail.lastTime };
+  if (until && ('seq' in until ? until.seq < tail.lastSeq : until.time < tail.lastTime)) {
+    // The last record at or before the bound: just before the first one after it.
+    const after = 'seq' in until ? until.seq + 1 : ((await firstRecord(path, { time: until.time + 1 }))?.seq ?? tail.lastSeq + 1);
+    last = after - 1 >= first.seq ? await firstRecord(path, { seq: after - 1 }, { seq: after - 1 }) : undefined;
+  }
+  if (!last || last.seq < first.seq) return none;
+  return { first, last, count: last.seq - first.seq + 1 };
+}
+
+function sameFile(a: string, b: string): boolean {
+  const real = (p: string): string => {
+    try {
+      return realpathSync.native(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  return real(a) === real(b);
+}
+
+function cli(args: string[]): Command {
+  return { file: process.execPath, args: [cliPath(), ...args] };
+}
+
+/** The sink's command with its file option pointed at `temp` instead of `target`. */
+function retarget(command: Command, option: string, target: string, temp: string): Command {
+  const flag = `--${option}`;
+  const args = [...command.args];
+  const at = args.findIndex((a, i) => a === flag && args[i + 1] === target);
+  if (at >= 0) args[at + 1] = temp;
+  else {
+    const inline = args.indexOf(`${flag}=${target}`);
+    if (inline < 0) throw new CqpError('CONFIG', `cannot point ${flag} of this sink at a new file (its command is ${args.join(' ')})`);
+    args[inline] = `${flag}=${temp}`;
+  }
+  return { file: command.file, args };
+}
+
+/**
+ * The hidden stage behind `--time-field`: a `where` over the event's own time. The path becomes
+ * quoted property reads, so no segment is ever read as code.
+ */
+function timeFilterStage(path: string, from: number | undefined, until: number | undefined, taken: Set<string>): StagePlan {
+  const read = `e${parsePath(path)
+    .map((s) => `?.[${JSON.stringify(s)}]`)
+    .join('')}`;
+  const checks = [...(from === undefined ? [] : [`ms >= ${from}`]), ...(until === undefined ? [] : [`ms <= ${until}`])];
+  const expr = `((t) => { const ms = typeof t === 'number' ? t : typeof t === 'string' ? Date.parse(t) : NaN; return ${checks.join(' && ')}; })(${read})`;
+  let name = 'time-field';
+  for (let i = 2; taken.has(name); i++) name = `time-field-${i}`;
+  return { name, filter: 'where', options: { expr }, command: cli(['filter', 'where', '--expr', expr]) };
+}
+
+function parseBound(text: string | undefined, option: string): LogPos | undefined {
+  return text === undefined ? undefined : parseLogPos(text, option);
+}
+
+/** Works out a replay: reads the pipeline and the log's range; starts nothing and writes nothing. */
+export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
+  const log = resolve(options.log);
+  const pipeline = loadPipeline(options.pipeline);
+  const from = parseBound(options.from, '--from');
+  const until = parseBound(options.until, '--until');
+  if (options.timeField !== undefined) {
+    try {
+      parsePath(options.timeField);
+    } catch (error) {
+      throw new CqpError('USAGE', `--time-field: ${messageOf(error)}`);
+    }
+  }
+  // With --time-field an ISO-8601 bound is about the events' own times, which need not grow with the
+  // log: the whole stretch is read and a filter keeps the events inside the bounds.
+  const onEventTime = (p: LogPos | undefined): p is { time: number } => options.timeField !== undefined && p !== undefined && 'time' in p;
+  const timeFilter =
+    options.timeField !== undefined && (onEventTime(from) || onEventTime(until))
+      ? { path: options.timeField, from: onEventTime(from) ? from.time : undefined, until: onEventTime(until) ? until.time : undefined }
+      : undefined;
+  let range: LogRange;
+  try {
+    range = await logRange(log, onEventTime(from) ? undefined : from, onEventTime(until) ? undefined : until);
+  } catch (error) {
+    throw new CqpError(error instanceof CqpError ? error.code : 'IO', `--log: ${messageOf(error)}`, { cause: error });
+  }
+
+  const sinks: SinkDecision[] = pipeline.sinks.map((plan) => {
+    const def = findComponent('sink', plan.type);
+    const external = def?.kind === 'sink' && def.external === true;
+    if (external && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
+    const option = FILE_OPTION[plan.type];
+    const target = option === undefined ? undefined : plan.options[option];
+    if (option === undefined || typeof target !== 'string') return { plan, action: 'write', file: undefined };
+    if (plan.type === 'log' && sameFile(target, log)) {
+      throw new CqpError(
+        'CONFIG',
+        `${pipeline.file}: sink ${plan.name} writes the log being replayed (${target}); a replay cannot rebuild its own input — give that sink another path, or remove it`,
+      );
+    }
+    return { plan, action: 'replace', file: { sink: plan.name, type: plan.type, target, temp: tempPathFor(target) } };
+  });
+
+  const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--from', '1', '--until', '0'];
+  const taken = new Set([pipeline.source.name, ...pipeline.stages.map((s) => s.name), ...pipeline.sinks.map((s) => s.name)]);
+  const run: PipelinePlan = {
+    ...pipeline,
+    source: {
+      name: pipeline.source.name,
+      type: 'log',
+      options: { path: log, follow: false },
+      resumable: true,
+      command: cli(['source', 'log', '--path', log, ...seqArgs]),
+    },
+    stages: [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages],
+    sinks: sinks
+      .filter((d) => d.action !== 'skip')
+      .map(({ plan, file }) => {
+        // In replay every sink is fed by the stages: a sqlite sink does not follow a log sink being rebuilt.
+        const fed: SinkPlan = { ...plan, followLog: undefined, followerCommand: undefined };
+        if (!file) return fed;
+        const option = FILE_OPTION[plan.type] as string;
+        return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
+      }),
+  };
+  return { log, pipeline, range, timeFilter, sinks, run };
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+/** The `--dry-run` report: what would be read and what would happen to each sink. */
+export function describeReplay(plan: ReplayPlan): string {
+  const { range } = plan;
+  const lines = [`cqp replay (dry run, nothing is read or written): ${plan.pipeline.name} from ${plan.log}`];
+  if (range.first && range.last) {
+    lines.push(`read: ${count(range.count)} events, seq ${range.first.seq}–${range.last.seq}, appended ${iso(range.first.time)} – ${iso(range.last.time)}`);
+  } else {
+    lines.push('read: no events (the log holds none in that range)');
+  }
+  if (plan.timeFilter) {
+    const { path, from, until } = plan.timeFilter;
+    lines.push(`keep: events whose ${path} is ${from === undefined ? '' : `≥ ${iso(from)}`}${from !== undefined && until !== undefined ? ' and ' : ''}${until === undefined ? '' : `≤ ${iso(until)}`}`);
+  }
+  lines.push(`stages: ${plan.run.stages.map((s) => s.name).join(' → ') || 'none'}`);
+  lines.push('sinks:');
+  for (const d of plan.sinks) {
+    const what =
+      d.action === 'replace'
+        ? `replaced: built into ${(d.file as BlueGreenFile).temp}, then renamed over ${(d.file as BlueGreenFile).target}`
+        : d.action === 'skip'
+          ? 'skipped: it publishes outside cqp (add --with-external-sinks to publish)'
+          : 'written';
+    lines.push(`  ${d.plan.name} (${d.plan.type}): ${what}`);
+  }
+  return lines.join('\n');
+}
+
+/** The end-of-replay summary: events read, each stage and sink, time and rate. */
+export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms: number): string {
+  const secs = Math.max(ms / 1000, 0.001);
+  const read = components.find((c) => c.kind === 'source')?.out ?? 0;
+  const span = plan.range.first && plan.range.last ? ` (seq ${plan.range.first.seq}–${plan.range.last.seq})` : '';
+  const lines = [`cqp replay: ${count(read)} events read from ${plan.log}${span} in ${secs.toFixed(1)} s (${count(Math.round(read / secs))} events/s)`];
+  for (const c of components) if (c.kind === 'stage') lines.push(`  ${c.name}: ${count(c.in)} in, ${count(c.out)} out`);
+  for (const d of plan.sinks) {
+    const stats = components.find((c) => c.kind === 'sink' && c.name === d.plan.name);
+    if (d.action === 'skip') lines.push(`  ${d.plan.name} (${d.plan.type}): skipped, an external sink (--with-external-sinks publishes to it)`);
+    else if (d.file) lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written, ${d.file.target} replaced`);
+    else lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written`);
+  }
+  return lines.join('\n');
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${Math.ceil(s)} s`;
+  return `${Math.floor(s / 60)} min ${Math.ceil(s % 60)} s`;
+}
+
+/** One progress reading: events read of the total, rate and time left. */
+export function progressText(read: number, total: number, ms: number, width = 0): string {
+  const rate = ms > 0 ? read / (ms / 1000) : 0;
+  const eta = rate > 0 ? formatSeconds((total - read) / rate) : '?';
+  const share = total > 0 ? Math.min(1, read / total) : 1;
+  const bar = width > 0 ? `[${'#'.repeat(Math.round(share * width)).padEnd(width, '-')}] ` : '';
+  return `${bar}${(share * 100).toFixed(0).padStart(3)}%  ${count(read)}/${count(total)} events  ${count(Math.round(rate))}/s  ETA ${eta}`;
+}
+
+function reportError(error: unknown): number {
+  const message = messageOf(error);
+  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
+  return exitCodeFor(error);
+}
+
+/** `cqp replay`: runs the log through the pipeline into its sinks; resolves with the exit code. */
+export async function replayCommand(options: ReplayOptions): Promise<number> {
+  let plan: ReplayPlan;
+  try {
+    plan = await planReplay(options);
+  } catch (error) {
+    return reportError(error);
+  }
+  if (options.dryRun) {
+    process.stdout.write(`${describeReplay(plan)}\n`);
+    return 0;
+  }
+
+  const files = plan.sinks.flatMap((d) => (d.file ? [d.file] : []));
+  const locks: LogLock[] = [];
+  const tty = process.stderr.isTTY === true;
+  let barShown = false;
+  const clearBar = (): void => {
+    if (barShown) process.stderr.write('\r\x1b[K');
+    barShown = false;
+  };
+  const log = (line: string): void => {
+    clearBar();
+    process.stderr.write(`${line}\n`);
+  };
+  try {
+    for (const f of files) {
+      for (const removed of clearLeftovers(f.target)) log(`cqp: removed ${removed}, left by an interrupted replay`);
+      // No writer may append to a log that is about to be replaced (their appends would be lost).
+      if (f.type === 'log') locks.push(acquireLock(f.target, log, basename(f.target)));
+      prepareTemp(f);
+    }
+  } catch (error) {
+    for (const lock of locks) lock.release();
+    return reportError(error);
+  }
+
+  const startedAt = Date.now();
+  const supervisor = new Supervisor(plan.run, { log, maxCrashes: 0 });
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = signal;
+    log(`cqp: ${signal}: stopping the replay; the sinks' targets stay as they were`);
+    supervisor.killAll(1);
+  };
+  const onExit = (): void => supervisor.killRemaining();
+  process.on('exit', onExit);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const total = plan.range.count;
+  const read = (): number => supervisor.components().find((c) => c.kind === 'source')?.out ?? 0;
+  const ticker = setInterval(
+    () => {
+      const text = progressText(read(), total, Date.now() - startedAt, tty ? 30 : 0);
+      if (tty) {
+        process.stderr.write(`\r\x1b[K${text}`);
+        barShown = true;
+      } else {
+        process.stderr.write(`cqp replay: ${text}\n`);
+      }
+    },
+    tty ? 200 : (options.statusIntervalMs ?? 10_000),
+  );
+  ticker.unref();
+
+  let code: number;
+  try {
+    await supervisor.start();
+    code = await supervisor.result;
+    if (code === 0 && !interrupted) {
+      for (const f of files) await completeTemp(f);
+      for (const f of files) commitTemp(f);
+    }
+  } catch (error) {
+    supervisor.killAll(1);
+    await supervisor.result;
+    code = reportError(error);
+  } finally {
+    clearInterval(ticker);
+    clearBar();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', onExit);
+  }
+  if (code !== 0 || interrupted) {
+    for (const f of files) discardTemp(f);
+    for (const lock of locks) lock.release();
+    const kept = files.map((f) => f.target);
+    process.stderr.write(`cqp replay: ${interrupted ? 'interrupted' : 'failed'}; ${kept.length > 0 ? `${kept.join(', ')} unchanged` : 'nothing was replaced'}\n`);
+    return code === 0 ? 1 : code;
+  }
+  for (const lock of locks) lock.release();
+  process.stderr.write(`${replaySummary(plan, supervisor.components(), Date.now() - startedAt)}\n`);
+  return 0;
+}
