@@ -106,9 +106,14 @@ function addLogCommands(program: Command): void {
 
 /** Entry point of every bin: parses argv, runs, and exits with 0, 1 or 2. */
 export async function main(argv: string[]): Promise<void> {
-  process.stdout.on('error', (error) => {
-    if (isBrokenPipe(error)) process.exit(0);
-  });
+  // Node makes a stdout pipe non-blocking once it is touched. A sink other than `stdout` writes nothing
+  // there, so it leaves stdout alone: programs sharing that pipe (`tee >(cqp-sink …) | …`) keep theirs.
+  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !argv.includes('--help') && !argv.includes('-h'));
+  if (usesStdout) {
+    process.stdout.on('error', (error) => {
+      if (isBrokenPipe(error)) process.exit(0);
+    });
+  }
   const program = await buildProgram(argv);
   const override = (cmd: Command): void => {
     cmd.exitOverride();
@@ -124,7 +129,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   // A write to a full pipe is queued, not lost, but process.exit would drop it: wait for stdout to
   // drain first. Exiting (rather than returning) ends an stdin paused mid-stream after SIGTERM.
-  await flushed(process.stdout);
+  if (usesStdout) await flushed(process.stdout);
   process.exit(code);
 }
 

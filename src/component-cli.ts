@@ -69,7 +69,16 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   const stop = (): void => controller.abort();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  const io = { input: stdinStream(), output: process.stdout, warn: (m: string) => process.stderr.write(`${m}\n`), signal: controller.signal, cwd: process.cwd() };
+  const io = {
+    input: stdinStream(),
+    // A getter: sinks never touch stdout (see main in cli.ts).
+    get output() {
+      return process.stdout;
+    },
+    warn: (m: string) => process.stderr.write(`${m}\n`),
+    signal: controller.signal,
+    cwd: process.cwd(),
+  };
   if (def.kind === 'filter') await runFilter(def, options, runtime, io);
   else if (def.kind === 'source') await runSource(def, options, runtime, io);
   else await runSink(def, options, runtime, io);

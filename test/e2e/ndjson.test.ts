@@ -191,3 +191,13 @@ describe('pipes and signals', () => {
     expect(peaks.filter).toBeLessThan(150);
   });
 });
+
+describe('sharing pipes with other programs', () => {
+  it('a sink leaves its stdout blocking, so `tee >(cqp-sink …) | next` keeps working', async () => {
+    const script = `sleep 2 | "${process.execPath}" "${BIN.sink}" file --path /dev/null & pid=$!; sleep 1; grep flags /proc/$pid/fdinfo/1; wait`;
+    const r = await collect(spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const flags = Number.parseInt(/flags:\s+(\d+)/.exec(r.stdout)?.[1] ?? 'x', 8);
+    expect(Number.isNaN(flags)).toBe(false);
+    expect(flags & 0o4000).toBe(0);
+  });
+});
