@@ -218,6 +218,8 @@ export async function readWithSource(
       return { event: JSON.parse(text) as Record<string, unknown>, source: position.source, n: position.n };
     });
     lines.push(...got);
+    // As the stage runtime does: the lines before a failure are kept, then the failure ends the read.
+    if (batch.error !== undefined) throw batch.error;
     await run.onBatch?.(got);
     if (run.stopWhen?.(lines)) controller.abort();
   }
