@@ -182,6 +182,13 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
     return { plan, action: 'replace', file: { sink: plan.name, type: plan.type, target, temp: tempPathFor(target) } };
   });
 
+  const targets = new Map<string, string>();
+  for (const d of sinks) {
+    if (!d.file) continue;
+    const other = targets.get(d.file.target);
+    if (other) throw new CqpError('CONFIG', `${pipeline.file}: sinks ${other} and ${d.plan.name} both write ${d.file.target}; give each its own file`);
+    targets.set(d.file.target, d.plan.name);
+  }
   const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--from', '1', '--until', '0'];
   const taken = new Set([pipeline.source.name, ...pipeline.stages.map((s) => s.name), ...pipeline.sinks.map((s) => s.name)]);
   const run: PipelinePlan = {
