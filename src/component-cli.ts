@@ -1,4 +1,4 @@
-import { createReadStream, fstatSync } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Option, type Command } from 'commander';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
@@ -78,6 +78,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     warn: (m: string) => process.stderr.write(`${m}\n`),
     signal: controller.signal,
     cwd: process.cwd(),
+    ready: signalReady,
   };
   if (def.kind === 'filter') await runFilter(def, options, runtime, io);
   else if (def.kind === 'source') await runSource(def, options, runtime, io);
@@ -92,6 +93,22 @@ function stdinStream(): Readable {
     // No usable fd 0 (closed stdin): fall back to process.stdin, which reports it as an empty stream.
   }
   return process.stdin;
+}
+
+/**
+ * Tells a supervisor that started this stage that it is ready: `cqp run` passes a pipe as
+ * CQP_READY_FD and swaps a stage in on a reload only once this line arrives (or refuses the reload
+ * when the stage exits first), however slowly the machine starts processes.
+ */
+function signalReady(): void {
+  const fd = Number(process.env.CQP_READY_FD);
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    writeSync(fd, 'ready\n');
+    closeSync(fd);
+  } catch {
+    // Not a pipe from a supervisor after all: nothing to tell.
+  }
 }
 
 function listCommand(): void {

@@ -35,6 +35,8 @@ export interface StageIo {
   warn: (message: string) => void;
   signal: AbortSignal;
   cwd: string;
+  /** Called once the component is created: its options checked, its files open (see cqp run). */
+  ready?: () => void;
 }
 
 function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
@@ -85,6 +87,7 @@ function describe(value: unknown): string {
 export async function runFilter(def: FilterDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
   const ctx = contextFor(runtime, io);
   const instance = await def.create(options, ctx);
+  io.ready?.();
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
 
@@ -169,6 +172,7 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
 export async function runSource(def: SourceDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
   const ctx = contextFor(runtime, io);
   const instance = await def.create(options, { ...ctx, resume: runtime.resume ?? {} });
+  io.ready?.();
   await pipeline(
     async function* () {
       for await (const batch of instance.batches()) {
@@ -188,6 +192,7 @@ const MAX_SINK_BATCH = 4096;
 export async function runSink(def: SinkDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
   const ctx = contextFor(runtime, io);
   const instance = await def.create(options, ctx);
+  io.ready?.();
   const applied = instance.applied?.() ?? {};
   const { policy } = ctx;
   const max = runtime.maxLineBytes;

@@ -19,6 +19,8 @@ import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-
 export interface Command {
   file: string;
   args: string[];
+  /** A cqp component: it reports readiness on CQP_READY_FD once its options are checked and files open. */
+  signalsReady?: boolean;
 }
 
 /** Options every component takes besides its own (DESIGN §2); allowed beside a component's options. */
@@ -92,7 +94,7 @@ export function cliPath(): string {
 }
 
 function cliCommand(args: string[]): Command {
-  return { file: process.execPath, args: [cliPath(), ...args] };
+  return { file: process.execPath, args: [cliPath(), ...args], signalsReady: true };
 }
 
 /** Splits a command line the way a POSIX shell splits words (quotes and backslashes; no expansion). */

@@ -30,6 +30,8 @@ export interface SpawnOptions {
 export class StageProcess {
   readonly child: ChildProcess;
   readonly exit: Promise<ExitStatus>;
+  /** For cqp components: resolves true when the process reported it is ready, false when it never will. */
+  readonly ready: Promise<boolean> | undefined;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
 
@@ -37,9 +39,12 @@ export class StageProcess {
     readonly command: Command,
     readonly options: SpawnOptions,
   ) {
+    const stdio: Array<'inherit' | 'pipe'> = [options.inheritStdin ? 'inherit' : 'pipe', options.inheritStdout ? 'inherit' : 'pipe', 'pipe'];
+    if (command.signalsReady) stdio.push('pipe');
     this.child = spawn(command.file, command.args, {
       cwd: options.cwd,
-      stdio: [options.inheritStdin ? 'inherit' : 'pipe', options.inheritStdout ? 'inherit' : 'pipe', 'pipe'],
+      stdio,
+      env: command.signalsReady ? { ...process.env, CQP_READY_FD: '3' } : process.env,
       // Its own process group: Ctrl-C on a terminal reaches the supervisor only, which then stops the
       // source and drains the stages in order (a stage that got SIGINT itself would stop reading mid-pipe).
       detached: true,
@@ -57,6 +62,16 @@ export class StageProcess {
         resolve(this.exited);
       });
     });
+    const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
+    this.ready = readyPipe
+      ? new Promise((resolve) => {
+          let said = '';
+          readyPipe.setEncoding('utf8');
+          readyPipe.on('data', (text: string) => (said += text));
+          readyPipe.on('error', () => resolve(false));
+          readyPipe.on('close', () => resolve(said.startsWith('ready')));
+        })
+      : undefined;
     // Writes to a stage that died fail with EPIPE; the exit handler deals with the death itself.
     this.child.stdin?.on('error', () => {});
     let partial = '';
@@ -91,12 +106,22 @@ export class StageProcess {
     return this.exited === undefined;
   }
 
-  /** Resolves when the process is still running after `graceMs`; rejects when it failed to start or exited. */
-  async started(graceMs: number): Promise<void> {
+  /**
+   * Resolves once the process has started: a cqp component when it reports ready (options checked,
+   * files open), any other program when it is still running after `graceMs`. Rejects when it failed to
+   * start or exited first.
+   */
+  async started(graceMs: number, readyTimeoutMs = 30_000): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    const grace = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), graceMs)));
-    const status = await Promise.race([this.exit, grace]);
+    const wait = this.ready
+      ? this.ready.then(async (ok) => (ok ? undefined : await this.exit))
+      : new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), graceMs)));
+    const timeout = new Promise<'timeout'>((resolve) => {
+      if (this.ready) timer = setTimeout(() => resolve('timeout'), readyTimeoutMs);
+    });
+    const status = await Promise.race([this.exit, wait, timeout]);
     clearTimeout(timer);
+    if (status === 'timeout') throw new CqpError('STAGE', `${this.name}: not ready after ${readyTimeoutMs / 1000} s`);
     if (status === undefined) return;
     const how = status.error
       ? `could not start ${[this.command.file, ...this.command.args].join(' ')}: ${messageOf(status.error)}`

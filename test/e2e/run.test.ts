@@ -345,4 +345,24 @@ sinks:
     expect(p.stderr()).toMatch(/flaky exited unexpectedly \(code 3\); restarting it/);
     expect(p.stderr()).toMatch(/6 crashes within 60 s \(last: flaky\); stopping the pipeline/);
   });
+
+  it('refuses a reload whose new stage rejects its options, however long the stage takes to start', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    const yaml = (expr: string): string =>
+      `name: ready\nsource: { type: demo, count: 0, rate: 2000 }\nstages:\n  - { name: tag, filter: map, with: { expr: "${expr}" } }\nsinks:\n  - { name: log, type: log, path: events.log }\n`;
+    writeFileSync(file, yaml('e.v = 1'));
+    const p = run(file);
+    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 500);
+    const before = (await p.status()).stages.find((s) => s.name === 'tag');
+    // A bad expression is only found when the new process compiles it; the swap waits for its ready signal.
+    writeFileSync(file, yaml('e.v = = 2'));
+    await p.waitFor(/reload #1 refused: tag: exited at once \(code 2\)/);
+    const seen = (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
+    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > seen + 500);
+    const after = await p.status();
+    expect(after.stages.find((s) => s.name === 'tag')?.pid).toBe(before?.pid);
+    expect(after.reloads).toEqual({ ok: 0, failed: 1 });
+    expect(p.stderr()).not.toMatch(/restarting it/);
+  });
 });
