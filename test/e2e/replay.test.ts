@@ -209,6 +209,16 @@ describe('cqp replay', () => {
     expect(viewRows(p.db)).toEqual(expectedViews(inside));
   });
 
+  it('--time-field reads its path as property names, never as code; seq bounds still cut the log', async () => {
+    const p = pipelineIn('time-field-quoted', VIEW_SINK);
+    const path = 'payload.x"]) || true || (e["y';
+    const r = await replay(['--log', log, '--pipeline', p.file, '--from', '195001', '--time-field', path, '--until', '2030-01-01T00:00:00Z']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('5,000 events read');
+    expect(r.stderr).toMatch(/time-field: 5,000 in, 0 out/);
+    expect(viewRows(p.db)).toEqual({ sales: [], creams: [] });
+  });
+
   it('two replays give identical rows, and a log sink is rebuilt with the same events', async () => {
     const p = pipelineIn('twice', `${VIEW_SINK}  - { name: copy, type: log, path: out/copy.log }\n`);
     const dumps: Array<Record<string, unknown[]>> = [];
