@@ -37,7 +37,7 @@ export interface PipelineStatus {
 export interface SupervisorOptions {
   /** Diagnostics (stage stderr, reloads, crashes): one line each. */
   log: (line: string) => void;
-  /** How long a new process must stay up before a reload counts on it (ms). */
+  /** How long a `run:` program must stay up before a reload counts on it (ms); cqp components say when they are ready. */
   graceMs?: number;
   /** More crashes than this within `crashWindowMs` stop the pipeline. */
   maxCrashes?: number;
@@ -129,7 +129,6 @@ export class Supervisor {
     });
   }
 
-  // ---- processes and wiring ----
 
   private statsFor(name: string, kind: ComponentStats['kind']): ComponentStats {
     let s = this.stats.get(name);
@@ -263,7 +262,6 @@ export class Supervisor {
     await Promise.all(procs.map((p) => p.exit));
   }
 
-  // ---- exits and crashes ----
 
   private watch(proc: StageProcess, unit?: SinkUnit): void {
     void proc.exit.then((status) => {
@@ -387,7 +385,6 @@ export class Supervisor {
     return undefined;
   }
 
-  // ---- shutdown ----
 
   /** Stops the source, lets every stage and sink drain, then resolves `result` (SIGINT/SIGTERM, or the source ended). */
   stop(): Promise<void> {
@@ -447,7 +444,6 @@ export class Supervisor {
     this.resolveResult(code);
   }
 
-  // ---- hot reload ----
 
   /** Queues a reload of the pipeline file; requests made while one waits are merged into it. */
   requestReload(): Promise<void> {
@@ -657,7 +653,6 @@ export class Supervisor {
     fan?.release();
   }
 
-  // ---- seeing it ----
 
   /** Counters of the source, the stages and the sinks, in pipeline order. */
   components(): ComponentStats[] {
