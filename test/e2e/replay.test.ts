@@ -1,11 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, collect, runCli, spawnCli, type CliResult } from '../helpers/cli.js';
 
 interface DemoEvent {
@@ -162,6 +162,10 @@ beforeAll(async () => {
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Logged);
   expect(logged).toHaveLength(200_000);
+});
+
+afterAll(() => {
+  if (root) rmSync(root, { recursive: true, force: true });
 });
 
 describe('cqp replay', () => {
