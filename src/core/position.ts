@@ -32,20 +32,33 @@ export function formatPosition(p: Position): string {
   return `${p.source}:${p.n}`;
 }
 
-const N_PATTERN = /^\d+(\.\d+)*$/;
+/** True for `<digits>(.<digits>)*`, checked by hand: this runs for every event. */
+function isPositionNumber(n: string): boolean {
+  if (n.length === 0) return false;
+  let digit = false;
+  for (let i = 0; i < n.length; i++) {
+    const c = n.charCodeAt(i);
+    if (c >= 48 && c <= 57) digit = true;
+    else if (c === 46 && digit) digit = false;
+    else return false;
+  }
+  return digit;
+}
 
 /** Parses `<source>:<n>`; undefined when the text is not a position. */
 export function parsePosition(text: string): Position | undefined {
   const i = text.lastIndexOf(':');
   if (i <= 0) return undefined;
   const n = text.slice(i + 1);
-  if (!N_PATTERN.test(n)) return undefined;
+  if (!isPositionNumber(n)) return undefined;
   return { source: text.slice(0, i), n };
 }
 
 /** Compares two position numbers of one source (see the order above). */
 export function compareN(a: string, b: string): number {
   if (a === b) return 0;
+  // The common case, plain numbers, without splitting (this runs per event and per view).
+  if (!a.includes('.') && !b.includes('.')) return compareInt(a, b);
   const xs = a.split('.');
   const ys = b.split('.');
   const common = Math.min(xs.length, ys.length);
@@ -58,8 +71,8 @@ export function compareN(a: string, b: string): number {
 }
 
 function compareInt(a: string, b: string): number {
-  const x = stripZeros(a);
-  const y = stripZeros(b);
+  const x = a.charCodeAt(0) === 48 ? stripZeros(a) : a;
+  const y = b.charCodeAt(0) === 48 ? stripZeros(b) : b;
   if (x.length !== y.length) return x.length < y.length ? -1 : 1;
   return x < y ? -1 : x > y ? 1 : 0;
 }
@@ -88,6 +101,14 @@ function stripZeros(s: string): string {
 export function isApplied(applied: PositionMap, p: Position): boolean {
   const last = applied[p.source];
   return last !== undefined && compareN(p.n, last) <= 0;
+}
+
+/** Records `p` as applied unless it already is; false when the sink holds it already (skip it). */
+export function accept(applied: PositionMap, p: Position): boolean {
+  const last = applied[p.source];
+  if (last !== undefined && compareN(p.n, last) <= 0) return false;
+  applied[p.source] = p.n;
+  return true;
 }
 
 /** Records `p` as applied in `applied` (keeps the larger of the two). */
@@ -135,7 +156,16 @@ export function stampJson(json: string, p: Position): string {
     : `${json.slice(0, -1)}${SUFFIX_START}${p.source}:${p.n}"}`;
 }
 
-/** Takes the stamp out of a parsed event (a `run:` program may have moved the key). */
+/** The line without its stamp: the last key when a cqp source wrote it; re-serialised otherwise. */
+export function stripStamp(line: string, event: object): string {
+  const at = line.lastIndexOf(SUFFIX_START);
+  if (at >= 0 && line.charCodeAt(line.length - 1) === 125 && line.indexOf('"', at + SUFFIX_START.length) === line.length - 2) {
+    return `${line.slice(0, at)}}`;
+  }
+  return line.startsWith(ONLY_KEY_START) ? '{}' : JSON.stringify(event);
+}
+
+/** Takes the stamp out of a parsed event (the last key, so deleting it keeps the object fast). */
 export function takeStamp(event: Record<string, unknown>): Position | undefined {
   const value = event[POSITION_KEY];
   if (value === undefined) return undefined;

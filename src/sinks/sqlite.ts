@@ -32,7 +32,8 @@ export default defineSink({
         const items: ViewEvent[] = new Array<ViewEvent>(batch.length);
         for (let i = 0; i < batch.length; i++) {
           const e = batch[i] as (typeof batch)[number];
-          items[i] = { event: e.event(), position: e.position, text: e.text };
+          // The text (without its stamp) is only stored by the default `events` table.
+          items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
         }
         store.applyBatch(items, (index, message) => {
           const e = batch[index];
