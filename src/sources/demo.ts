@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { defineSource } from '../core/component.js';
 import { resumeAt, stampJson } from '../core/position.js';
+import { seededRandom } from '../core/random.js';
 
 const NAMES = [
   'Vanilla Toffee Bar Crunch', 'Chocolate Fudge Brownie', 'Cherry Garcia', 'Phish Food', 'Half Baked',
@@ -10,18 +11,6 @@ const NAMES = [
 ];
 const FLAVORS = ['vanilla', 'chocolate', 'toffee', 'cherry', 'caramel', 'mint', 'coffee', 'peanut', 'strawberry', 'fudge'];
 const START = Date.parse('2022-05-30T08:49:46.745Z');
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same stream on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function uuid(random: () => number): string {
   const hex = (n: number): string => Math.floor(random() * 16 ** n).toString(16).padStart(n, '0');
@@ -36,7 +25,7 @@ interface Entity {
 
 /** Makes the seed-shaped event stream: create, update, sale and delete of a fixed set of ice creams. */
 export function demoEvents(seed: number, entities: number): () => Record<string, unknown> {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const pool: Entity[] = Array.from({ length: entities }, (_, i) => ({ id: uuid(random), productId: String(100 + i), alive: false }));
   let index = 0;
   return () => {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
+import { seededRandom } from '../../src/core/random.js';
 
 const CLI = resolve(import.meta.dirname, '../../bin/cqp-source.js');
 
@@ -21,18 +22,6 @@ afterEach(() => {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** A small seeded generator (mulberry32), so a failure can be replayed with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The lines of one file generation: from its creation (or truncation) to its rename (or truncation). */
@@ -91,7 +80,7 @@ it('keeps every line exactly once across SIGKILLs, rotations of both kinds, trun
   mkdirSync(join(dir, 'state'));
   const checkpoint = join(dir, 'state', 'app.checkpoint');
   const seed = Number(process.env['CQP_FOLLOW_SEED'] ?? 20240530);
-  const rnd = random(seed);
+  const rnd = seededRandom(seed);
   const pick = (n: number): number => Math.floor(rnd() * n);
 
   const output = new Output();

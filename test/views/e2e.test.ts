@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { afterAll, describe, expect, test } from 'vitest';
 import { BIN, collect, parseLines, runCli } from '../helpers/cli.js';
 import type { CliResult } from '../helpers/cli.js';
+import { seededRandom } from '../../src/core/random.js';
 
 const EXAMPLES = join(import.meta.dirname, '../../pipelines/views');
 const dir = mkdtempSync(join(tmpdir(), 'cqp-views-e2e-'));
@@ -42,18 +43,6 @@ function snapshot(db: string): Record<string, unknown[]> {
   }
 }
 
-/** A small seeded generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('cqp-source log | cqp-sink sqlite --views', () => {
   let clean: Record<string, unknown[]>;
 
@@ -74,7 +63,7 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
   });
 
   test('kill -9 of the sink at random moments, then a re-run, gives the views of the clean run', async () => {
-    const next = random(Number(process.env['CQP_TEST_SEED'] ?? 20240530));
+    const next = seededRandom(Number(process.env['CQP_TEST_SEED'] ?? 20240530));
     let killed = 0;
     for (let round = 0; round < 5; round++) {
       const at = 150 + Math.floor(next() * 900);
