@@ -20,6 +20,9 @@ import {
 
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
 
+/** How much a stage reads from a file at a time (see stdinStream in component-cli.ts for why 96 KiB). */
+export const READ_CHUNK_BYTES = 96 * 1024;
+
 /** Options every component takes besides its own. */
 export interface RuntimeOptions {
   onError: ErrorMode;

@@ -3,6 +3,7 @@ import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 import { LineSplitter, type SplitLine } from '../core/lines.js';
+import { READ_CHUNK_BYTES } from '../core/runtime.js';
 import { fingerprintOf } from './fingerprint.js';
 import { ChangeWaiter } from './watch.js';
 
@@ -27,7 +28,7 @@ export interface FollowOptions {
   resume: ResumePoint[];
   signal: AbortSignal;
   warn: (message: string) => void;
-  /** Bytes per read (default 256 KiB). */
+  /** Bytes per read (default READ_CHUNK_BYTES, 96 KiB). */
   chunkBytes?: number;
   /** Names beside the path whose changes should not wake the follower (the checkpoint). */
   quietNames?: string[];
@@ -41,7 +42,7 @@ export interface FileLines {
   next: number;
 }
 
-const DEFAULT_CHUNK = 256 * 1024;
+const DEFAULT_CHUNK = READ_CHUNK_BYTES;
 
 interface OpenFile {
   fh: FileHandle;
