@@ -48,26 +48,38 @@ function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
   return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
 }
 
-/** Yields the chunks of `input` until it ends or `signal` aborts (then stops reading at once). */
+/**
+ * Yields the chunks of `input` until it ends or `signal` aborts (then stops reading at once). Each read
+ * gets a promise of its own: racing every read against one long-lived abort promise would pile up a
+ * reaction per chunk on it, each keeping its chunk alive for as long as the stream runs.
+ */
 async function* untilAborted(input: Readable, signal: AbortSignal): AsyncGenerator<Buffer> {
   if (signal.aborted) return;
-  const iterator = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const stop = Symbol('stop');
-  let onAbort: () => void = () => {};
-  const aborted = new Promise<typeof stop>((resolve) => {
-    onAbort = () => resolve(stop);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+  const iterator = input[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  let stop: (() => void) | undefined;
+  const onAbort = (): void => stop?.();
+  signal.addEventListener('abort', onAbort, { once: true });
   try {
     for (;;) {
-      const next = await Promise.race([iterator.next(), aborted]);
-      if (next === stop || next.done) return;
-      yield typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
+      const next = await new Promise<IteratorResult<Buffer | string> | undefined>((resolve, reject) => {
+        stop = () => resolve(undefined);
+        iterator.next().then(resolve, reject);
+      });
+      stop = undefined;
+      if (next === undefined || next.done || signal.aborted) {
+        if (next && !next.done) yield toBuffer(next.value);
+        return;
+      }
+      yield toBuffer(next.value);
     }
   } finally {
     signal.removeEventListener('abort', onAbort);
     input.pause();
   }
+}
+
+function toBuffer(chunk: Buffer | string): Buffer {
+  return typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
 }
 
 /**
