@@ -125,7 +125,7 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(argv, { from: 'user' });
     code = exitCode;
   } catch (error) {
-    code = handleError(error);
+    code = await handleError(error);
   }
   // A write to a full pipe is queued, not lost, but process.exit would drop it: wait for stdout to
   // drain first. Exiting (rather than returning) ends an stdin paused mid-stream after SIGTERM.
@@ -140,18 +140,22 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
   });
 }
 
-function handleError(error: unknown): number {
+async function handleError(error: unknown): Promise<number> {
   const code = (error as { code?: string }).code ?? '';
   if (code.startsWith('commander.')) {
     if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
     return (error as { exitCode?: number }).exitCode === 0 ? 0 : 2;
   }
   if (isBrokenPipe(error)) return 0;
+  // chalk is loaded here, not at start-up: it imports node:process, whose loading touches
+  // process.stdout (see main).
+  const { stderrColor } = await import('./core/color.js');
+  const prefix = stderrColor.red('cqp:');
   if (error instanceof CqpError) {
-    process.stderr.write(error.code === 'BAD_INPUT' ? `${error.message}\n` : `cqp: ${error.message}\n`);
+    process.stderr.write(error.code === 'BAD_INPUT' ? `${error.message}\n` : `${prefix} ${error.message}\n`);
     return exitCodeFor(error);
   }
-  process.stderr.write(`cqp: ${messageOf(error)}\n`);
+  process.stderr.write(`${prefix} ${messageOf(error)}\n`);
   if (process.env.CQP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ''}\n`);
   return 1;
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
+import { stderrColor } from '../core/color.js';
 import { CqpError } from '../core/errors.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
 
@@ -38,7 +39,7 @@ export function renderTable(components: ComponentStats[], rates: Rates, reloads:
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]): string => cells.map((cell, i) => pad(cell, widths[i] as number, i > 0)).join('  ');
-  return [line(head), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`].join('\n');
+  return [stderrColor.bold(line(head)), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`].join('\n');
 }
 
 /** One status line for a log (no terminal). */
