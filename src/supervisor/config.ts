@@ -93,7 +93,8 @@ export function cliPath(): string {
   return fileURLToPath(new URL('../../bin/cqp.js', import.meta.url));
 }
 
-function cliCommand(args: string[]): Command {
+/** The command that runs `cqp ARGS` as a stage (the same command a user could type). */
+export function cliCommand(args: string[]): Command {
   return { file: process.execPath, args: [cliPath(), ...args], signalsReady: true };
 }
 

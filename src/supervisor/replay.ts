@@ -13,7 +13,7 @@ import { parseLogPos, type LogPos } from '../log/format.js';
 import { acquireLock, type LogLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
 import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
-import { cliPath, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
+import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
@@ -102,10 +102,6 @@ function sameFile(a: string, b: string): boolean {
   return real(a) === real(b);
 }
 
-function cli(args: string[]): Command {
-  return { file: process.execPath, args: [cliPath(), ...args] };
-}
-
 /** The sink's command with its file option pointed at `temp` instead of `target`. */
 function retarget(command: Command, option: string, target: string, temp: string): Command {
   const flag = `--${option}`;
@@ -132,7 +128,7 @@ function timeFilterStage(path: string, from: number | undefined, until: number |
   const expr = `((t) => { const ms = typeof t === 'number' ? t : typeof t === 'string' ? Date.parse(t) : NaN; return ${checks.join(' && ')}; })(${read})`;
   let name = 'time-field';
   for (let i = 2; taken.has(name); i++) name = `time-field-${i}`;
-  return { name, filter: 'where', options: { expr }, command: cli(['filter', 'where', '--expr', expr]) };
+  return { name, filter: 'where', options: { expr }, command: cliCommand(['filter', 'where', '--expr', expr]) };
 }
 
 function parseBound(text: string | undefined, option: string): LogPos | undefined {
@@ -198,7 +194,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       type: 'log',
       options: { path: log, follow: false },
       resumable: true,
-      command: cli(['source', 'log', '--path', log, ...seqArgs]),
+      command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
     stages: [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages],
     sinks: sinks

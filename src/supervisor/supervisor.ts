@@ -141,7 +141,7 @@ export class Supervisor {
 
   private spawn(command: Command, name: string, stats: ComponentStats, extraArgs: string[] = [], inherit: 'stdin' | 'stdout' | undefined = undefined): StageProcess {
     return new StageProcess(
-      { file: command.file, args: [...command.args, ...extraArgs] },
+      { ...command, args: [...command.args, ...extraArgs] },
       {
         name,
         cwd: this.plan.dir,

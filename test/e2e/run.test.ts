@@ -36,8 +36,8 @@ function cqp(args: string[], input?: string): { status: number | null; stdout: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function run(file: string): Running {
-  const child = spawn(process.execPath, [CQP, 'run', file, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(file: string, env: NodeJS.ProcessEnv = {}): Running {
+  const child = spawn(process.execPath, [CQP, 'run', file, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   running.push(child);
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
@@ -352,7 +352,10 @@ sinks:
     const yaml = (expr: string): string =>
       `name: ready\nsource: { type: demo, count: 0, rate: 2000 }\nstages:\n  - { name: tag, filter: map, with: { expr: "${expr}" } }\nsinks:\n  - { name: log, type: log, path: events.log }\n`;
     writeFileSync(file, yaml('e.v = 1'));
-    const p = run(file);
+    // Every process starts 700 ms late, as on a loaded machine: longer than any fixed grace period.
+    const slow = join(dir, 'slow-start.cjs');
+    writeFileSync(slow, 'const end = Date.now() + 700;\nwhile (Date.now() < end);\n');
+    const p = run(file, { NODE_OPTIONS: `--require ${slow}` });
     await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 500);
     const before = (await p.status()).stages.find((s) => s.name === 'tag');
     // A bad expression is only found when the new process compiles it; the swap waits for its ready signal.
