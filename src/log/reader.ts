@@ -141,6 +141,8 @@ export async function* readLog(path: string, options: ReadLogOptions = {}): Asyn
         return;
       }
       yield out;
+      // A sequence bound is reached at its record: no need to wait (following) for one past it.
+      if (until && 'seq' in until && (out[out.length - 1] as LogRecord).seq >= until.seq) return;
     }
   } finally {
     await fh.close();

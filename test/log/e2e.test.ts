@@ -99,6 +99,21 @@ describe('command log through the built CLI', () => {
     expect(lines.map((l) => l.text)).toEqual(expected);
   });
 
+  test('cqp-source log --follow --until SEQ ends at that record, even when it is the last one appended', async () => {
+    const dir = tempDir();
+    const follower = spawn(process.execPath, [bin('cqp-source'), 'log', '--path', 'events.log', '--follow', '--until', '120'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    follower.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    const exited = new Promise<number | null>((r) => follower.on('exit', r));
+    expect(sh(`${source('demo --count 100')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    // The second run appends seqs 101–120: the bound is the very last record, no later one will come.
+    expect(sh(`${source('demo --count 120')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
+    expect(await exited).toBe(0);
+    expect(out.trimEnd().split('\n')).toHaveLength(120);
+  });
+
   test('a second cqp-sink log on the same log fails at once with LOCKED naming the first pid', async () => {
     const dir = tempDir();
     const first = spawn(process.execPath, [bin('cqp-sink'), 'log', '--path', 'events.log'], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
