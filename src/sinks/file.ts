@@ -1,5 +1,5 @@
-import { open, type FileHandle } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSink } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
@@ -12,7 +12,7 @@ export default defineSink({
     'keeps no positions, so after a crash `cqp run` may append events again that were already written; ' +
     'use the log or sqlite sinks where exactly-once matters.',
   options: z.object({
-    path: z.string().min(1).describe('the file to append to (created when missing)'),
+    path: z.string().min(1).describe('the file to append to (created, with its folder, when missing)'),
     fsync: z.boolean().default(false).describe('fsync after every batch'),
   }),
   exactlyOnce: false,
@@ -21,6 +21,7 @@ export default defineSink({
     const file = resolve(ctx.cwd, path);
     let handle: FileHandle;
     try {
+      await mkdir(dirname(file), { recursive: true });
       handle = await open(file, 'a');
     } catch (error) {
       throw new CqpError('IO', `--path ${path}: cannot open it for appending (${messageOf(error)})`);

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -145,6 +145,13 @@ describe('the command line', () => {
     const r = await runCli('filter', ['enrih']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('unknown filter "enrih" — did you mean "enrich"?');
+  });
+
+  it('the file sink creates the folders of its path', async () => {
+    const file = join(tmp(), 'a', 'b', 'out.ndjson');
+    const r = await runCli('sink', ['file', '--path', file], { input: '{"a":1}\n{"a":2,"@cqp":"demo:1:1"}\n' });
+    expect(r.code).toBe(0);
+    expect(readFileSync(file, 'utf8')).toBe('{"a":1}\n{"a":2}\n');
   });
 
   it('the demo source is repeatable by seed and about 400 bytes an event', async () => {
