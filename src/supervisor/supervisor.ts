@@ -67,6 +67,8 @@ interface SinkUnit {
 
 const BACKOFF_START_MS = 100;
 const BACKOFF_MAX_MS = 5000;
+/** How long a pipeline file that does not parse must stay unchanged before a reload is refused (ms). */
+const SETTLE_MS = 150;
 
 /** Counts the bad lines a stage reports on stderr (the runtime's `--on-error skip` warnings). */
 function errorsIn(line: string): number {
@@ -471,13 +473,31 @@ export class Supervisor {
     }
     // Editors save in steps and the watcher and the poll both fire: act once per content.
     if (text === this.plan.text || text === this.refusedText) return;
+    let next: PipelinePlan | undefined;
+    let problem = '';
+    for (let look = 1; ; look++) {
+      try {
+        next = parsePipeline(text, this.plan.file);
+        break;
+      } catch (error) {
+        problem = messageOf(error);
+      }
+      // A file that does not parse may be half-saved: refuse it only once it has stopped changing.
+      await sleep(SETTLE_MS);
+      let again: string;
+      try {
+        again = readFileSync(this.plan.file, 'utf8');
+      } catch {
+        again = text;
+      }
+      if (again === text || look >= 3) break;
+      text = again;
+      if (text === this.plan.text) return;
+    }
     const n = ++this.reloadNo;
-    let next: PipelinePlan;
-    try {
-      next = parsePipeline(text, this.plan.file);
-    } catch (error) {
+    if (next === undefined) {
       this.refusedText = text;
-      this.refuse(n, messageOf(error));
+      this.refuse(n, problem);
       return;
     }
     this.refusedText = undefined;
