@@ -152,10 +152,12 @@ sinks:
     expect(r.stderr).toMatch(/2 events in/);
   });
 
-  it('reloads while 150k events flow: every event once, in order, through exactly one version of each stage', async () => {
+  it('reloads while 150k+ events flow: every event once, in order, through exactly one version of each stage', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');
-    const COUNT = 150_000;
+    // An endless source, stopped once every reload is done and MIN events are logged: the stream is still
+    // flowing at the last reload however slow the machine is.
+    const MIN = 150_000;
     const stages = {
       tag: `  - { name: tag, filter: map, with: { expr: "e.v1 = 1" } }`,
       keep: `  - { name: keep, filter: map, with: { expr: "e.keep = 1" } }`,
@@ -166,7 +168,7 @@ sinks:
     };
     const sinks = [`  - { name: log, type: log, path: events.log }`, `  - { name: views, type: sqlite, db: views.db, views: ${VIEWS} }`];
     const write = (list: string[], extraSinks: string[] = []): void =>
-      writeFileSync(file, `source: { type: demo, count: ${COUNT}, rate: 25000 }\nstages:\n${list.join('\n')}\nsinks:\n${[...sinks, ...extraSinks].join('\n')}\n`);
+      writeFileSync(file, `source: { type: demo, count: 0, rate: 25000 }\nstages:\n${list.join('\n')}\nsinks:\n${[...sinks, ...extraSinks].join('\n')}\n`);
     write([stages.tag, stages.keep, stages.drop, stages.x, stages.y]);
     const p = run(file);
     const logged = async (): Promise<number> => (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
@@ -198,16 +200,19 @@ sinks:
     await flow();
     write([tag2, stages.keep, stages.added, stages.y, stages.x], [`  - { name: copy, type: file, path: copy.ndjson }`]);
     await p.waitFor(/reload #7: \+copy/);
+    await flow();
     const after = await p.status();
-    expect(after.stages.find((s) => s.name === 'source')?.out).toBeLessThan(COUNT);
     expect(after.reloads).toEqual({ ok: 5, failed: 2 });
     for (const name of ['source', 'keep', 'log', 'views']) expect(pid(name, after), name).toBe(pid(name));
     expect(after.stages.find((s) => s.name === 'keep')?.generation).toBe(1);
     expect(after.stages.find((s) => s.name === 'tag')?.generation).toBe(2);
+    await until(async () => (await logged()) >= MIN);
+    p.child.kill('SIGTERM');
 
     expect(await p.exit).toBe(0);
     const events = logEvents(join(dir, 'events.log'));
-    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(COUNT));
+    expect(events.length).toBeGreaterThanOrEqual(MIN);
+    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(events.length));
     // Each stage version applies to one contiguous run of events: a prefix before its reload, the rest after.
     const flags = (e: Record<string, unknown>): string =>
       [e.v1 === 1 ? 'v1' : '', e.v2 === 1 ? 'v2' : '', e.added === 1 ? 'added' : '', e.dropped === 1 ? 'dropped' : '', String(e.y)].join(',');
@@ -230,18 +235,17 @@ sinks:
     expect(copied.length).toBeGreaterThan(0);
     expect(copied.map((l) => (JSON.parse(l) as { header: { eventId: string } }).header.eventId)).toEqual(events.slice(-copied.length).map((e) => e.header.eventId));
     const clean = join(dir, 'clean.db');
-    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(COUNT)]).stdout).status).toBe(0);
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
   });
 
   it('reloads a changed source after the last event it sent, and a changed sink between two events', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');
-    const COUNT = 60_000;
     const write = (rate: number, kind: string): void =>
       writeFileSync(
         file,
-        `source: { type: demo, count: ${COUNT}, rate: ${rate} }
+        `source: { type: demo, count: 0, rate: ${rate} }
 stages:
   - { name: m, filter: map, with: { expr: "e.m = 1" } }
 sinks:
@@ -259,9 +263,12 @@ sinks:
     await until(async () => (await logged()) > at + 8000);
     write(15000, 'delete');
     await p.waitFor(/reload #2: ~picked/);
-    expect(((await p.status()).stages.find((s) => s.name === 'source')?.out ?? COUNT)).toBeLessThan(COUNT);
+    const at2 = await logged();
+    await until(async () => (await logged()) > at2 + 8000);
+    p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
-    expect(logEvents(join(dir, 'events.log')).map((e) => e.header.eventId)).toEqual(demoIds(COUNT));
+    const events = logEvents(join(dir, 'events.log'));
+    expect(events.map((e) => e.header.eventId)).toEqual(demoIds(events.length));
     const kinds = readFileSync(join(dir, 'picked.ndjson'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { header: { eventType: string[] } }).header.eventType[0]);
     const firstDelete = kinds.indexOf('delete');
     expect(firstDelete).toBeGreaterThan(0);
