@@ -1,4 +1,6 @@
 import { closeSync, createReadStream, fstatSync, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Option, type Command } from 'commander';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
@@ -6,12 +8,12 @@ import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
-import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions } from './core/runtime.js';
+import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
 
 const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
 
-function runtimeOptions(opts: Record<string, unknown>): RuntimeOptions {
+function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): RuntimeOptions {
   const max = Number(opts.maxLineBytes);
   if (!Number.isInteger(max) || max <= 0) throw new CqpError('USAGE', `--max-line-bytes: expected a positive whole number of bytes, got ${String(opts.maxLineBytes)}`);
   let resume: PositionMap | undefined;
@@ -22,7 +24,15 @@ function runtimeOptions(opts: Record<string, unknown>): RuntimeOptions {
       throw new CqpError('USAGE', `--resume: expected a JSON object of positions, got ${opts.resume}`);
     }
   }
-  return { onError: opts.onError as RuntimeOptions['onError'], deadLetter: opts.deadLetter as string | undefined, maxLineBytes: max, resume };
+  const runtime: RuntimeOptions = { onError: opts.onError as RuntimeOptions['onError'], deadLetter: opts.deadLetter as string | undefined, maxLineBytes: max, resume };
+  if (kind !== 'sink') return runtime;
+  if (typeof opts.readLog === 'string') {
+    runtime.readLog = { path: resolve(opts.readLog), follow: opts.follow === true, from: opts.from as string | undefined, until: opts.until as string | undefined };
+  } else {
+    const stray = (['follow', 'from', 'until'] as const).find((k) => opts[k] !== undefined);
+    if (stray) throw new CqpError('USAGE', `--${stray} applies to --read-log (give the log to read)`);
+  }
+  return runtime;
 }
 
 function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
@@ -30,6 +40,12 @@ function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
   cmd.addOption(new Option('--dead-letter <file>', 'with --on-error dead-letter: append {"line","error","raw"} records here'));
   cmd.addOption(new Option('--max-line-bytes <n>', 'longest line accepted; longer lines are bad lines').default(DEFAULT_MAX_LINE_BYTES));
   if (kind === 'source') cmd.addOption(new Option('--resume <json>', 'positions to resume after (set by cqp run)').hideHelp());
+  if (kind === 'sink') {
+    cmd.addOption(new Option('--read-log <file>', 'read the events from this command log instead of stdin, after the last one the sink holds'));
+    cmd.addOption(new Option('--follow', 'with --read-log: keep reading new appends until stopped'));
+    cmd.addOption(new Option('--from <pos>', 'with --read-log: the first event to read (a seq or an ISO-8601 append time)'));
+    cmd.addOption(new Option('--until <pos>', 'with --read-log: the last event to read (a seq or an ISO-8601 append time)'));
+  }
 }
 
 /** Adds `cqp <kind> <name>` for every component of a kind, with flags generated from its schema. */
@@ -50,7 +66,7 @@ function addKind(parent: Command, kind: ComponentKind): void {
         if (raw[def.positional] !== undefined) throw new CqpError('USAGE', `give ${def.positional} once: as the argument or as --${def.positional}`);
         raw[def.positional] = args[0];
       }
-      const runtime = runtimeOptions(raw);
+      const runtime = runtimeOptions(raw, kind);
       const own = Object.fromEntries(optionSpecs(def.options).map((s) => [s.key, raw[s.key]]));
       const options = parseOptions(def, own, `cqp-${KIND_WORD[kind]} ${def.name}`);
       await runComponent(def, options, runtime);
@@ -69,6 +85,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   const stop = (): void => controller.abort();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  const supervisor = supervisorChannel(runtime.readLog !== undefined, stop);
   const io = {
     input: stdinStream(),
     // A getter: sinks never touch stdout (see main in cli.ts).
@@ -78,7 +95,8 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     warn: (m: string) => process.stderr.write(`${m}\n`),
     signal: controller.signal,
     cwd: process.cwd(),
-    ready: signalReady,
+    ready: supervisor.ready,
+    progress: supervisor.progress,
   };
   if (def.kind === 'filter') await runFilter(def, options, runtime, io);
   else if (def.kind === 'source') await runSource(def, options, runtime, io);
@@ -100,19 +118,45 @@ function stdinStream(): Readable {
 }
 
 /**
- * Tells a supervisor that started this stage that it is ready: `cqp run` passes a pipe as
- * CQP_READY_FD and swaps a stage in on a reload only once this line arrives (or refuses the reload
- * when the stage exits first), however slowly the machine starts processes.
+ * The pipe a supervisor passes as CQP_READY_FD. A stage writes `ready` once its options are checked and
+ * its files open: `cqp run` swaps a stage in on a reload only then (or refuses the reload when the stage
+ * exits first), however slowly the machine starts processes. A sink reading a log (`--read-log`) keeps
+ * the pipe: it reports how far it has read, one JSON line at a time (the supervisor counts its events
+ * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
+ * as a stage fed by the supervisor would at the end of its input.
  */
-function signalReady(): void {
+function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => void; progress: (p: SinkProgress) => void } {
   const fd = Number(process.env.CQP_READY_FD);
-  if (!Number.isInteger(fd) || fd < 3) return;
-  try {
-    writeSync(fd, 'ready\n');
-    closeSync(fd);
-  } catch {
-    // Not a pipe from a supervisor after all: nothing to tell.
+  if (!Number.isInteger(fd) || fd < 3) return { ready: () => {}, progress: () => {} };
+  const send = (text: string): void => {
+    try {
+      writeSync(fd, text);
+    } catch {
+      // Not a pipe from a supervisor after all, or a full one: the next report says the same, newer.
+    }
+  };
+  if (!readsLog) {
+    return {
+      ready: () => {
+        send('ready\n');
+        try {
+          closeSync(fd);
+        } catch {
+          // Already closed.
+        }
+      },
+      progress: () => {},
+    };
   }
+  try {
+    const watch = new Socket({ fd, readable: true, writable: false });
+    watch.on('end', stop).on('error', () => {});
+    watch.resume();
+    watch.unref();
+  } catch {
+    // Not a socket: no way to see the supervisor go.
+  }
+  return { ready: () => send('ready\n'), progress: (p) => send(`${JSON.stringify(p)}\n`) };
 }
 
 function listCommand(): void {

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable, Writable } from 'node:stream';
+import type { LogEvent, LogReadOptions } from '../log/input.js';
 import { pipeline } from 'node:stream/promises';
 import { parseObjectLine } from './check-line.js';
 import { CqpError, messageOf } from './errors.js';
@@ -14,6 +15,7 @@ import {
   type JsonObject,
   type SinkDefinition,
   type SinkEvent,
+  type SinkInstance,
   type SourceDefinition,
   type StageContext,
 } from './component.js';
@@ -30,6 +32,17 @@ export interface RuntimeOptions {
   maxLineBytes: number;
   /** Positions to resume after (sources only; given by the supervisor). */
   resume?: PositionMap | undefined;
+  /**
+   * Sinks only (`--read-log`): read the events from this command log instead of stdin, after the last
+   * one the sink holds. One process instead of `cqp source log | cqp sink …`, and no stamps to add and cut.
+   */
+  readLog?: ({ path: string } & LogReadOptions) | undefined;
+}
+
+/** How far a sink reading a log has got: events handed to it, and the last position read per source. */
+export interface SinkProgress {
+  in: number;
+  at: PositionMap;
 }
 
 /** Where a stage reads and writes; the process's stdio unless a test or host says otherwise. */
@@ -41,10 +54,14 @@ export interface StageIo {
   cwd: string;
   /** Called once the component is created: its options checked, its files open (see cqp run). */
   ready?: () => void;
+  /** A sink reading a log (`--read-log`) calls this as it goes (at most every 100 ms) and at the end. */
+  progress?: (progress: SinkProgress) => void;
 }
 
 function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
-  const policy = createPolicy({ mode: runtime.onError, deadLetter: runtime.deadLetter, warn: io.warn });
+  // A sink reading a log names its bad events by the log and their seq, not by a stdin line.
+  const input = runtime.readLog ? `${runtime.readLog.path} seq` : undefined;
+  const policy = createPolicy({ mode: runtime.onError, deadLetter: runtime.deadLetter, warn: io.warn, ...(input ? { input } : {}) });
   return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
 }
 
@@ -218,10 +235,12 @@ class AcceptedEvent implements SinkEvent {
     readonly no: number,
     readonly position: Position | undefined,
     private readonly parsed: JsonObject,
+    /** False when the text carries no stamp (events read from a log come with their position apart). */
+    private readonly stamped = position !== undefined,
   ) {}
 
   get text(): string {
-    this.stripped ??= this.position ? stripStamp(this.line, this.parsed) : this.line;
+    this.stripped ??= this.stamped ? stripStamp(this.line, this.parsed) : this.line;
     return this.stripped;
   }
 
@@ -230,90 +249,149 @@ class AcceptedEvent implements SinkEvent {
   }
 }
 
-/** Runs a sink: stdin → batches of events → the sink, skipping events it already holds. */
+/** How often a sink reading a log reports its progress (ms). */
+const PROGRESS_MS = 100;
+
+/**
+ * What a sink reads: items (chunks of stdin, or batches of log events) and how each becomes accepted
+ * events. `take` adds an item's events to the batch; `end` adds what the input held back at its end.
+ */
+interface SinkInput<T> {
+  items: AsyncIterator<T>;
+  take(item: T, batch: SinkEvent[]): void;
+  end(batch: SinkEvent[]): void;
+}
+
+/** Runs a sink: stdin (or a log, `--read-log`) → batches of events → the sink, skipping events it already holds. */
 export async function runSink(def: SinkDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
   const ctx = contextFor(runtime, io);
+  // The log's bounds are checked before anything is opened; the log reader loads only when asked for.
+  const readLog = runtime.readLog;
+  const logReader = readLog ? (await import('../log/input.js')).logEventReaderInWorker(readLog.path, readLog) : undefined;
   const instance = await def.create(options, ctx);
   io.ready?.();
   const applied = instance.applied?.() ?? {};
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
-  let failed = true;
-  try {
+  let accepted = 0;
+  let reported = -1;
+  const report = (): void => {
+    if (accepted === reported) return;
+    reported = accepted;
+    io.progress?.({ in: accepted, at: { ...applied } });
+  };
+  let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
+  if (logReader && readLog) {
+    const fromLog: SinkInput<LogEvent[]> = {
+      items: logReader(applied, io.signal),
+      take(events, batch) {
+        for (const { text, position } of events) {
+          const no = Number(position.n);
+          const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max);
+          // Accepted events advance `applied` at once (see below).
+          if (!event || !accept(applied, position)) continue;
+          batch.push(new AcceptedEvent(text, no, position, event, false));
+          accepted++;
+        }
+      },
+      end() {},
+    };
+    input = fromLog;
+  } else {
     const splitter = new LineSplitter(max);
-    let batch: SinkEvent[] = [];
     // Accepted events advance `applied` at once, so a repeat further on is skipped even while the
     // batch holding the first copy is still being written.
-    const take = (lines: SplitLine[]): void => {
+    const take = (lines: SplitLine[], batch: SinkEvent[]): void => {
       for (const line of lines) {
         const parsed = parseLine(line, policy, max);
         if (!parsed) continue;
         if (parsed.position && !accept(applied, parsed.position)) continue;
         batch.push(new AcceptedEvent(line.text, line.no, parsed.position, parsed.event));
+        accepted++;
       }
     };
-    // Group commit: one write in flight; what arrives meanwhile becomes the next batch.
-    let inflight: Promise<void> | undefined;
-    let writeError: unknown;
-    const startWrite = (): void => {
-      if (inflight || batch.length === 0 || writeError !== undefined) return;
-      const current = batch;
-      batch = [];
-      inflight = instance.write(current).then(
-        () => {
-          inflight = undefined;
-          startWrite();
-        },
-        (error: unknown) => {
-          inflight = undefined;
-          writeError = error;
-        },
-      );
+    const fromStdin: SinkInput<Buffer> = {
+      items: untilAborted(io.input, io.signal),
+      take: (chunk, batch) => take(splitter.push(chunk), batch),
+      end: (batch) => take(splitter.end(), batch),
     };
-    const drain = async (): Promise<void> => {
-      for (;;) {
-        if (writeError !== undefined) throw writeError;
-        if (inflight) await inflight;
-        else if (batch.length > 0) startWrite();
-        else return;
-      }
-    };
-    const takeAll = async (lines: SplitLine[]): Promise<void> => {
-      try {
-        take(lines);
-      } catch (error) {
-        await drain();
-        throw error;
-      }
-    };
-    const chunks = untilAborted(io.input, io.signal);
-    let next = chunks.next();
-    let batchStarted = 0;
-    for (;;) {
-      const read = await next;
-      if (read.done) break;
-      if (batch.length === 0) batchStarted = Date.now();
-      await takeAll(splitter.push(read.value));
-      next = chunks.next();
-      // Linger: input already on its way joins this batch (fewer commits under load), for at most
-      // LINGER_MS after the batch's first event, so at low rates an event still goes out within ms.
-      if (batch.length < MAX_SINK_BATCH && Date.now() - batchStarted < LINGER_MS) {
-        const more = await Promise.race([next.then(() => true, () => true), sleep(LINGER_WAIT_MS).then(() => false)]);
-        if (more) continue;
-      }
-      startWrite();
-      if (writeError !== undefined) throw writeError;
-      // Backpressure: a full batch waits for the write in flight.
-      if (batch.length >= MAX_SINK_BATCH && inflight) await inflight;
-    }
-    await takeAll(splitter.end());
-    await drain();
+    input = fromStdin;
+  }
+  const ticker = io.progress ? setInterval(report, PROGRESS_MS) : undefined;
+  ticker?.unref();
+  if (io.progress) io.progress({ in: 0, at: { ...applied } });
+  let failed = true;
+  try {
+    await feedSink(instance, input as SinkInput<unknown>);
     failed = false;
   } finally {
+    clearInterval(ticker);
+    report();
     await instance.close().catch((error: unknown) => {
       if (!failed) throw error;
     });
   }
+}
+
+/** Group commit: one write in flight; what arrives meanwhile becomes the next batch. */
+async function feedSink<T>(instance: SinkInstance, input: SinkInput<T>): Promise<void> {
+  let batch: SinkEvent[] = [];
+  let inflight: Promise<void> | undefined;
+  let writeError: unknown;
+  const startWrite = (): void => {
+    if (inflight || batch.length === 0 || writeError !== undefined) return;
+    const current = batch;
+    batch = [];
+    inflight = instance.write(current).then(
+      () => {
+        inflight = undefined;
+        startWrite();
+      },
+      (error: unknown) => {
+        inflight = undefined;
+        writeError = error;
+      },
+    );
+  };
+  const drain = async (): Promise<void> => {
+    for (;;) {
+      if (writeError !== undefined) throw writeError;
+      if (inflight) await inflight;
+      else if (batch.length > 0) startWrite();
+      else return;
+    }
+  };
+  // Under `fail`, the events before a bad one are written, then the error ends the sink.
+  const take = async (add: () => void): Promise<void> => {
+    try {
+      add();
+    } catch (error) {
+      await drain();
+      throw error;
+    }
+  };
+  const { items } = input;
+  let next = items.next();
+  let batchStarted = 0;
+  for (;;) {
+    const read = await next;
+    if (read.done) break;
+    if (batch.length === 0) batchStarted = Date.now();
+    await take(() => input.take(read.value, batch));
+    next = items.next();
+    // Linger: input already on its way joins this batch (fewer commits under load), for at most
+    // LINGER_MS after the batch's first event, so at low rates an event still goes out within ms.
+    if (batch.length < MAX_SINK_BATCH && Date.now() - batchStarted < LINGER_MS) {
+      const more = await Promise.race([next.then(() => true, () => true), sleep(LINGER_WAIT_MS).then(() => false)]);
+      if (more) continue;
+    }
+    startWrite();
+    if (writeError !== undefined) throw writeError;
+    // Backpressure: a full batch waits for the write in flight.
+    if (batch.length >= MAX_SINK_BATCH && inflight) await inflight;
+  }
+  await take(() => input.end(batch));
+  await drain();
 }
 
 /** Writes all of `text` to a stream, waiting for drain when its buffer is full. */

@@ -1,9 +1,8 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSource } from '../core/component.js';
-import { resumeAt, stampJson, stampLine } from '../core/position.js';
-import { parseLogPos, type LogPos } from '../log/format.js';
-import { readLog, readLogId, waitForLog } from '../log/reader.js';
+import { stampJson, stampLine } from '../core/position.js';
+import { logEventReader } from '../log/input.js';
 
 export default defineSource({
   name: 'log',
@@ -25,39 +24,16 @@ export default defineSource({
     { path: 'data/events.log', from: '2024-05-30T08:00:00Z', follow: true },
   ],
   create({ path, from, until, follow }, ctx) {
-    const file = resolve(ctx.cwd, path);
-    const start: LogPos | undefined = from === undefined ? undefined : parseLogPos(from, '--from');
-    const end = until === undefined ? undefined : parseLogPos(until, '--until');
+    const read = logEventReader(resolve(ctx.cwd, path), { from, until, follow });
     return {
       async *batches() {
-        if (follow && !(await waitForLog(file, ctx.signal))) return;
-        const source = `log:${await readLogId(file)}`;
-        const done = ctx.resume[source];
-        let readFrom = start;
-        let minTime: number | undefined;
-        if (done !== undefined) {
-          // Resume right after what was applied (at it, when only part of its outputs were), or later
-          // still when --from says so.
-          const at = resumeAt(done);
-          const next = Number(at.n) + (at.inclusive ? 0 : 1);
-          if (!start || 'seq' in start) readFrom = { seq: Math.max(next, start?.seq ?? 0) };
-          else {
-            readFrom = { seq: next };
-            minTime = start.time;
+        for await (const events of read(ctx.resume, ctx.signal)) {
+          const lines: string[] = new Array<string>(events.length);
+          for (let i = 0; i < events.length; i++) {
+            const { text, position } = events[i] as (typeof events)[number];
+            lines[i] = text.charCodeAt(text.length - 1) === 125 ? stampJson(text, position) : stampLine(text, position);
           }
-        }
-        for await (const records of readLog(file, { from: readFrom, until: end, follow, signal: ctx.signal })) {
-          const lines: string[] = [];
-          for (const r of records) {
-            if (minTime !== undefined) {
-              if (r.time < minTime) continue;
-              minTime = undefined;
-            }
-            const text = r.bytes.toString('utf8');
-            const p = { source, n: String(r.seq) };
-            lines.push(text.charCodeAt(text.length - 1) === 125 ? stampJson(text, p) : stampLine(text, p));
-          }
-          if (lines.length > 0) yield { lines };
+          yield { lines };
         }
       },
     };

@@ -1,0 +1,130 @@
+import { Worker } from 'node:worker_threads';
+import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
+import type { Position, PositionMap } from '../core/position.js';
+import { resumeAt } from '../core/position.js';
+import { parseLogPos, type LogPos, type LogRecord } from './format.js';
+import { readLog, readLogId, waitForLog } from './reader.js';
+
+/** Which stretch of a command log to read: `from`/`until` are a sequence number or an ISO-8601 append time. */
+export interface LogReadOptions {
+  from?: string | undefined;
+  until?: string | undefined;
+  follow: boolean;
+}
+
+/** One event of the log: its bytes as text (no stamp) and its position (`log:<logId>`, seq). */
+export interface LogEvent {
+  text: string;
+  position: Position;
+}
+
+/** Reads the events of a log after what `resume` holds, batch by batch, until the end (or `signal`, following). */
+export type LogEventReader = (resume: PositionMap, signal: AbortSignal) => AsyncGenerator<LogEvent[]>;
+
+function bounds({ from, until }: LogReadOptions): { start: LogPos | undefined; end: LogPos | undefined } {
+  return { start: from === undefined ? undefined : parseLogPos(from, '--from'), end: until === undefined ? undefined : parseLogPos(until, '--until') };
+}
+
+/** The records of a log after what `resume` holds, within the bounds, with the log's source id. */
+export async function* logRecords(file: string, options: LogReadOptions, resume: PositionMap, signal: AbortSignal): AsyncGenerator<{ source: string; records: LogRecord[] }> {
+  const { start, end } = bounds(options);
+  const { follow } = options;
+  if (follow && !(await waitForLog(file, signal))) return;
+  const source = `log:${await readLogId(file)}`;
+  const done = resume[source];
+  let readFrom = start;
+  let minTime: number | undefined;
+  if (done !== undefined) {
+    // Resume right after what was applied (at it, when only part of its outputs were), or later
+    // still when --from says so.
+    const at = resumeAt(done);
+    const next = Number(at.n) + (at.inclusive ? 0 : 1);
+    if (!start || 'seq' in start) readFrom = { seq: Math.max(next, start?.seq ?? 0) };
+    else {
+      readFrom = { seq: next };
+      minTime = start.time;
+    }
+  }
+  for await (let records of readLog(file, { from: readFrom, until: end, follow, signal })) {
+    if (minTime !== undefined) {
+      const first = records.findIndex((r) => r.time >= (minTime as number));
+      if (first < 0) continue;
+      records = records.slice(first);
+      minTime = undefined;
+    }
+    yield { source, records };
+  }
+}
+
+/**
+ * The reader behind the `log` source. The bounds are checked here, at once, so that a bad `--from`
+ * fails before the stage reports ready.
+ */
+export function logEventReader(file: string, options: LogReadOptions): LogEventReader {
+  bounds(options);
+  return async function* read(resume, signal) {
+    for await (const { source, records } of logRecords(file, options, resume, signal)) {
+      const events: LogEvent[] = new Array<LogEvent>(records.length);
+      for (let i = 0; i < records.length; i++) {
+        const r = records[i] as LogRecord;
+        events[i] = { text: r.bytes.toString('utf8'), position: { source, n: String(r.seq) } };
+      }
+      yield events;
+    }
+  };
+}
+
+/** What the read worker posts: a batch of records packed into transferred buffers, the end, or a failure. */
+export type ReadWorkerMessage =
+  | { kind: 'batch'; source: string; data: ArrayBuffer; ends: Uint32Array; seqs: Float64Array }
+  | { kind: 'done' }
+  | { kind: 'error'; code: CqpErrorCode | undefined; message: string };
+
+/**
+ * The same reader, reading and verifying the log on a worker thread (`read-worker.ts`): a sink reading
+ * a log (`--read-log`) then parses and stores events while the next records are read and checked, as
+ * `cqp source log | cqp sink …` would on two processes, without the pipe and the stamps between them.
+ */
+export function logEventReaderInWorker(file: string, options: LogReadOptions): LogEventReader {
+  bounds(options);
+  return async function* read(resume, signal) {
+    const worker = new Worker(new URL('./read-worker.js', import.meta.url), { workerData: { file, options, resume } });
+    const queue: ReadWorkerMessage[] = [];
+    let wake: (() => void) | undefined;
+    // The reader resumes in a later turn of the event loop, not inside the message callback: Node
+    // delivers a port's pending messages in one loop, and a reader resumed from it would keep the
+    // process there (no signal, no timer) for as long as the worker keeps up.
+    const push = (m: ReadWorkerMessage): void => {
+      queue.push(m);
+      const resume = wake;
+      wake = undefined;
+      if (resume) setImmediate(resume);
+    };
+    worker.on('message', push);
+    worker.on('error', (error) => push({ kind: 'error', code: undefined, message: messageOf(error) }));
+    worker.on('exit', () => push({ kind: 'error', code: undefined, message: 'the log reader thread stopped' }));
+    const stop = (): void => worker.postMessage('stop');
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        const m = queue.shift() as ReadWorkerMessage;
+        if (m.kind === 'done') return;
+        if (m.kind === 'error') throw new CqpError(m.code ?? 'IO', m.message);
+        worker.postMessage('ack');
+        const data = Buffer.from(m.data);
+        const events: LogEvent[] = new Array<LogEvent>(m.ends.length);
+        let start = 0;
+        for (let i = 0; i < m.ends.length; i++) {
+          const end = m.ends[i] as number;
+          events[i] = { text: data.toString('utf8', start, end), position: { source: m.source, n: String(m.seqs[i]) } };
+          start = end;
+        }
+        yield events;
+      }
+    } finally {
+      signal.removeEventListener('abort', stop);
+      await worker.terminate();
+    }
+  };
+}

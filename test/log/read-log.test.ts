@@ -1,0 +1,134 @@
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, test } from 'vitest';
+import { splitStamp } from '../../src/core/position.js';
+import { sleep, tempDir } from './helpers.js';
+
+// `cqp-sink … --read-log LOG`: a sink reading the command log itself, as views following the log do in
+// `cqp run` and sinks do in a replay without stages.
+const ROOT = resolve(import.meta.dirname, '../..');
+const bin = (name: string): string => join(ROOT, 'bin', `${name}.js`);
+const VIEWS = join(ROOT, 'pipelines/views/ice-creams.yaml');
+
+function sh(script: string, cwd: string): SpawnSyncReturns<string> {
+  return spawnSync('sh', ['-c', script], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+function sink(args: string[], cwd: string): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [bin('cqp-sink'), ...args], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+const node = JSON.stringify(process.execPath);
+const cli = (name: string, args: string): string => `${node} ${JSON.stringify(bin(name))} ${args}`;
+
+/** A log of the first `count` demo events, and those events' texts without stamps. */
+function demoLog(dir: string, count: number): string[] {
+  const r = sh(`${cli('cqp-source', `demo --count ${count}`)} | ${cli('cqp-sink', 'log --path events.log')}`, dir);
+  expect(r.status, r.stderr).toBe(0);
+  return sh(cli('cqp-source', `demo --count ${count}`), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+}
+
+function dump(db: string): Record<string, unknown[]> {
+  const d = new Database(db, { readonly: true });
+  try {
+    const tables = d.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_cqp%' ESCAPE '\\' ORDER BY name").all() as Array<{ name: string }>;
+    return Object.fromEntries(tables.map(({ name }) => [name, d.prepare(`SELECT * FROM "${name}" ORDER BY 1`).all()]));
+  } finally {
+    d.close();
+  }
+}
+
+describe('a sink reading the log itself (--read-log)', () => {
+  test('writes exactly the log events, without stamps; --from and --until bound the stretch', () => {
+    const dir = tempDir();
+    const events = demoLog(dir, 2000);
+    const all = sink(['file', '--path', 'all.ndjson', '--read-log', 'events.log'], dir);
+    expect(all.stderr).toBe('');
+    expect(all.status).toBe(0);
+    expect(readFileSync(join(dir, 'all.ndjson'), 'utf8').trimEnd().split('\n')).toEqual(events);
+    const part = sink(['stdout', '--read-log', 'events.log', '--from', '101', '--until', '250'], dir);
+    expect(part.status).toBe(0);
+    expect(part.stdout.trimEnd().split('\n')).toEqual(events.slice(100, 250));
+  });
+
+  test('resumes after what the views hold: a re-run adds nothing, appends are added once, views equal a clean build', () => {
+    const dir = tempDir();
+    demoLog(dir, 3000);
+    expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
+    const first = dump(join(dir, 'views.db'));
+    expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
+    expect(dump(join(dir, 'views.db'))).toEqual(first);
+    // The log grows (a longer run of the same demo stream skips the 3000 it holds), the views catch up.
+    expect(sh(`${cli('cqp-source', 'demo --count 5000')} | ${cli('cqp-sink', 'log --path events.log')}`, dir).status).toBe(0);
+    expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
+    const clean = sh(`${cli('cqp-source', 'log --path events.log')} | ${cli('cqp-sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)}`)}`, dir);
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(dump(join(dir, 'views.db'))).toEqual(dump(join(dir, 'clean.db')));
+  });
+
+  test('--follow waits for appends; --follow --until ends at that record; progress goes to CQP_READY_FD', async () => {
+    const dir = tempDir();
+    const child = spawn(process.execPath, [bin('cqp-sink'), 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow', '--until', '1500'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CQP_READY_FD: '3' },
+    });
+    let reports = '';
+    child.stdio[3]?.on('data', (d: Buffer) => (reports += d.toString()));
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    await sleep(300);
+    // The log does not exist yet: the sink waits for it, then for the records up to 1500.
+    const events = demoLog(dir, 1000);
+    await sleep(300);
+    demoLog(dir, 2000);
+    expect(await exited, stderr).toBe(0);
+    expect(readFileSync(join(dir, 'out.ndjson'), 'utf8').trimEnd().split('\n')).toEqual([...events, ...demoLog(dir, 1500).slice(1000)]);
+    const lines = reports.trimEnd().split('\n');
+    expect(lines[0]).toBe('ready');
+    const last = JSON.parse(lines.at(-1) as string) as { in: number; at: Record<string, string> };
+    expect(last.in).toBe(1500);
+    expect(Object.values(last.at)).toEqual(['1500']);
+  });
+
+  test('stops, keeping what it read, when the supervisor that started it is gone (its pipe ends)', async () => {
+    const dir = tempDir();
+    demoLog(dir, 1000);
+    const child = spawn(process.execPath, [bin('cqp-sink'), 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CQP_READY_FD: '3' },
+    });
+    let reports = '';
+    child.stdio[3]?.on('data', (d: Buffer) => (reports += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    while (!reports.includes('"in":1000')) await sleep(20);
+    child.stdio[3]?.destroy();
+    expect(await exited).toBe(0);
+    expect(readFileSync(join(dir, 'out.ndjson'), 'utf8').trimEnd().split('\n')).toHaveLength(1000);
+  });
+
+  test('usage and bad input: --follow without a log, a bad bound, a corrupt record named by its seq', () => {
+    const dir = tempDir();
+    const stray = sink(['stdout', '--follow'], dir);
+    expect(stray.status).toBe(2);
+    expect(stray.stderr).toContain('--follow applies to --read-log');
+    demoLog(dir, 400);
+    const bound = sink(['stdout', '--read-log', 'events.log', '--from', 'yesterday'], dir);
+    expect(bound.status).toBe(2);
+    expect(bound.stderr).toContain('--from');
+    const path = join(dir, 'events.log');
+    const bytes = readFileSync(path);
+    const at = Math.floor(bytes.length * 0.75);
+    bytes[at] = (bytes[at] as number) ^ 0x04;
+    writeFileSync(path, bytes);
+    const corrupt = sink(['file', '--path', 'out.ndjson', '--read-log', 'events.log'], dir);
+    expect(corrupt.status).toBe(1);
+    const bad = /record (\d+) at byte offset \d+ is corrupt/.exec(corrupt.stderr);
+    expect(bad, corrupt.stderr).not.toBeNull();
+    // Everything before the bad record was written.
+    const written = readFileSync(join(dir, 'out.ndjson'), 'utf8').trimEnd().split('\n');
+    expect(written.length).toBe(Number(bad?.[1]) - 1);
+  });
+});
