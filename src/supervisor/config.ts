@@ -55,11 +55,20 @@ export interface SinkPlan {
   where: string | undefined;
   /** The hidden `cqp filter where EXPR` in front of the sink, when it has `where:`. */
   whereCommand: Command | undefined;
-  /** When the pipeline has a log sink, a sqlite sink follows that log instead of the stages. */
-  followLog: string | undefined;
-  /** The `cqp source log --path LOG --follow` feeding a sink that follows the log. */
-  followerCommand: Command | undefined;
+  /**
+   * Set when the sink reads a command log itself (`--read-log`) instead of the stages' output: with a
+   * log sink, sqlite sinks follow that log (`follow`); a replay without stages bounds the read.
+   */
+  logInput: LogInput | undefined;
   command: Command;
+}
+
+export interface LogInput {
+  path: string;
+  /** Keep reading until stopped (`cqp run`), or end at the bounds in `args` (`cqp replay`). */
+  follow: boolean;
+  /** Added to the sink's command: `--read-log PATH` and `--follow` or `--from`/`--until`. */
+  args: string[];
 }
 
 /** A validated pipeline: what `cqp run` starts and what a reload compares. */
@@ -412,7 +421,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
 
   // Sinks.
   const whereDef = findComponent('filter', 'where');
-  const sinkDrafts: Array<Omit<SinkPlan, 'followLog' | 'followerCommand'>> = [];
+  const sinkDrafts: Array<Omit<SinkPlan, 'logInput'>> = [];
   pipeline.sinks.forEach((item, i) => {
     const at: YamlPath = ['sinks', i];
     const { name, type, where: expr, ...rest } = item;
@@ -451,11 +460,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
     if (follows && s.where) {
       problems.push({ path: ['sinks', pipeline.sinks.findIndex((x) => x.name === s.name), 'where'], message: 'a sqlite sink follows the log sink, so where: does not apply; filter in the view definitions instead' });
     }
-    return {
-      ...s,
-      followLog: follows ? logPath : undefined,
-      followerCommand: follows ? cliCommand(['source', 'log', '--path', logPath, '--follow']) : undefined,
-    };
+    return { ...s, logInput: follows ? { path: logPath, follow: true, args: ['--read-log', logPath, '--follow'] } : undefined };
   });
   if (problems.length > 0) throw fail();
 

@@ -21,7 +21,7 @@ export interface ReloadDiff {
 
 /** The identity of a component's definition: equal specs run the same command the same way. */
 export function specOf(component: SourcePlan | StagePlan | SinkPlan): string {
-  const extra = 'where' in component ? [component.where ?? null, component.followerCommand ?? null] : [];
+  const extra = 'where' in component ? [component.where ?? null, component.logInput ?? null] : [];
   return JSON.stringify([component.command, ...extra]);
 }
 

@@ -17,7 +17,7 @@ function reportError(error: unknown): number {
 
 /** One line saying what a valid pipeline holds. */
 export function describePlan(plan: PipelinePlan): string {
-  const sinks = plan.sinks.map((s) => `${s.name} (${s.type}${s.followLog ? ', follows the log' : ''}${s.where ? ', where' : ''})`);
+  const sinks = plan.sinks.map((s) => `${s.name} (${s.type}${s.logInput ? ', follows the log' : ''}${s.where ? ', where' : ''})`);
   return `${plan.name}: source ${plan.source.type}, ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'}${plan.stages.length ? ` (${plan.stages.map((s) => s.name).join(' → ')})` : ''}, sinks ${sinks.join(', ')}`;
 }
 

@@ -53,7 +53,7 @@ export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
 
 /** Where the source resumes: the smallest durable position of the exactly-once sinks it feeds. */
 export async function resumePositions(sinks: readonly SinkPlan[]): Promise<PositionMap | undefined> {
-  const fed = sinks.filter((s) => s.exactlyOnce && s.followLog === undefined);
+  const fed = sinks.filter((s) => s.exactlyOnce && s.logInput === undefined);
   if (fed.length === 0) return undefined;
   return minimumPositions(await Promise.all(fed.map(sinkApplied)));
 }

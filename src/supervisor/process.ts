@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CqpError, messageOf } from '../core/errors.js';
+import type { SinkProgress } from '../core/runtime.js';
 import type { Command } from './config.js';
 
 /** How a process ended. */
@@ -34,6 +35,10 @@ export class StageProcess {
   readonly ready: Promise<boolean> | undefined;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
+  /** The last progress a sink reading a log reported (`{"in":N,"at":{…}}` lines after `ready`). */
+  progress: SinkProgress | undefined;
+  /** Called with each progress report. */
+  onProgress: ((progress: SinkProgress) => void) | undefined;
 
   constructor(
     readonly command: Command,
@@ -65,11 +70,18 @@ export class StageProcess {
     const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.ready = readyPipe
       ? new Promise((resolve) => {
-          let said = '';
+          let partial = '';
           readyPipe.setEncoding('utf8');
-          readyPipe.on('data', (text: string) => (said += text));
+          readyPipe.on('data', (text: string) => {
+            const lines = (partial + text).split('\n');
+            partial = lines.pop() ?? '';
+            for (const line of lines) {
+              if (line === 'ready') resolve(true);
+              else if (line.startsWith('{')) this.noteProgress(line);
+            }
+          });
           readyPipe.on('error', () => resolve(false));
-          readyPipe.on('close', () => resolve(said.startsWith('ready')));
+          readyPipe.on('close', () => resolve(false));
         })
       : undefined;
     // Writes to a stage that died fail with EPIPE; the exit handler deals with the death itself.
@@ -84,6 +96,17 @@ export class StageProcess {
     this.child.stderr?.on('end', () => {
       if (partial.trim() !== '') options.stderrLine(partial);
     });
+  }
+
+  private noteProgress(line: string): void {
+    try {
+      const progress = JSON.parse(line) as SinkProgress;
+      if (typeof progress.in !== 'number' || typeof progress.at !== 'object') return;
+      this.progress = progress;
+      this.onProgress?.(progress);
+    } catch {
+      // Not a report: ignore it.
+    }
   }
 
   get name(): string {

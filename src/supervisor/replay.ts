@@ -113,7 +113,7 @@ function retarget(command: Command, option: string, target: string, temp: string
     if (inline < 0) throw new CqpError('CONFIG', `cannot point ${flag} of this sink at a new file (its command is ${args.join(' ')})`);
     args[inline] = `${flag}=${temp}`;
   }
-  return { file: command.file, args };
+  return { ...command, args };
 }
 
 /**
@@ -187,6 +187,10 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
   }
   const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--from', '1', '--until', '0'];
   const taken = new Set([pipeline.source.name, ...pipeline.stages.map((s) => s.name), ...pipeline.sinks.map((s) => s.name)]);
+  const stages = [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages];
+  // Without stages between the log and the sinks, each sink reads the log itself (no source process,
+  // no pipe, no stamps); a sink with where: still needs its filter in front, so then all are fed.
+  const direct = stages.length === 0 && pipeline.sinks.every((s) => s.where === undefined);
   const run: PipelinePlan = {
     ...pipeline,
     source: {
@@ -196,12 +200,12 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       resumable: true,
       command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
-    stages: [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages],
+    stages,
     sinks: sinks
       .filter((d) => d.action !== 'skip')
       .map(({ plan, file }) => {
-        // In replay every sink is fed by the stages: a sqlite sink does not follow a log sink being rebuilt.
-        const fed: SinkPlan = { ...plan, followLog: undefined, followerCommand: undefined };
+        // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
+        const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
         if (!file) return fed;
         const option = FILE_OPTION[plan.type] as string;
         return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
@@ -245,10 +249,18 @@ export function describeReplay(plan: ReplayPlan): string {
   return lines.join('\n');
 }
 
+/** Events read from the log: by the source, or, when the sinks read the log themselves, by the slowest. */
+function eventsRead(components: ComponentStats[]): number {
+  const source = components.find((c) => c.kind === 'source');
+  if (source) return source.out;
+  const sinks = components.filter((c) => c.kind === 'sink');
+  return sinks.length === 0 ? 0 : Math.min(...sinks.map((c) => c.in));
+}
+
 /** The end-of-replay summary: events read, each stage and sink, time and rate. */
 export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms: number): string {
   const secs = Math.max(ms / 1000, 0.001);
-  const read = components.find((c) => c.kind === 'source')?.out ?? 0;
+  const read = eventsRead(components);
   const span = plan.range.first && plan.range.last ? ` (seq ${plan.range.first.seq}–${plan.range.last.seq})` : '';
   const lines = [`cqp replay: ${count(read)} events read from ${plan.log}${span} in ${secs.toFixed(1)} s (${count(Math.round(read / secs))} events/s)`];
   for (const c of components) if (c.kind === 'stage') lines.push(`  ${c.name}: ${count(c.in)} in, ${count(c.out)} out`);
@@ -334,7 +346,7 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const total = plan.range.count;
-  const read = (): number => supervisor.components().find((c) => c.kind === 'source')?.out ?? 0;
+  const read = (): number => eventsRead(supervisor.components());
   const ticker = setInterval(
     () => {
       const text = progressText(read(), total, Date.now() - startedAt, tty ? 30 : 0);

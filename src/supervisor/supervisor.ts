@@ -11,7 +11,7 @@ import { compareN, type PositionMap } from '../core/position.js';
 import { readLogTail } from '../log/reader.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
-import { laterPositions, resumePositions, sinkApplied } from './positions.js';
+import { laterPositions, resumePositions } from './positions.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpTarget } from './pump.js';
 
@@ -57,12 +57,16 @@ interface SinkUnit {
   /** The hidden `cqp filter where` in front of the sink. */
   where: StageProcess | undefined;
   wherePump: Pump | undefined;
-  /** The log follower feeding a sink that follows the log. */
-  follower: StageProcess | undefined;
-  followerPump: Pump | undefined;
-  /** The positions the sink held when its follower started. */
-  followStart: PositionMap;
+  /** A sink that reads the log itself (`plan.logInput`): how far it has read, from its reports. */
+  progress: PositionMap;
+  /** A bounded log read (`cqp replay`) that has ended: the sink exited 0 on its own. */
+  ended: boolean;
   stats: ComponentStats;
+}
+
+/** True for a sink that reads the log itself rather than the stages' output. */
+function readsLog(unit: SinkUnit): boolean {
+  return unit.plan.logInput !== undefined;
 }
 
 const BACKOFF_START_MS = 100;
@@ -125,10 +129,16 @@ export class Supervisor {
   /** Starts every process of the pipeline. */
   async start(): Promise<void> {
     await this.serial(async () => {
-      await this.startMain(await this.resumeFor(undefined));
-      for (const sink of this.plan.sinks) if (sink.followLog) this.units.set(sink.name, await this.spawnUnit(sink));
+      // A source nothing reads is not started: in a replay without stages, every sink reads the log itself.
+      if (this.fedByStages()) await this.startMain(await this.resumeFor(undefined));
+      for (const sink of this.plan.sinks) if (sink.logInput) this.units.set(sink.name, await this.spawnUnit(sink));
       this.state = 'running';
+      this.endIfReadersDone();
     });
+  }
+
+  private fedByStages(): boolean {
+    return this.plan.stages.length > 0 || this.plan.sinks.some((s) => !s.logInput);
   }
 
 
@@ -187,35 +197,40 @@ export class Supervisor {
     return { proc, stats };
   }
 
-  /** Spawns a sink with its where-filter or its log follower; only its feed from the stages is left to connect. */
+  /**
+   * Spawns a sink with its where-filter; only its feed from the stages is left to connect. A sink that
+   * reads the log itself needs no feed: it resumes after what it holds and reports how far it has read.
+   */
   private async spawnUnit(plan: SinkPlan, watched = true): Promise<SinkUnit> {
     const stats = this.statsFor(plan.name, 'sink');
-    const sink = this.spawn(plan.command, plan.name, stats, [], 'stdout');
+    const sink = this.spawn(plan.command, plan.name, stats, plan.logInput?.args ?? [], 'stdout');
     stats.generation++;
     stats.pid = sink.pid;
-    const unit: SinkUnit = { plan, sink, where: undefined, wherePump: undefined, follower: undefined, followerPump: undefined, followStart: {}, stats };
+    const unit: SinkUnit = { plan, sink, where: undefined, wherePump: undefined, progress: {}, ended: false, stats };
     if (plan.whereCommand) {
       unit.where = this.spawn(plan.whereCommand, `${plan.name}:where`, stats);
       unit.wherePump = this.pumpFrom(unit.where, undefined, [this.target(sink, stats)]);
     }
-    if (plan.followerCommand) {
-      unit.followStart = await sinkApplied(plan).catch(() => ({}));
-      unit.follower = this.spawn(plan.followerCommand, `${plan.name}:follow`, stats, ['--resume', JSON.stringify(unit.followStart)]);
-      unit.followerPump = this.pumpFrom(unit.follower, undefined, [this.target(sink, stats)], true);
+    if (plan.logInput) {
+      const base = stats.in;
+      sink.onProgress = (p) => {
+        stats.in = base + p.in;
+        unit.progress = p.at;
+      };
     }
     if (watched) for (const proc of this.unitProcs(unit)) this.watch(proc, unit);
     return unit;
   }
 
   private unitProcs(unit: SinkUnit): StageProcess[] {
-    return [unit.follower, unit.where, unit.sink].filter((p): p is StageProcess => p !== undefined);
+    return [unit.where, unit.sink].filter((p): p is StageProcess => p !== undefined);
   }
 
   /** Where the stages' output goes in: the where-filter or the sink itself, for each sink fed by the stages. */
   private fanoutTargets(): PumpTarget[] {
     const targets: PumpTarget[] = [];
     for (const unit of this.units.values()) {
-      if (unit.follower) continue;
+      if (readsLog(unit)) continue;
       targets.push(unit.where ? this.target(unit.where, undefined) : this.target(unit.sink, unit.stats));
     }
     return targets;
@@ -231,7 +246,7 @@ export class Supervisor {
 
   /** Starts the source, the stages and the sinks they feed, connected. */
   private async startMain(resume: PositionMap | undefined): Promise<void> {
-    for (const sink of this.plan.sinks) if (!sink.followLog) this.units.set(sink.name, await this.spawnUnit(sink));
+    for (const sink of this.plan.sinks) if (!sink.logInput) this.units.set(sink.name, await this.spawnUnit(sink));
     const procs = [
       { plan: this.plan.source as SourcePlan | StagePlan, ...this.spawnProc(this.plan.source, 'source', resume) },
       ...this.plan.stages.map((s) => ({ plan: s as SourcePlan | StagePlan, ...this.spawnProc(s, 'stage') })),
@@ -250,7 +265,7 @@ export class Supervisor {
 
   private mainProcs(): StageProcess[] {
     const procs = this.chain().map((n) => n.proc);
-    for (const unit of this.units.values()) if (!unit.follower) procs.push(...this.unitProcs(unit));
+    for (const unit of this.units.values()) if (!readsLog(unit)) procs.push(...this.unitProcs(unit));
     return procs;
   }
 
@@ -276,6 +291,13 @@ export class Supervisor {
         }
         return;
       }
+      if (unit && proc === unit.sink && unit.plan.logInput?.follow === false && status.code === 0) {
+        // A bounded log read (a replay) has reached its end.
+        proc.expected = 'end';
+        unit.ended = true;
+        this.endIfReadersDone();
+        return;
+      }
       proc.expected = 'kill';
       if (this.state === 'stopping' || this.state === 'done') {
         this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
@@ -288,7 +310,7 @@ export class Supervisor {
         return;
       }
       this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
-      void this.serial(() => (unit?.follower ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
+      void this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
     });
   }
 
@@ -338,14 +360,14 @@ export class Supervisor {
       }
       // The stages were stopped: end the other sinks' input so they drain and exit.
       for (const other of this.units.values()) {
-        if (other === unit || other.follower) continue;
+        if (other === unit || readsLog(other)) continue;
         const feed = other.where ?? other.sink;
         feed.expected ??= 'end';
         feed.stdin.end();
       }
     }
     await this.exited(this.mainProcs());
-    for (const name of [...this.units.keys()]) if (!this.units.get(name)?.follower) this.units.delete(name);
+    for (const [name, other] of [...this.units]) if (!readsLog(other)) this.units.delete(name);
     const delay = await this.noteCrash(crashed.name);
     if (delay === undefined) return;
     if (!this.plan.source.resumable) {
@@ -361,7 +383,7 @@ export class Supervisor {
     return this.state === state;
   }
 
-  /** A sink following the log, or its follower, died: restart the pair; it resumes from what it holds. */
+  /** A sink reading the log died: restart it; it resumes from what it holds. */
   private async recoverUnit(unit: SinkUnit): Promise<void> {
     if (this.state !== 'running' || this.units.get(unit.plan.name) !== unit) return;
     for (const proc of this.unitProcs(unit)) proc.stop('SIGKILL');
@@ -400,11 +422,17 @@ export class Supervisor {
     });
   }
 
-  /** Stops the log followers once they have caught up with the log's last record. */
+  /** Without stages to wait for, the pipeline ends once every sink reading a bounded stretch of the log has. */
+  private endIfReadersDone(): void {
+    if (this.state !== 'running' || this.fedByStages()) return;
+    if ([...this.units.values()].every((u) => u.ended)) void this.stop();
+  }
+
+  /** Stops the sinks following the log once they have read its last record. */
   private async stopFollowers(): Promise<void> {
-    const followers = [...this.units.values()].filter((u) => u.follower);
+    const followers = [...this.units.values()].filter((u) => u.plan.logInput?.follow);
     if (followers.length === 0) return;
-    const logPath = followers[0]?.plan.followLog as string;
+    const logPath = followers[0]?.plan.logInput?.path as string;
     let target: { key: string; seq: string } | undefined;
     if (existsSync(logPath)) {
       try {
@@ -416,13 +444,13 @@ export class Supervisor {
     }
     await Promise.all(
       followers.map(async (unit) => {
-        const follower = unit.follower as StageProcess;
-        while (target && follower.running) {
-          const reached = unit.followerPump?.positions[target.key] ?? unit.followStart[target.key];
+        while (target && unit.sink.running) {
+          const reached = unit.progress[target.key];
           if (reached !== undefined && compareN(reached, target.seq) >= 0) break;
           await sleep(20);
         }
-        follower.stop('SIGTERM');
+        // It stops reading and writes what it has read.
+        unit.sink.stop('SIGTERM');
         await this.exited(this.unitProcs(unit));
       }),
     );
@@ -640,11 +668,11 @@ export class Supervisor {
     // A replaced sink is stopped before its successor starts: both may need the same file (the log's lock).
     const going = [...sinks.removed, ...sinks.changed]
       .map((name) => this.units.get(name) as SinkUnit)
-      .sort((a, b) => Number(b.follower !== undefined) - Number(a.follower !== undefined));
+      .sort((a, b) => Number(readsLog(b)) - Number(readsLog(a)));
     for (const unit of going) {
       this.units.delete(unit.plan.name);
-      if (unit.follower) {
-        unit.follower.stop('SIGTERM');
+      if (readsLog(unit)) {
+        unit.sink.stop('SIGTERM');
       } else {
         fan?.retarget(this.fanoutTargets());
         const feed = unit.where ?? unit.sink;

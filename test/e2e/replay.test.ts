@@ -269,6 +269,43 @@ describe('cqp replay', () => {
     expect(viewRows(p.db)).toEqual(expectedViews(logged.slice(0, 40_000)));
   });
 
+  it('without stages, each sink reads the log itself: the views and a copy as of --until; a kill -9 leaves no sink running', async () => {
+    const p = pipelineIn('direct', `${VIEW_SINK}  - { name: copy, type: file, path: out/copy.ndjson }\n`, '');
+    // Without the v2 stages there is no total to add up: the ice_creams view alone.
+    writeFileSync(join(p.dir, 'views/v2.yaml'), VIEWS.slice(VIEWS.indexOf('  - table: ice_creams')).replace(/^/, 'views:\n'));
+    const r = await replay(['--log', log, '--pipeline', p.file, '--until', '25000']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('25,000 events read');
+    expect(r.stderr).toContain('views (sqlite): 25,000 events written');
+    // Without the v2 filter, deletes apply: a fold of the first 25,000 logged events.
+    const creams = new Map<string, { name: string | null; price: number | null }>();
+    for (const { event: e } of logged.slice(0, 25_000)) {
+      const type = e.header.eventName[0];
+      if (type === 'delete.ice_cream') creams.delete(e.header.rel.id);
+      else if (type === 'create.ice_cream' || type === 'update.ice_cream') {
+        const row = creams.get(e.header.rel.id) ?? { name: null, price: null };
+        if (e.payload.name !== undefined) row.name = e.payload.name;
+        if (e.payload.price !== undefined) row.price = e.payload.price;
+        creams.set(e.header.rel.id, row);
+      }
+    }
+    const expected = [...creams].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, row]) => ({ id, ...row }));
+    expect(dump(p.db).ice_creams).toEqual(expected);
+    const copy = readFileSync(join(p.dir, 'out/copy.ndjson'), 'utf8').trimEnd().split('\n');
+    expect(copy.map((l) => JSON.parse(l) as DemoEvent)).toEqual(logged.slice(0, 25_000).map((l) => l.event));
+
+    const before = readFileSync(p.db);
+    const child = spawnCli('cqp', ['replay', '--log', log, '--pipeline', p.file], { cwd: root });
+    const done = collect(child);
+    const temp = `${p.db}.replay-${child.pid}`;
+    await waitFor(() => existsSync(`${temp}-wal`) && statSync(`${temp}-wal`).size > 1 << 20, 'the replay to write its new database');
+    child.kill('SIGKILL');
+    expect((await done).signal).toBe('SIGKILL');
+    // The sinks see their supervisor go (its pipe ends) and stop.
+    await waitFor(() => processesIn(root).length === 0, 'the killed replay’s sinks to exit', 5000);
+    expect(readFileSync(p.db).equals(before)).toBe(true);
+  });
+
   it('a replay whose stage fails leaves the target byte-identical and no new files', async () => {
     const bad = (logged[20_000] as Logged).event.header.eventId;
     const p = pipelineIn('fails', VIEW_SINK, `${STAGES}  - { name: breaks, filter: where, with: { expr: "e.header.eventId !== '${bad}' || e.no.such.field" } }\n`);

@@ -237,7 +237,7 @@ sinks:
     const clean = join(dir, 'clean.db');
     expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
-  });
+  }, 120_000);
 
   it('reloads a changed source after the last event it sent, and a changed sink between two events', async () => {
     const dir = tmp();

@@ -18,7 +18,7 @@ describe('example pipelines', () => {
   it('ice-creams.yaml: the views follow the log, paths resolve beside the file', () => {
     const plan = loadPipeline(join(DIR, 'ice-creams.yaml'), {});
     const views = plan.sinks.find((s) => s.type === 'sqlite');
-    expect(views?.followLog).toBe(join(DIR, 'data/events.log'));
+    expect(views?.logInput?.path).toBe(join(DIR, 'data/events.log'));
     expect(views?.options.views).toBe(join(DIR, 'views/ice-creams.yaml'));
     expect(plan.source.options.count).toBe(20000);
   });
