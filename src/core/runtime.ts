@@ -286,10 +286,12 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
       items: logReader(applied, io.signal),
       take(events, batch) {
         for (const { text, position } of events) {
+          // Every event read advances `applied` at once (see below), a bad one too: progress reports
+          // then reach the log's end even when its last event is skipped.
+          if (!accept(applied, position)) continue;
           const no = Number(position.n);
           const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max);
-          // Accepted events advance `applied` at once (see below).
-          if (!event || !accept(applied, position)) continue;
+          if (!event) continue;
           batch.push(new AcceptedEvent(text, no, position, event, false));
           accepted++;
         }

@@ -190,7 +190,8 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
   const stages = [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages];
   // Without stages between the log and the sinks, each sink reads the log itself (no source process,
   // no pipe, no stamps); a sink with where: still needs its filter in front, so then all are fed.
-  const direct = stages.length === 0 && pipeline.sinks.every((s) => s.where === undefined);
+  const written = sinks.filter((d) => d.action !== 'skip');
+  const direct = stages.length === 0 && written.length > 0 && written.every((d) => d.plan.where === undefined);
   const run: PipelinePlan = {
     ...pipeline,
     source: {
@@ -201,15 +202,13 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
     stages,
-    sinks: sinks
-      .filter((d) => d.action !== 'skip')
-      .map(({ plan, file }) => {
-        // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
-        const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
-        if (!file) return fed;
-        const option = FILE_OPTION[plan.type] as string;
-        return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
-      }),
+    sinks: written.map(({ plan, file }) => {
+      // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
+      const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
+      if (!file) return fed;
+      const option = FILE_OPTION[plan.type] as string;
+      return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
+    }),
   };
   return { log, pipeline, range, timeFilter, sinks, run };
 }
