@@ -1,5 +1,6 @@
 // npm run bench: cqp's throughput beside baselines measured in the same run (DESIGN §10).
-// BENCH_EVENTS (default 300000) sets the stream length; BENCH_REPS (default 3) the runs per command.
+// BENCH_EVENTS (default 300000) sets the stream length; BENCH_REPS (default 3) the runs per command;
+// BENCH_ONLY (e.g. "pipeline,replay") picks sections: filters, storage, sources, pipeline, replay.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,13 @@ import { demoEvents } from '../dist/sources/demo.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 300_000);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
+const SECTIONS = ['filters', 'storage', 'sources', 'pipeline', 'replay'];
+const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((s) => s.trim()) : SECTIONS;
+const unknown = ONLY.filter((s) => !SECTIONS.includes(s));
+if (unknown.length > 0) {
+  process.stderr.write(`cqp bench: BENCH_ONLY: unknown section ${unknown.join(', ')} (sections: ${SECTIONS.join(', ')})\n`);
+  process.exit(2);
+}
 const dir = mkdtempSync(join(tmpdir(), 'cqp-bench-'));
 const input = join(dir, 'events.ndjson');
 
@@ -33,19 +41,20 @@ const filters = {
   plain3: () => timeShell(`${plain} | ${plain} | ${plain}`, { input }),
 };
 if (has('jq')) filters.jq = () => timeShell('jq -c .', { input });
-const t = await bestOf(filters, REPS);
-
-for (const [name, target] of [['map', 1.0], ['enrich', 1.0], ['where', 1.3], ['validate', undefined]]) {
-  row({ what: `cqp-filter ${name}`, events: EVENTS, mb, seconds: t[name], baseline: 'plain Node loop', baselineSeconds: t.plain, target });
-  if (t.jq && (name === 'map' || name === 'enrich')) {
-    row({ what: `cqp-filter ${name}`, events: EVENTS, mb, seconds: t[name], baseline: 'jq -c .', baselineSeconds: t.jq, target: 2.0 });
+if (ONLY.includes('filters')) {
+  const t = await bestOf(filters, REPS);
+  for (const [name, target] of [['map', 1.0], ['enrich', 1.0], ['where', 1.3], ['validate', undefined]]) {
+    row({ what: `cqp-filter ${name}`, events: EVENTS, mb, seconds: t[name], baseline: 'plain Node loop', baselineSeconds: t.plain, target });
+    if (t.jq && (name === 'map' || name === 'enrich')) {
+      row({ what: `cqp-filter ${name}`, events: EVENTS, mb, seconds: t[name], baseline: 'jq -c .', baselineSeconds: t.jq, target: 2.0 });
+    }
   }
+  row({ what: 'validate | enrich | map (shell pipe)', events: EVENTS, mb, seconds: t.pipe3, baseline: '3 plain loops piped', baselineSeconds: t.plain3 });
 }
-row({ what: 'validate | enrich | map (shell pipe)', events: EVENTS, mb, seconds: t.pipe3, baseline: '3 plain loops piped', baselineSeconds: t.plain3 });
 
 const context = { input, events: EVENTS, mb, dir, reps: REPS };
-for (const section of ['./storage.mjs', './sources.mjs', './pipeline.mjs', './replay.mjs']) {
-  const { bench } = await import(section);
+for (const section of SECTIONS.slice(1).filter((s) => ONLY.includes(s))) {
+  const { bench } = await import(`./${section}.mjs`);
   await bench(context);
 }
 

@@ -24,6 +24,11 @@ export interface PumpOptions {
 }
 
 const NL = 10;
+/**
+ * How much a target may hold unwritten before the pump pauses its input (the streams' own mark is
+ * 16 KiB, less than one read: pausing and resuming at every read costs more than the memory saved).
+ */
+const TARGET_BUFFER_BYTES = 256 * 1024;
 
 function countLines(buf: Buffer): number {
   let n = 0;
@@ -107,15 +112,24 @@ export class Pump {
     return this.targets;
   }
 
-  private write(region: Buffer): void {
-    const lines = countLines(region);
+  /** Writes whole lines, given as consecutive pieces (the end of one read and the start of the next). */
+  private write(parts: Buffer[]): void {
+    let lines = 0;
+    for (const part of parts) lines += countLines(part);
     this.options.count?.(lines);
-    if (this.options.trackPositions) this.track(region);
+    if (this.options.trackPositions) this.track(parts);
     for (const target of this.targets) {
       const stream = target.stream;
       if (stream.writableEnded || stream.destroyed) continue;
       target.count?.(lines);
-      if (!stream.write(region) && !this.blocked.has(stream)) {
+      if (parts.length === 1) stream.write(parts[0] as Buffer);
+      else {
+        // One writev for the pieces, instead of copying them into one buffer first.
+        stream.cork();
+        for (const part of parts) stream.write(part);
+        stream.uncork();
+      }
+      if (stream.writableLength >= TARGET_BUFFER_BYTES && !this.blocked.has(stream)) {
         this.blocked.add(stream);
         const unblock = (): void => {
           stream.off('drain', unblock);
@@ -130,23 +144,30 @@ export class Pump {
     if (this.blocked.size > 0) this.input.pause();
   }
 
-  private track(region: Buffer): void {
+  private track(parts: Buffer[]): void {
+    let region = parts[parts.length - 1] as Buffer;
     const end = region.length - 1;
-    const start = region.lastIndexOf(NL, end - 1) + 1;
-    const { position } = splitStamp(region.toString('utf8', start, end).replace(/\r$/, ''));
+    let start = region.lastIndexOf(NL, end - 1) + 1;
+    if (start === 0 && parts.length > 1) {
+      // The last line began in an earlier piece (rare: one line longer than a read).
+      region = Buffer.concat(parts);
+      start = region.lastIndexOf(NL, region.length - 2) + 1;
+    }
+    const { position } = splitStamp(region.toString('utf8', start, region.length - 1).replace(/\r$/, ''));
     if (position) advance(this.positions, position);
   }
 
   private forward(): void {
-    if (this.pending.length === 0) return;
-    const all = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
-    const last = all.lastIndexOf(NL);
-    if (last < 0) {
-      this.pending = [all];
-      return;
-    }
-    this.pending = last + 1 < all.length ? [all.subarray(last + 1)] : [];
-    this.write(all.subarray(0, last + 1));
+    const count = this.pending.length;
+    if (count === 0) return;
+    const latest = this.pending[count - 1] as Buffer;
+    const last = latest.lastIndexOf(NL);
+    // No newline in what arrived last: the line goes on, and everything waits for its end.
+    if (last < 0) return;
+    const parts = this.pending.slice(0, count - 1);
+    parts.push(latest.subarray(0, last + 1));
+    this.pending = last + 1 < latest.length ? [latest.subarray(last + 1)] : [];
+    this.write(parts);
   }
 
   private async finish(): Promise<void> {
@@ -156,7 +177,7 @@ export class Pump {
     const rest = this.pending.length > 0 ? Buffer.concat(this.pending) : undefined;
     this.pending = [];
     if (rest && rest.length > 0) {
-      if (!this.options.cleanEnd || (await this.options.cleanEnd())) this.write(Buffer.concat([rest, Buffer.from('\n')]));
+      if (!this.options.cleanEnd || (await this.options.cleanEnd())) this.write([rest, Buffer.from('\n')]);
       else this.options.warn?.(`dropped an unfinished last line of ${rest.length} bytes from a process that did not exit cleanly`);
     }
     if (this.endTargets) {

@@ -66,17 +66,27 @@ describe('Pump', () => {
     const pump = new Pump(input, [{ stream: out.stream }], { endTargets: false, trackPositions: true });
     input.write('{"a":1,"@cqp":"demo:1:7"}\n{"a":2,"@cqp":"demo:1:8"}\n');
     await tick();
-    input.end('{"a":3,"@cqp":"file:x:100"}\n');
+    input.write('{"a":3,"@cqp":"file:x:1');
+    await tick();
+    input.write('0');
+    await tick();
+    // A line over three reads goes out whole, once, and its position is the one kept.
+    input.end('0"}\n');
     await pump.done;
+    await tick();
+    expect(out.text()).toBe('{"a":1,"@cqp":"demo:1:7"}\n{"a":2,"@cqp":"demo:1:8"}\n{"a":3,"@cqp":"file:x:100"}\n');
     expect(pump.positions).toEqual({ 'demo:1': '8', 'file:x': '100' });
     expect(out.stream.writableEnded).toBe(false);
   });
 
-  it('pauses its input while a target is full, and resumes when it drains', async () => {
+  it('pauses its input while a target holds a quarter MiB unwritten, and resumes when it drains', async () => {
     const input = new PassThrough();
     const slow = new PassThrough({ highWaterMark: 16 });
     const pump = new Pump(input, [{ stream: slow }], { endTargets: true });
-    input.write('0123456789012345678901234567890\n');
+    input.write(`${'x'.repeat(200 * 1024)}\n`);
+    await tick();
+    expect(input.isPaused()).toBe(false);
+    input.write(`${'y'.repeat(100 * 1024)}\n`);
     await tick();
     expect(input.isPaused()).toBe(true);
     slow.resume();
