@@ -249,8 +249,9 @@ class AcceptedEvent implements SinkEvent {
   }
 }
 
-/** How often a sink reading a log reports its progress (ms). */
+/** How often a sink reading a log reports its progress (ms), and every how many ticks it repeats itself. */
 const PROGRESS_MS = 100;
+const RESEND_TICKS = 10;
 
 /**
  * What a sink reads: items (chunks of stdin, or batches of log events) and how each becomes accepted
@@ -273,11 +274,16 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   const applied = instance.applied?.() ?? {};
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
+  // Events handed to the sink, and events read (a bad one is read, not handed on): a report goes out
+  // whenever either has moved.
   let accepted = 0;
+  let read = 0;
   let reported = -1;
+  let ticks = 0;
   const report = (): void => {
-    if (accepted === reported) return;
-    reported = accepted;
+    // Unchanged, the last report is still sent again now and then: one lost on a full pipe is not the last word.
+    if (read === reported && ++ticks % RESEND_TICKS !== 0) return;
+    reported = read;
     io.progress?.({ in: accepted, at: { ...applied } });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
@@ -289,6 +295,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
           // Every event read advances `applied` at once (see below), a bad one too: progress reports
           // then reach the log's end even when its last event is skipped.
           if (!accept(applied, position)) continue;
+          read++;
           const no = Number(position.n);
           const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max);
           if (!event) continue;
@@ -310,6 +317,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
         if (parsed.position && !accept(applied, parsed.position)) continue;
         batch.push(new AcceptedEvent(line.text, line.no, parsed.position, parsed.event));
         accepted++;
+        read++;
       }
     };
     const fromStdin: SinkInput<Buffer> = {

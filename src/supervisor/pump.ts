@@ -158,15 +158,20 @@ export class Pump {
   }
 
   private forward(): void {
-    const count = this.pending.length;
-    if (count === 0) return;
-    const latest = this.pending[count - 1] as Buffer;
-    const last = latest.lastIndexOf(NL);
-    // No newline in what arrived last: the line goes on, and everything waits for its end.
-    if (last < 0) return;
-    const parts = this.pending.slice(0, count - 1);
-    parts.push(latest.subarray(0, last + 1));
-    this.pending = last + 1 < latest.length ? [latest.subarray(last + 1)] : [];
+    // The last newline, in the latest piece that has one (after a hold, several pieces wait).
+    let at = this.pending.length - 1;
+    let last = -1;
+    for (; at >= 0; at--) {
+      last = (this.pending[at] as Buffer).lastIndexOf(NL);
+      if (last >= 0) break;
+    }
+    if (at < 0) return;
+    const piece = this.pending[at] as Buffer;
+    const parts = this.pending.slice(0, at);
+    parts.push(piece.subarray(0, last + 1));
+    const rest = this.pending.slice(at + 1);
+    if (last + 1 < piece.length) rest.unshift(piece.subarray(last + 1));
+    this.pending = rest;
     this.write(parts);
   }
 

@@ -73,6 +73,8 @@ const BACKOFF_START_MS = 100;
 const BACKOFF_MAX_MS = 5000;
 /** How long a pipeline file that does not parse must stay unchanged before a reload is refused (ms). */
 const SETTLE_MS = 150;
+/** How long a view may read nothing new, short of the log's end, before shutdown stops it anyway (ms). */
+const FOLLOWER_STALL_MS = 30_000;
 
 /** Counts the bad lines a stage reports on stderr (the runtime's `--on-error skip` warnings). */
 function errorsIn(line: string): number {
@@ -444,9 +446,17 @@ export class Supervisor {
     }
     await Promise.all(
       followers.map(async (unit) => {
+        let seen: string | undefined;
+        let since = Date.now();
         while (target && unit.sink.running) {
           const reached = unit.progress[target.key];
           if (reached !== undefined && compareN(reached, target.seq) >= 0) break;
+          if (reached !== seen) [seen, since] = [reached, Date.now()];
+          else if (Date.now() - since > FOLLOWER_STALL_MS) {
+            // What it holds is durable and it resumes from there next time: stop rather than wait forever.
+            this.log(`cqp: ${unit.plan.name} has not read further for ${FOLLOWER_STALL_MS / 1000} s (at ${reached ?? 'nothing'} of ${target.seq}); stopping it there`);
+            break;
+          }
           await sleep(20);
         }
         // It stops reading and writes what it has read.

@@ -50,10 +50,15 @@ describe('Pump', () => {
     pump.hold();
     input.write('\n4\n');
     await tick();
+    input.write('5');
+    await tick();
     expect(first.text()).toBe('1\n2\n');
     pump.retarget([{ stream: second.stream }]);
     pump.release();
-    input.end('5\n');
+    await tick();
+    // What waited goes out at once, up to the unfinished line.
+    expect(second.text()).toBe('3\n4\n');
+    input.end('\n');
     await pump.done;
     await tick();
     expect(first.text()).toBe('1\n2\n');
