@@ -35,9 +35,7 @@ export class StageProcess {
   readonly ready: Promise<boolean> | undefined;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
-  /** The last progress a sink reading a log reported (`{"in":N,"at":{…}}` lines after `ready`). */
-  progress: SinkProgress | undefined;
-  /** Called with each progress report. */
+  /** Called with each progress report of a sink reading a log (`{"in":N,"at":{…}}` lines after `ready`). */
   onProgress: ((progress: SinkProgress) => void) | undefined;
 
   constructor(
@@ -102,7 +100,6 @@ export class StageProcess {
     try {
       const progress = JSON.parse(line) as SinkProgress;
       if (typeof progress.in !== 'number' || typeof progress.at !== 'object') return;
-      this.progress = progress;
       this.onProgress?.(progress);
     } catch {
       // Not a report: ignore it.
