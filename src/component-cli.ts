@@ -1,7 +1,7 @@
 import { closeSync, createReadStream, fstatSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { Option, type Command } from 'commander';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
@@ -10,6 +10,7 @@ import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
 import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
+import { stageControl } from './stage-control.js';
 
 const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
 
@@ -86,21 +87,28 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   const supervisor = supervisorChannel(runtime.readLog !== undefined, stop);
+  const control = stageControl(def.kind !== 'sink', def.kind === 'source', stop);
   const io = {
     input: stdinStream(),
     // A getter: sinks never touch stdout (see main in cli.ts).
-    get output() {
-      return process.stdout;
+    get output(): Writable {
+      return control?.output ?? process.stdout;
     },
     warn: (m: string) => process.stderr.write(`${m}\n`),
     signal: controller.signal,
     cwd: process.cwd(),
     ready: supervisor.ready,
     progress: supervisor.progress,
+    counts: control?.counts,
+    upstreamLost: () => control?.upstreamLost() ?? false,
   };
-  if (def.kind === 'filter') await runFilter(def, options, runtime, io);
-  else if (def.kind === 'source') await runSource(def, options, runtime, io);
-  else await runSink(def, options, runtime, io);
+  try {
+    if (def.kind === 'filter') await runFilter(def, options, runtime, io);
+    else if (def.kind === 'source') await runSource(def, options, runtime, io);
+    else await runSink(def, options, runtime, io);
+  } finally {
+    await control?.close();
+  }
 }
 
 /**

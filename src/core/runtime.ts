@@ -7,7 +7,7 @@ import { parseObjectLine } from './check-line.js';
 import { CqpError, messageOf } from './errors.js';
 import { LineSplitter, type SplitLine } from './lines.js';
 import { createPolicy, type ErrorMode, type ErrorPolicy } from './policy.js';
-import { accept, POSITION_KEY, stampJson, stripStamp, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
+import { accept, advance, POSITION_KEY, splitStamp, stampJson, stripStamp, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
 import {
   KEEP,
   type FilterDefinition,
@@ -45,6 +45,13 @@ export interface SinkProgress {
   at: PositionMap;
 }
 
+/** What a stage has read and written so far, for `cqp run`'s counts; `at`: a source's last position written. */
+export interface StageCounts {
+  in: number;
+  out: number;
+  at: PositionMap | undefined;
+}
+
 /** Where a stage reads and writes; the process's stdio unless a test or host says otherwise. */
 export interface StageIo {
   input: Readable;
@@ -56,6 +63,18 @@ export interface StageIo {
   ready?: () => void;
   /** A sink reading a log (`--read-log`) calls this as it goes (at most every 100 ms) and at the end. */
   progress?: (progress: SinkProgress) => void;
+  /** Kept up to date when given (under `cqp run`). */
+  counts?: StageCounts | undefined;
+  /** True when the process feeding this one died: an unfinished last line is its half-written line. */
+  upstreamLost?: () => boolean;
+}
+
+/** The last line of the input, unless it is the half-written line of a process that died. */
+function lastLines(splitter: LineSplitter, io: StageIo): SplitLine[] {
+  const tail = splitter.end();
+  if (tail.length === 0 || !io.upstreamLost?.()) return tail;
+  io.warn(`dropped an unfinished last line from a process that died (line ${tail[0]?.no ?? '?'})`);
+  return [];
 }
 
 function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
@@ -171,6 +190,7 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
   };
 
   // Under `fail`, the events before the bad line still go out, then the error ends the stage.
+  const counts = io.counts;
   const processLines = async (lines: SplitLine[]): Promise<{ text: string; error?: unknown }> => {
     const out: string[] = [];
     try {
@@ -180,6 +200,11 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
       }
     } catch (error) {
       return { text: join(out), error };
+    } finally {
+      if (counts) {
+        counts.in += lines.length;
+        counts.out += out.length;
+      }
     }
     return { text: join(out) };
   };
@@ -193,7 +218,7 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
         if (text) yield text;
         if (error) throw error;
       }
-      const { text, error } = await processLines(splitter.end());
+      const { text, error } = await processLines(lastLines(splitter, io));
       if (text) yield text;
       if (error) throw error;
     },
@@ -207,10 +232,14 @@ export async function runSource(def: SourceDefinition, options: Record<string, u
   const ctx = contextFor(runtime, io);
   const instance = await def.create(options, { ...ctx, resume: runtime.resume ?? {} });
   io.ready?.();
+  const counts = io.counts;
   await pipeline(
     async function* () {
       for await (const batch of instance.batches()) {
-        if (batch.lines.length > 0) yield `${batch.lines.join('\n')}\n`;
+        if (batch.lines.length > 0) {
+          if (counts) count(counts, batch.lines);
+          yield `${batch.lines.join('\n')}\n`;
+        }
         if (batch.error !== undefined) throw batch.error;
         if (io.signal.aborted) break;
       }
@@ -218,6 +247,13 @@ export async function runSource(def: SourceDefinition, options: Record<string, u
     io.output,
     { end: io.output !== process.stdout },
   );
+}
+
+/** Counts a source's lines and keeps the position of the last (one stamp read per batch). */
+function count(counts: StageCounts, lines: string[]): void {
+  counts.out += lines.length;
+  const { position } = splitStamp(lines[lines.length - 1] as string);
+  if (position) advance((counts.at ??= {}), position);
 }
 
 const MAX_SINK_BATCH = 4096;
@@ -319,11 +355,12 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
         accepted++;
         read++;
       }
+      if (io.counts) io.counts.in = read;
     };
     const fromStdin: SinkInput<Buffer> = {
       items: untilAborted(io.input, io.signal),
       take: (chunk, batch) => take(splitter.push(chunk), batch),
-      end: (batch) => take(splitter.end(), batch),
+      end: (batch) => take(lastLines(splitter, io), batch),
     };
     input = fromStdin;
   }

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CqpError, messageOf } from '../core/errors.js';
+import type { PositionMap } from '../core/position.js';
 import type { SinkProgress } from '../core/runtime.js';
 import type { Command } from './config.js';
 
@@ -25,6 +26,20 @@ export interface SpawnOptions {
   inheritStdout?: boolean;
   /** Each stderr line of the process, without its newline. */
   stderrLine: (line: string) => void;
+  /**
+   * Open the control channel (a cqp component only): the process then reports its counts and can be cut
+   * and handed a new output (see stage-control.ts).
+   */
+  control?: boolean;
+  /** Write straight into this stream's pipe (the next process's stdin) instead of a pipe to the supervisor. */
+  stdout?: Writable;
+}
+
+/** A stage's report on the control channel. */
+export interface StageReport {
+  in: number;
+  out: number;
+  at: PositionMap;
 }
 
 /** One running stage, source, sink or helper process of a pipeline. */
@@ -35,6 +50,12 @@ export class StageProcess {
   readonly ready: Promise<boolean> | undefined;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
+  /** The process has a control channel (see SpawnOptions.control). */
+  readonly controlled: boolean;
+  /** Its last report on the control channel, and a listener for each. */
+  reported: StageReport = { in: 0, out: 0, at: {} };
+  onReport: ((report: StageReport) => void) | undefined;
+  private readonly replies = new Map<string, () => void>();
   /** Called with each progress report of a sink reading a log (`{"in":N,"at":{…}}` lines after `ready`). */
   onProgress: ((progress: SinkProgress) => void) | undefined;
 
@@ -42,8 +63,10 @@ export class StageProcess {
     readonly command: Command,
     readonly options: SpawnOptions,
   ) {
-    const stdio: Array<'inherit' | 'pipe'> = [options.inheritStdin ? 'inherit' : 'pipe', options.inheritStdout ? 'inherit' : 'pipe', 'pipe'];
+    const stdio: Array<'inherit' | 'pipe' | 'ipc' | Writable> = [options.inheritStdin ? 'inherit' : 'pipe', options.stdout ?? (options.inheritStdout ? 'inherit' : 'pipe'), 'pipe'];
     if (command.signalsReady) stdio.push('pipe');
+    this.controlled = command.signalsReady === true && options.control === true;
+    if (this.controlled) stdio.push('ipc');
     this.child = spawn(command.file, command.args, {
       cwd: options.cwd,
       stdio,
@@ -60,11 +83,31 @@ export class StageProcess {
           resolve(this.exited);
         }
       });
+      // With a control channel, its last report is in once the channel has closed too.
+      const channelClosed = this.controlled && this.child.connected ? new Promise((done) => this.child.once('disconnect', done)) : undefined;
       this.child.once('exit', (code, signal) => {
-        this.exited = { code, signal };
-        resolve(this.exited);
+        const status = { code, signal };
+        void Promise.resolve(channelClosed).then(() => {
+          this.exited = status;
+          resolve(status);
+        });
       });
     });
+    if (this.controlled) {
+      this.child.on('message', (message: { cqp?: string } & Partial<StageReport>) => {
+        if (message?.cqp === 'progress') {
+          this.reported = { in: Number(message.in) || 0, out: Number(message.out) || 0, at: message.at ?? {} };
+          this.onReport?.(this.reported);
+        }
+        const waiting = this.replies.get(message?.cqp ?? '');
+        if (waiting) {
+          this.replies.delete(message?.cqp ?? '');
+          waiting();
+        }
+      });
+      // A process that exits or closes the channel answers nothing more.
+      this.child.on('error', () => {});
+    }
     const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.ready = readyPipe
       ? new Promise((resolve) => {
@@ -118,8 +161,9 @@ export class StageProcess {
     return this.child.stdin as Writable;
   }
 
-  get stdout(): Readable {
-    return this.child.stdout as Readable;
+  /** Its stdout, or null when it writes straight into the next process (SpawnOptions.stdout). */
+  get stdout(): Readable | null {
+    return this.child.stdout;
   }
 
   get running(): boolean {
@@ -147,6 +191,21 @@ export class StageProcess {
       ? `could not start ${[this.command.file, ...this.command.args].join(' ')}: ${messageOf(status.error)}`
       : `exited at once (${status.signal ? `signal ${status.signal}` : `code ${status.code}`})`;
     throw new CqpError('STAGE', `${this.name}: ${how}`);
+  }
+
+  /**
+   * Sends a control message (with a socket to hand over; `keepOpen`: the supervisor keeps its copy) and, with
+   * `reply`, resolves once the process answers so or has exited.
+   */
+  async request(message: object, reply?: string, handle?: Writable, keepOpen = true): Promise<void> {
+    if (!this.controlled || !this.child.connected) return;
+    const answered = reply ? new Promise<void>((resolve) => this.replies.set(reply, resolve)) : undefined;
+    try {
+      this.child.send(message, handle as never, { keepOpen });
+    } catch {
+      return;
+    }
+    if (answered) await Promise.race([answered, this.exit]);
   }
 
   /** Sends a signal, recording that the exit is expected. */

@@ -1,9 +1,13 @@
 import type { Readable, Writable } from 'node:stream';
 import { advance, splitStamp, type PositionMap } from '../core/position.js';
+import type { Link } from './link.js';
+import type { StageProcess } from './process.js';
 
 /** Where a pump writes: a stream, and a counter of the lines it received. */
 export interface PumpTarget {
   stream: Writable;
+  /** The process whose stdin `stream` is (a link writes straight into it when it is a cqp process). */
+  proc?: StageProcess;
   /** Called with the number of lines written to this target. */
   count?: (lines: number) => void;
   /** Called just before the pump ends the stream (its process is expected to exit then). */
@@ -45,7 +49,7 @@ function countLines(buf: Buffer): number {
  * stop it between two lines (`hold`), point it elsewhere (`retarget`) and go on (`release`). Backpressure
  * holds: when a target's buffer is full the input is paused until that target drains.
  */
-export class Pump {
+export class Pump implements Link {
   /** Bytes read but not yet forwarded: at most one unfinished line, or more while held. */
   private pending: Buffer[] = [];
   private held = false;
@@ -87,13 +91,19 @@ export class Pump {
   }
 
   /** Stops forwarding after the last whole line already sent; what arrives meanwhile waits. */
-  hold(): void {
+  hold(): Promise<void> {
     this.held = true;
     this.input.pause();
+    return Promise.resolve();
   }
 
   /** Forwards what waited, and goes on. */
-  release(): void {
+  release(): Promise<void> {
+    this.resume();
+    return Promise.resolve();
+  }
+
+  private resume(): void {
     if (!this.held) return;
     this.held = false;
     this.forward();

@@ -1,7 +1,8 @@
 /**
  * The supervisor behind `cqp run` (DESIGN §7). Every source, stage and sink is its own process, started
- * as the command a user could type; the supervisor owns every connection between them (a `Pump` per
- * stdout), so it can stop the flow between two lines, swap a stage and go on. Reloads, crash recovery
+ * as the command a user could type; the supervisor owns every connection between them (a `Link` per
+ * stdout: cqp stages write straight into the next one's pipe, steered over a control channel, and the
+ * supervisor pumps the rest), so it can stop the flow between two lines, swap a stage and go on. Reloads, crash recovery
  * and shutdown run one at a time (`serial`), so each sees a pipeline at rest between two of them.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { readLogTail } from '../log/reader.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
+import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpTarget } from './pump.js';
 
@@ -47,7 +49,7 @@ export interface SupervisorOptions {
 interface Node {
   plan: SourcePlan | StagePlan;
   proc: StageProcess;
-  pump: Pump;
+  link: Link;
   stats: ComponentStats;
 }
 
@@ -56,7 +58,7 @@ interface SinkUnit {
   sink: StageProcess;
   /** The hidden `cqp filter where` in front of the sink. */
   where: StageProcess | undefined;
-  wherePump: Pump | undefined;
+  whereLink: Link | undefined;
   /** A sink that reads the log itself (`plan.logInput`): how far it has read, from its reports. */
   progress: PositionMap;
   /** A bounded log read (`cqp replay`) that has ended: the sink exited 0 on its own. */
@@ -153,7 +155,17 @@ export class Supervisor {
     return s;
   }
 
-  private spawn(command: Command, name: string, stats: ComponentStats, extraArgs: string[] = [], inherit: 'stdin' | 'stdout' | undefined = undefined): StageProcess {
+  /**
+   * Spawns one process. `downstream`: where its output goes; a cqp process writes straight into the
+   * next one's stdin when that is a single cqp process. `control`: false for a sink reading the log.
+   */
+  private spawn(
+    command: Command,
+    name: string,
+    stats: ComponentStats,
+    { extraArgs = [], inherit, downstream = [], control = true }: { extraArgs?: string[]; inherit?: 'stdin' | 'stdout'; downstream?: readonly PumpTarget[]; control?: boolean } = {},
+  ): StageProcess {
+    const direct = command.signalsReady && control ? directTarget(downstream) : undefined;
     return new StageProcess(
       { ...command, args: [...command.args, ...extraArgs] },
       {
@@ -161,6 +173,8 @@ export class Supervisor {
         cwd: this.plan.dir,
         inheritStdin: inherit === 'stdin',
         inheritStdout: inherit === 'stdout',
+        control,
+        ...(direct ? { stdout: direct.stream } : {}),
         stderrLine: (line) => {
           stats.errors += errorsIn(line);
           this.log(`[${name}] ${line}`);
@@ -169,30 +183,46 @@ export class Supervisor {
     );
   }
 
+  /** A process's stdin as a link's target; a process with a control channel counts its own input. */
   private target(proc: StageProcess, stats: ComponentStats | undefined): PumpTarget {
     return {
       stream: proc.stdin,
-      ...(stats ? { count: (n: number) => (stats.in += n) } : {}),
+      proc,
+      ...(stats && !proc.controlled ? { count: (n: number) => (stats.in += n) } : {}),
       ending: () => (proc.expected ??= 'end'),
     };
   }
 
-  private pumpFrom(proc: StageProcess, stats: ComponentStats | undefined, targets: PumpTarget[], trackPositions = false): Pump {
-    return new Pump(proc.stdout, targets, {
-      endTargets: true,
-      trackPositions,
-      ...(stats ? { count: (n: number) => (stats.out += n) } : {}),
-      cleanEnd: () => proc.clean(),
-      warn: (message) => this.log(`cqp: ${proc.name}: ${message}`),
-    });
+  /** Counts from a process's own reports (the supervisor does not see what passes a direct link). */
+  private countReports(proc: StageProcess, stats: ComponentStats): void {
+    let last = { in: 0, out: 0 };
+    proc.onReport = (report) => {
+      stats.in += report.in - last.in;
+      stats.out += report.out - last.out;
+      last = report;
+    };
   }
 
-  /** Spawns a source or stage process (not yet connected). */
-  private spawnProc(plan: SourcePlan | StagePlan, kind: 'source' | 'stage', resume?: PositionMap, watched = true): { proc: StageProcess; stats: ComponentStats } {
+  /** The link from a process's output to `targets`: direct when it was spawned writing into them. */
+  private linkFrom(proc: StageProcess, stats: ComponentStats | undefined, targets: PumpTarget[], trackPositions = false): Link {
+    const options = {
+      trackPositions,
+      ...(stats && !proc.controlled ? { count: (n: number) => (stats.out += n) } : {}),
+      cleanEnd: () => proc.clean(),
+      warn: (message: string) => this.log(`cqp: ${proc.name}: ${message}`),
+    };
+    const stdout = proc.stdout;
+    return stdout ? new Pump(stdout, targets, { ...options, endTargets: true }) : new DirectLink(proc, targets, options);
+  }
+
+  /** Spawns a source or stage process, writing into `downstream` if it can (the link is made by linkFrom). */
+  private spawnProc(plan: SourcePlan | StagePlan, kind: 'source' | 'stage', downstream: readonly PumpTarget[], resume?: PositionMap, watched = true): { proc: StageProcess; stats: ComponentStats } {
     const stats = this.statsFor(plan.name, kind);
     const isSource = kind === 'source';
-    const extra = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
-    const proc = this.spawn(plan.command, plan.name, stats, extra, isSource && (plan as SourcePlan).type === 'stdin' ? 'stdin' : undefined);
+    const extraArgs = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
+    const inherit = isSource && (plan as SourcePlan).type === 'stdin' ? 'stdin' : undefined;
+    const proc = this.spawn(plan.command, plan.name, stats, { extraArgs, downstream, ...(inherit ? { inherit } : {}) });
+    if (proc.controlled) this.countReports(proc, stats);
     stats.generation++;
     stats.pid = proc.pid;
     if (watched) this.watch(proc);
@@ -205,13 +235,15 @@ export class Supervisor {
    */
   private async spawnUnit(plan: SinkPlan, watched = true): Promise<SinkUnit> {
     const stats = this.statsFor(plan.name, 'sink');
-    const sink = this.spawn(plan.command, plan.name, stats, plan.logInput?.args ?? [], 'stdout');
+    const sink = this.spawn(plan.command, plan.name, stats, { extraArgs: plan.logInput?.args ?? [], inherit: 'stdout', control: !plan.logInput });
     stats.generation++;
     stats.pid = sink.pid;
-    const unit: SinkUnit = { plan, sink, where: undefined, wherePump: undefined, progress: {}, ended: false, stats };
+    if (sink.controlled) this.countReports(sink, stats);
+    const unit: SinkUnit = { plan, sink, where: undefined, whereLink: undefined, progress: {}, ended: false, stats };
     if (plan.whereCommand) {
-      unit.where = this.spawn(plan.whereCommand, `${plan.name}:where`, stats);
-      unit.wherePump = this.pumpFrom(unit.where, undefined, [this.target(sink, stats)]);
+      const feed = [this.target(sink, stats)];
+      unit.where = this.spawn(plan.whereCommand, `${plan.name}:where`, stats, { downstream: feed });
+      unit.whereLink = this.linkFrom(unit.where, undefined, feed);
     }
     if (plan.logInput) {
       const base = stats.in;
@@ -242,23 +274,20 @@ export class Supervisor {
     return this.source ? [this.source, ...this.stages] : [...this.stages];
   }
 
-  private lastPump(): Pump | undefined {
-    return this.chain().at(-1)?.pump;
+  private lastLink(): Link | undefined {
+    return this.chain().at(-1)?.link;
   }
 
-  /** Starts the source, the stages and the sinks they feed, connected. */
+  /** Starts the sinks fed by the stages, then the stages from the last to the source, each writing into the next. */
   private async startMain(resume: PositionMap | undefined): Promise<void> {
     for (const sink of this.plan.sinks) if (!sink.logInput) this.units.set(sink.name, await this.spawnUnit(sink));
-    const procs = [
-      { plan: this.plan.source as SourcePlan | StagePlan, ...this.spawnProc(this.plan.source, 'source', resume) },
-      ...this.plan.stages.map((s) => ({ plan: s as SourcePlan | StagePlan, ...this.spawnProc(s, 'stage') })),
-    ];
+    const plans = [this.plan.source as SourcePlan | StagePlan, ...this.plan.stages];
     let downstream = this.fanoutTargets();
     const nodes: Node[] = [];
-    for (let i = procs.length - 1; i >= 0; i--) {
-      const { plan, proc, stats } = procs[i] as (typeof procs)[number];
-      const pump = this.pumpFrom(proc, stats, downstream, i === 0);
-      nodes.unshift({ plan, proc, pump, stats });
+    for (let i = plans.length - 1; i >= 0; i--) {
+      const plan = plans[i] as SourcePlan | StagePlan;
+      const { proc, stats } = i === 0 ? this.spawnProc(plan, 'source', downstream, resume) : this.spawnProc(plan, 'stage', downstream);
+      nodes.unshift({ plan, proc, link: this.linkFrom(proc, stats, downstream, i === 0), stats });
       downstream = [this.target(proc, stats)];
     }
     [this.source] = nodes as [Node];
@@ -350,14 +379,14 @@ export class Supervisor {
     const upstream = unit ? chain : chain.slice(0, Math.max(0, at));
     let inFlight = 0;
     for (const node of upstream) {
-      node.pump.endTargets = false;
-      node.pump.retarget([]);
+      node.link.endTargets = false;
+      node.link.retarget([]);
       inFlight += Math.max(0, node.stats.in - node.stats.out);
       node.proc.stop('SIGKILL');
     }
     if (unit) {
       if (unit.where && crashed === unit.sink) {
-        unit.wherePump?.retarget([]);
+        unit.whereLink?.retarget([]);
         unit.where.stop('SIGKILL');
       }
       // The stages were stopped: end the other sinks' input so they drain and exit.
@@ -377,7 +406,7 @@ export class Supervisor {
     }
     await sleep(delay);
     if (this.stateIs('stopping')) return;
-    await this.startMain(await this.resumeFor(this.source?.pump.positions));
+    await this.startMain(await this.resumeFor(this.source?.link.positions));
     this.state = 'running';
   }
 
@@ -551,8 +580,12 @@ export class Supervisor {
     const added: SinkUnit[] = [];
     try {
       if (diff.stages) {
-        for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd)) {
-          fresh.push({ plan, ...this.spawnFresh(plan) });
+        // From the last: each writes into the one after it, the last into what follows the stretch.
+        let downstream = this.stretchDownstream(diff.stages);
+        for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd).reverse()) {
+          const f = { plan, ...this.spawnFresh(plan, downstream) };
+          fresh.unshift(f);
+          downstream = [this.target(f.proc, f.stats)];
         }
       }
       for (const name of diff.sinks.added) added.push(await this.spawnUnit(next.sinks.find((s) => s.name === name) as SinkPlan, false));
@@ -586,8 +619,15 @@ export class Supervisor {
   }
 
   /** A stage process started by a reload; its counters continue the component's. */
-  private spawnFresh(plan: StagePlan): { proc: StageProcess; stats: ComponentStats } {
-    return this.spawnProc(plan, 'stage', undefined, false);
+  private spawnFresh(plan: StagePlan, downstream: readonly PumpTarget[]): { proc: StageProcess; stats: ComponentStats } {
+    return this.spawnProc(plan, 'stage', downstream, undefined, false);
+  }
+
+  /** Where the output of a rebuilt stretch of stages goes: the stage after it, or the sinks. */
+  private stretchDownstream(range: NonNullable<ReloadDiff['stages']>): PumpTarget[] {
+    const after = this.stages[range.oldEnd];
+    if (after) return [this.target(after.proc, after.stats)];
+    return [...(this.lastLink()?.currentTargets ?? [])];
   }
 
   /** After a refused reload: the generations counted for processes that never ran are given back. */
@@ -614,24 +654,26 @@ export class Supervisor {
    */
   private async swapSource(plan: SourcePlan, problems: string[]): Promise<void> {
     const old = this.source as Node;
-    const targets = [...old.pump.currentTargets];
-    old.pump.endTargets = false;
+    const targets = [...old.link.currentTargets];
+    old.link.endTargets = false;
     old.proc.stop('SIGTERM');
-    await old.pump.done;
+    await old.link.done;
     await old.proc.exit;
-    const resume = laterPositions((await resumePositions(this.plan.sinks)) ?? {}, old.pump.positions);
+    const resume = laterPositions((await resumePositions(this.plan.sinks)) ?? {}, old.link.positions);
     if (old.plan.name !== plan.name) this.stats.delete(old.plan.name);
-    let started = this.spawnProc(plan, 'source', resume, false);
+    let started = this.spawnProc(plan, 'source', targets, resume, false);
     try {
       await started.proc.started(this.graceMs);
       this.watch(started.proc);
     } catch (error) {
+      started.proc.stop('SIGKILL');
+      await started.proc.exit;
       problems.push(`${messageOf(error)}; the previous source goes on`);
-      started = this.spawnProc(old.plan, 'source', resume);
+      started = this.spawnProc(old.plan, 'source', targets, resume);
       plan = old.plan as SourcePlan;
     }
-    const pump = this.pumpFrom(started.proc, started.stats, targets, true);
-    this.source = { plan, proc: started.proc, pump, stats: started.stats };
+    const link = this.linkFrom(started.proc, started.stats, targets, true);
+    this.source = { plan, proc: started.proc, link, stats: started.stats };
   }
 
   /**
@@ -643,38 +685,34 @@ export class Supervisor {
     const chain = this.chain();
     const cut = chain[range.prefix] as Node;
     const old = this.stages.slice(range.prefix, range.oldEnd);
-    const after = this.stages[range.oldEnd];
-    cut.pump.hold();
-    let downstream: PumpTarget[];
+    await cut.link.hold();
+    let downstream = this.stretchDownstream(range);
     if (old.length > 0) {
       const last = old[old.length - 1] as Node;
-      downstream = [...last.pump.currentTargets];
-      last.pump.endTargets = false;
+      last.link.endTargets = false;
       const first = old[0] as Node;
       first.proc.expected ??= 'end';
       first.proc.stdin.end();
-      await last.pump.done;
+      await last.link.done;
       await this.exited(old.map((o) => o.proc));
-    } else {
-      downstream = after ? [this.target(after.proc, after.stats)] : [...cut.pump.currentTargets];
     }
     const nodes: Node[] = [];
     for (let i = fresh.length - 1; i >= 0; i--) {
       const f = fresh[i] as (typeof fresh)[number];
-      nodes.unshift({ plan: f.plan, proc: f.proc, stats: f.stats, pump: this.pumpFrom(f.proc, f.stats, downstream) });
+      nodes.unshift({ plan: f.plan, proc: f.proc, stats: f.stats, link: this.linkFrom(f.proc, f.stats, downstream) });
       downstream = [this.target(f.proc, f.stats)];
     }
     this.stages.splice(range.prefix, range.oldEnd - range.prefix, ...nodes);
-    cut.pump.retarget(downstream);
-    cut.pump.release();
+    cut.link.retarget(downstream);
+    await cut.link.release();
   }
 
   /** Removes, replaces and adds sinks between two lines of the stages' output. */
   private async swapSinks(diff: ReloadDiff, next: PipelinePlan, added: SinkUnit[], problems: string[]): Promise<void> {
     const { sinks } = diff;
     if (sinks.added.length + sinks.changed.length + sinks.removed.length === 0) return;
-    const fan = this.lastPump();
-    fan?.hold();
+    const fan = this.lastLink();
+    await fan?.hold();
     // A replaced sink is stopped before its successor starts: both may need the same file (the log's lock).
     const going = [...sinks.removed, ...sinks.changed]
       .map((name) => this.units.get(name) as SinkUnit)
@@ -708,7 +746,7 @@ export class Supervisor {
     }
     for (const unit of added) this.units.set(unit.plan.name, unit);
     fan?.retarget(this.fanoutTargets());
-    fan?.release();
+    await fan?.release();
   }
 
 

@@ -1,0 +1,200 @@
+/**
+ * A stage's side of `cqp run`'s control channel (Node IPC, present only under the supervisor). With it,
+ * consecutive cqp stages write straight into each other's pipes instead of through the supervisor, and
+ * the supervisor can still swap a stage between two lines:
+ *
+ * - `cut`: stop writing after the last whole line already written, flush, let go of the output, answer
+ *   `cut`. Lines produced meanwhile wait (and the input with them, by backpressure).
+ * - `output` (with a socket): write there from now on.
+ * - `upstream-lost`: the process feeding this one died; an unfinished last line at the end of the input
+ *   is its half-written line, dropped rather than read. Answered with `ack`.
+ *
+ * The stage reports `{"cqp":"progress","in","out","at"}` as it goes and at its end: the supervisor's
+ * counts, and for a source the last position written (where it resumes when no sink holds positions).
+ */
+import { Writable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { StageCounts } from './core/runtime.js';
+
+/** How often a stage reports its counts (ms); only when they moved. */
+const REPORT_MS = 250;
+
+type Write = () => void;
+
+/**
+ * The output of a stage under the supervisor: stdout (a pipe into the next stage, or to the supervisor)
+ * until a cut, then whatever socket the supervisor hands over. Writes wait while there is none.
+ */
+export class SwitchableOutput extends Writable {
+  private target: Writable | undefined;
+  /** A write waiting for a target (after a cut). */
+  private waiting: Write | undefined;
+  private targetWaiters: Array<() => void> = [];
+  /** Writes handed to the target whose callback has not come yet. */
+  private unflushed = 0;
+  private flushWaiters: Array<() => void> = [];
+  private failure: Error | undefined;
+  private readonly onTargetError = (error: Error): void => {
+    this.failure ??= error;
+  };
+
+  constructor(initial: Writable) {
+    super({ decodeStrings: false });
+    this.attach(initial);
+  }
+
+  /** True between a cut and the next target. */
+  get cutOff(): boolean {
+    return this.target === undefined;
+  }
+
+  private attach(target: Writable): void {
+    this.target = target;
+    target.on('error', this.onTargetError);
+    const waiters = this.targetWaiters;
+    this.targetWaiters = [];
+    for (const w of waiters) w();
+    const write = this.waiting;
+    this.waiting = undefined;
+    write?.();
+  }
+
+  override _write(chunk: string | Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const go = (): void => this.send(chunk, encoding, callback);
+    if (this.target) go();
+    else this.waiting = go;
+  }
+
+  private send(chunk: string | Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.failure) {
+      callback(this.failure);
+      return;
+    }
+    const target = this.target as Writable;
+    this.unflushed++;
+    const ok = target.write(chunk, encoding, (error) => {
+      if (error) this.failure ??= error;
+      if (--this.unflushed === 0) for (const w of this.flushWaiters.splice(0)) w();
+    });
+    if (ok) {
+      callback();
+      return;
+    }
+    // Full: the next write waits until the target drains (or fails).
+    const done = (): void => {
+      target.off('drain', done);
+      target.off('close', done);
+      callback(this.failure);
+    };
+    target.on('drain', done);
+    target.on('close', done);
+  }
+
+  private async flushed(): Promise<void> {
+    if (this.unflushed > 0) await new Promise<void>((resolve) => this.flushWaiters.push(resolve));
+  }
+
+  /** Stops after what was written, flushes it and lets the output go (closing a socket handed over). */
+  async cut(): Promise<void> {
+    const target = this.target;
+    if (!target) return;
+    this.target = undefined;
+    await this.flushed();
+    target.off('error', this.onTargetError);
+    // Stdout stays open (the supervisor ends its end of that pipe); a socket handed over is closed.
+    if (target !== process.stdout) target.destroy();
+  }
+
+  /** Writes go to `socket` from now on. */
+  connect(socket: Socket): void {
+    socket.on('error', () => {});
+    this.attach(socket);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    void this.finish().then(() => callback(this.failure), callback);
+  }
+
+  private async finish(): Promise<void> {
+    if (!this.target) await new Promise<void>((resolve) => this.targetWaiters.push(resolve));
+    await this.flushed();
+    // Closed, not shut down: the supervisor holds the other copy and decides when the next stage's input ends.
+    if (this.target !== process.stdout) this.target?.destroy();
+  }
+}
+
+export interface StageControl {
+  output: SwitchableOutput | undefined;
+  counts: StageCounts;
+  /** True once the supervisor said the process feeding this one died. */
+  upstreamLost: () => boolean;
+  /** Sends the last report and lets the channel go (the process may then exit). */
+  close: () => Promise<void>;
+}
+
+/**
+ * The control channel, when this process runs under `cqp run` (a Node IPC channel is open); undefined
+ * otherwise. `writes` is false for sinks (they only count and hear about a lost upstream). A source
+ * stops (`stop`) when the supervisor is gone, so a pipeline whose supervisor was killed drains and ends.
+ */
+export function stageControl(writes: boolean, isSource: boolean, stop: () => void): StageControl | undefined {
+  if (typeof process.send !== 'function' || !process.connected) return undefined;
+  const counts: StageCounts = { in: 0, out: 0, at: undefined };
+  const output = writes ? new SwitchableOutput(process.stdout) : undefined;
+  let lost = false;
+  const send = (message: object, handle?: undefined): Promise<void> =>
+    new Promise((resolve) => {
+      if (!process.connected || !process.send) {
+        resolve();
+        return;
+      }
+      try {
+        process.send(message, handle, {}, () => resolve());
+      } catch {
+        resolve();
+      }
+    });
+  let last = '';
+  const report = (): Promise<void> => {
+    const message = { cqp: 'progress', in: counts.in, out: counts.out, at: counts.at ?? {} };
+    const text = JSON.stringify(message);
+    if (text === last) return Promise.resolve();
+    last = text;
+    return send(message);
+  };
+  const onMessage = (message: unknown, handle: unknown): void => {
+    const kind = (message as { cqp?: string } | null)?.cqp;
+    if (kind === 'cut' && output) {
+      void output.cut().then(async () => {
+        await report();
+        await send({ cqp: 'cut' });
+      });
+    } else if (kind === 'output' && output && handle) {
+      output.connect(handle as Socket);
+    } else if (kind === 'upstream-lost') {
+      lost = true;
+      void send({ cqp: 'ack' });
+    }
+  };
+  const onDisconnect = (): void => {
+    if (isSource) stop();
+    // Cut off with no supervisor left to hand over an output: nothing more can go anywhere.
+    else if (output?.cutOff) process.exit(1);
+  };
+  process.on('message', onMessage);
+  process.on('disconnect', onDisconnect);
+  const ticker = setInterval(() => void report(), REPORT_MS);
+  ticker.unref();
+  return {
+    output,
+    counts,
+    upstreamLost: () => lost,
+    close: async () => {
+      clearInterval(ticker);
+      await report();
+      process.off('message', onMessage);
+      process.off('disconnect', onDisconnect);
+      if (process.connected) process.disconnect();
+    },
+  };
+}
