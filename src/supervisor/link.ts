@@ -40,7 +40,7 @@ export function directTarget(targets: readonly PumpTarget[]): PumpTarget | undef
 }
 
 /** Two connected sockets (Node has no socketpair): one to hand to a process, one to pump from. */
-async function socketPair(): Promise<[Socket, Socket]> {
+export async function socketPair(): Promise<[Socket, Socket]> {
   const dir = mkdtempSync(join(tmpdir(), 'cqp-link-'));
   const server = createServer();
   try {

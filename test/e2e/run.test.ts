@@ -278,10 +278,13 @@ sinks:
 
   it('restarts a stage killed with SIGKILL; the log and views end up as in a clean run', async () => {
     const dir = tmp();
+    // middle writes straight into after (a cqp stage: told its upstream died, it drops a half-written
+    // line), and after into last through the supervisor (a run: program).
     const pipeline = (out: string): string => `source: { type: demo, count: 30000, rate: 20000 }
 stages:
   - { name: first, filter: map, with: { expr: "e.first = 1" } }
   - { name: middle, filter: map, with: { expr: "e.middle = 1" } }
+  - { name: after, filter: map, with: { expr: "e.after = 1" } }
   - { name: last, run: cat }
 sinks:
   - { name: log, type: log, path: ${out}/events.log }
