@@ -8,7 +8,7 @@ import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
-import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress } from './core/runtime.js';
+import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
 import { stageControl } from './stage-control.js';
 
@@ -99,6 +99,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     cwd: process.cwd(),
     ready: supervisor.ready,
     progress: supervisor.progress,
+    until: supervisor.until,
     counts: control?.counts,
     upstreamLost: () => control?.upstreamLost() ?? false,
   };
@@ -133,9 +134,9 @@ function stdinStream(): Readable {
  * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
  * as a stage fed by the supervisor would at the end of its input.
  */
-function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => void; progress: (p: SinkProgress) => void } {
+function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => void; progress: (p: SinkProgress) => void; until: StageIo['until'] } {
   const fd = Number(process.env.CQP_READY_FD);
-  if (!Number.isInteger(fd) || fd < 3) return { ready: () => {}, progress: () => {} };
+  if (!Number.isInteger(fd) || fd < 3) return { ready: () => {}, progress: () => {}, until: undefined };
   const send = (text: string): void => {
     try {
       writeSync(fd, text);
@@ -154,17 +155,37 @@ function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => 
         }
       },
       progress: () => {},
+      until: undefined,
     };
   }
+  // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
+  let stopAt: ((target: PositionMap) => void) | undefined;
   try {
     const watch = new Socket({ fd, readable: true, writable: false });
+    let partial = '';
+    watch.setEncoding('utf8');
+    watch.on('data', (text: string) => {
+      const lines = (partial + text).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        try {
+          const until = (JSON.parse(line) as { until?: PositionMap }).until;
+          if (until && typeof until === 'object') stopAt?.(until);
+        } catch {
+          // Not a message for us.
+        }
+      }
+    });
     watch.on('end', stop).on('error', () => {});
-    watch.resume();
     watch.unref();
   } catch {
     // Not a socket: no way to see the supervisor go.
   }
-  return { ready: () => send('ready\n'), progress: (p) => send(`${JSON.stringify(p)}\n`) };
+  return {
+    ready: () => send('ready\n'),
+    progress: (p) => send(`${JSON.stringify(p)}\n`),
+    until: { listen: (listener) => (stopAt = listener), stop },
+  };
 }
 
 function listCommand(): void {

@@ -7,7 +7,7 @@ import { parseObjectLine } from './check-line.js';
 import { CqpError, messageOf } from './errors.js';
 import { LineSplitter, type SplitLine } from './lines.js';
 import { createPolicy, type ErrorMode, type ErrorPolicy } from './policy.js';
-import { accept, advance, POSITION_KEY, splitStamp, stampJson, stripStamp, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
+import { accept, advance, compareN, POSITION_KEY, splitStamp, stampJson, stripStamp, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
 import {
   KEEP,
   type FilterDefinition,
@@ -67,6 +67,12 @@ export interface StageIo {
   counts?: StageCounts | undefined;
   /** True when the process feeding this one died: an unfinished last line is its half-written line. */
   upstreamLost?: () => boolean;
+  /**
+   * A sink following a log (`--read-log --follow`): `listen` is given a function to call with the last
+   * positions to read once they are known (the supervisor's shutdown); the sink then stops there, by
+   * `stop`, as soon as it has read them, rather than at a signal sent after its next progress report.
+   */
+  until?: { listen: (stopAt: (target: PositionMap) => void) => void; stop: () => void } | undefined;
 }
 
 /** The last line of the input, unless it is the half-written line of a process that died. */
@@ -323,6 +329,16 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
     io.progress?.({ in: accepted, at: { ...applied } });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
+  // The positions to stop after (see StageIo.until), checked as each batch is read and when they come.
+  let until: PositionMap | undefined;
+  const checkUntil = (): void => {
+    if (until === undefined) return;
+    if (Object.entries(until).every(([source, n]) => applied[source] !== undefined && compareN(applied[source] as string, n) >= 0)) io.until?.stop();
+  };
+  io.until?.listen((target) => {
+    until = target;
+    checkUntil();
+  });
   if (logReader && readLog) {
     const fromLog: SinkInput<LogEvent[]> = {
       items: logReader(applied, io.signal),
@@ -338,6 +354,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
           batch.push(new AcceptedEvent(text, no, position, event, false));
           accepted++;
         }
+        checkUntil();
       },
       end() {},
     };

@@ -1,8 +1,6 @@
 import { existsSync } from 'node:fs';
 import { compareN, type PositionMap } from '../core/position.js';
 import { readLogApplied } from '../log/reader.js';
-import { loadViewsFile } from '../views/definition.js';
-import { readViewsApplied } from '../views/store.js';
 import type { SinkPlan } from './config.js';
 
 /**
@@ -45,6 +43,8 @@ export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
     return existsSync(path) ? readLogApplied(path) : {};
   }
   if (sink.type === 'sqlite') {
+    // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
+    const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);
     const views = sink.options.views as string | undefined;
     return readViewsApplied(sink.options.db as string, views === undefined ? undefined : loadViewsFile(views));
   }

@@ -208,6 +208,12 @@ export class StageProcess {
     if (answered) await Promise.race([answered, this.exit]);
   }
 
+  /** Writes one line to a cqp component on its CQP_READY_FD pipe (a sink reading a log listens there). */
+  tell(line: string): void {
+    const pipe = this.child.stdio[3] as Writable | null | undefined;
+    if (pipe && !pipe.destroyed && pipe.writable) pipe.write(`${line}\n`);
+  }
+
   /** Sends a signal, recording that the exit is expected. */
   stop(signal: NodeJS.Signals = 'SIGTERM', expected: ExpectedExit = 'stop'): void {
     this.expected ??= expected;

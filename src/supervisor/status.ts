@@ -1,6 +1,5 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Gauge, Registry } from 'prom-client';
 import { stderrColor } from '../core/color.js';
 import { CqpError } from '../core/errors.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
@@ -76,6 +75,8 @@ export function parseHostPort(text: string): { host: string; port: number } {
 
 /** Serves `/metrics` (Prometheus text) and `/status` (JSON); resolves with the bound address. */
 export async function serveMetrics(supervisor: Supervisor, host: string, port: number): Promise<{ server: Server; address: string }> {
+  // Loaded only with --metrics: it is a good part of the supervisor's start-up, before any stage runs.
+  const { Gauge, Registry } = await import('prom-client');
   const registry = new Registry();
   const gauge = (name: string, help: string, read: (c: ComponentStats) => number): void => {
     new Gauge({

@@ -477,6 +477,11 @@ export class Supervisor {
       followers.map(async (unit) => {
         let seen: string | undefined;
         let since = Date.now();
+        // It stops by itself once it has read that far; the progress reports are the fallback.
+        if (target) {
+          unit.sink.expected ??= 'end';
+          unit.sink.tell(JSON.stringify({ until: { [target.key]: target.seq } }));
+        }
         while (target && unit.sink.running) {
           const reached = unit.progress[target.key];
           if (reached !== undefined && compareN(reached, target.seq) >= 0) break;
