@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,6 +150,36 @@ sinks:
     expect(r.status).toBe(0);
     expect(r.stdout).toBe('{"a":1,"m":1}\n{"a":2,"m":1}\n');
     expect(r.stderr).toMatch(/2 events in/);
+  });
+
+  it('joins cqp stages by direct pipes: the supervisor reads none of the stream, and still counts it', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(
+      file,
+      `source: { type: demo, count: 0 }
+stages:
+  - { name: a, filter: map, with: { expr: "e.a = 1" } }
+  - { name: b, filter: map, with: { expr: "e.b = 1" } }
+sinks:
+  - { name: log, type: log, path: events.log }
+`,
+    );
+    const p = run(file);
+    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) >= 60_000);
+    // What the supervisor itself has read so far (files, pipes, sockets; its children's reads are added
+    // only once they exit): with pumps it would have read the stream three times over (source → a → b → log).
+    const read = Number(/rchar: (\d+)/.exec(readFileSync(`/proc/${p.child.pid}/io`, 'utf8'))?.[1]);
+    const streamBytes = statSync(join(dir, 'events.log')).size;
+    expect(streamBytes).toBeGreaterThan(20e6);
+    expect(read).toBeGreaterThan(0);
+    expect(read).toBeLessThan(streamBytes / 2);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe(0);
+    const logged = logEvents(join(dir, 'events.log'));
+    expect(logged.every((e) => e.a === 1 && e.b === 1)).toBe(true);
+    const n = logged.length;
+    expect(p.stderr()).toContain(`  a: ${n} in, ${n} out\n  b: ${n} in, ${n} out\n  log: ${n} in`);
   });
 
   it('reloads while 150k+ events flow: every event once, in order, through exactly one version of each stage', async () => {
