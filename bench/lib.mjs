@@ -1,6 +1,6 @@
 // Shared bench machinery: timing commands (best of N, interleaved), and the table.
 import { spawn, spawnSync } from 'node:child_process';
-import { openSync, closeSync, statSync } from 'node:fs';
+import { openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -39,6 +39,22 @@ export async function bestOf(commands, reps, prepare) {
     }
   }
   return best;
+}
+
+/** Writes `count` seed-shaped events as NDJSON, a chunk at a time (a million do not fit one string). */
+export async function writeEvents(path, count) {
+  const { demoEvents } = await import('../dist/sources/demo.js');
+  const fd = openSync(path, 'w');
+  const next = demoEvents(1, 2000);
+  try {
+    for (let done = 0; done < count; ) {
+      const lines = [];
+      for (let i = 0; i < 10_000 && done < count; i++, done++) lines.push(JSON.stringify(next()));
+      writeSync(fd, `${lines.join('\n')}\n`);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function has(command) {

@@ -1,26 +1,10 @@
 // Bench row for cqp replay (DESIGN §10): N events from a command log into the 3-column view, beside the
 // plain better-sqlite3 loop over the same events as NDJSON. BENCH_REPLAY_EVENTS (default 1000000) sets N.
-import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, NODE, ROOT, bestOf, fileMB, row, timeShell } from './lib.mjs';
-import { demoEvents } from '../dist/sources/demo.js';
+import { BIN, NODE, ROOT, bestOf, fileMB, row, timeShell, writeEvents } from './lib.mjs';
 
 const EVENTS = Number(process.env.BENCH_REPLAY_EVENTS ?? 1_000_000);
-
-/** Writes `count` seed-shaped events as NDJSON, a chunk at a time (a million do not fit one string). */
-function writeEvents(path, count) {
-  const fd = openSync(path, 'w');
-  const next = demoEvents(1, 2000);
-  try {
-    for (let done = 0; done < count; ) {
-      const lines = [];
-      for (let i = 0; i < 10_000 && done < count; i++, done++) lines.push(JSON.stringify(next()));
-      writeSync(fd, `${lines.join('\n')}\n`);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 export async function bench({ dir, reps }) {
   const input = join(dir, 'replay-events.ndjson');
@@ -29,7 +13,7 @@ export async function bench({ dir, reps }) {
   const plainDb = join(dir, 'replay-plain.db');
   const pipeline = join(dir, 'replay-3col.yaml');
   process.stderr.write(`  replay: writing ${EVENTS} events and their log\n`);
-  writeEvents(input, EVENTS);
+  await writeEvents(input, EVENTS);
   for (const suffix of ['', '.idx', '.lock']) rmSync(log + suffix, { force: true });
   await timeShell(`"${NODE}" "${BIN('cqp-sink')}" log --path "${log}" --fsync never`, { input });
   writeFileSync(

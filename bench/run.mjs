@@ -1,5 +1,6 @@
 // npm run bench: cqp's throughput beside baselines measured in the same run (DESIGN §10).
-// BENCH_EVENTS (default 300000) sets the stream length; BENCH_REPS (default 3) the runs per command;
+// BENCH_EVENTS (default 300000) sets the stream length (BENCH_RUN_EVENTS, default 1000000, cqp run's long
+// stream; BENCH_REPLAY_EVENTS the replay's); BENCH_REPS (default 3) the runs per command;
 // BENCH_ONLY (e.g. "pipeline,replay") picks sections: filters, storage, sources, pipeline, replay.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

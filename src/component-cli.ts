@@ -132,7 +132,8 @@ function stdinStream(): Readable {
  * exits first), however slowly the machine starts processes. A sink reading a log (`--read-log`) keeps
  * the pipe: it reports how far it has read, one JSON line at a time (the supervisor counts its events
  * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
- * as a stage fed by the supervisor would at the end of its input.
+ * as a stage fed by the supervisor would at the end of its input. At shutdown the supervisor writes back
+ * `{"until":{…}}`, where the log ends: the sink stops once it has read that far.
  */
 function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => void; progress: (p: SinkProgress) => void; until: StageIo['until'] } {
   const fd = Number(process.env.CQP_READY_FD);
