@@ -142,14 +142,14 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   const counts: StageCounts = { in: 0, out: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
-  const send = (message: object, handle?: undefined): Promise<void> =>
+  const send = (message: object): Promise<void> =>
     new Promise((resolve) => {
       if (!process.connected || !process.send) {
         resolve();
         return;
       }
       try {
-        process.send(message, handle, {}, () => resolve());
+        process.send(message, undefined, {}, () => resolve());
       } catch {
         resolve();
       }
@@ -164,8 +164,9 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   };
   const onMessage = (message: unknown, handle: unknown): void => {
     const kind = (message as { cqp?: string } | null)?.cqp;
-    if (kind === 'cut' && output) {
-      void output.cut().then(async () => {
+    if (kind === 'cut') {
+      // A sink has no output to cut: it answers at once.
+      void (output?.cut() ?? Promise.resolve()).then(async () => {
         await report();
         await send({ cqp: 'cut' });
       });

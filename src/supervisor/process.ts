@@ -5,6 +5,9 @@ import type { PositionMap } from '../core/position.js';
 import type { SinkProgress } from '../core/runtime.js';
 import type { Command } from './config.js';
 
+/** How long after a process's exit its control channel may stay open before the exit counts anyway (ms). */
+const CHANNEL_CLOSE_MS = 2000;
+
 /** How a process ended. */
 export interface ExitStatus {
   code: number | null;
@@ -83,8 +86,15 @@ export class StageProcess {
           resolve(this.exited);
         }
       });
-      // With a control channel, its last report is in once the channel has closed too.
-      const channelClosed = this.controlled && this.child.connected ? new Promise((done) => this.child.once('disconnect', done)) : undefined;
+      // With a control channel, its last report is in once the channel has closed too (or soon after the
+      // exit: a program the stage started may still hold the channel open).
+      const channelClosed =
+        this.controlled && this.child.connected
+          ? new Promise((done) => {
+              this.child.once('disconnect', done);
+              this.child.once('exit', () => setTimeout(done, CHANNEL_CLOSE_MS).unref());
+            })
+          : undefined;
       this.child.once('exit', (code, signal) => {
         const status = { code, signal };
         void Promise.resolve(channelClosed).then(() => {
