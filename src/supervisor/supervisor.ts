@@ -329,8 +329,17 @@ export class Supervisor {
         this.endIfReadersDone();
         return;
       }
+      if (unit && proc === unit.sink && unit.plan.type === 'stdout' && status.code === 0 && this.state === 'running') {
+        // Its stdout (the supervisor's own) was closed, as by `| head -1`: nothing more can go there.
+        proc.expected = 'end';
+        this.log(`cqp: ${proc.name}: stdout was closed; stopping the pipeline`);
+        void this.stop();
+        return;
+      }
       proc.expected = 'kill';
       if (this.state === 'stopping' || this.state === 'done') {
+        // Exit 0 while the pipeline stops is a drain (or an output closed under it, as by `| head -1`).
+        if (status.code === 0) return;
         this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
         this.failed = true;
         return;

@@ -152,6 +152,22 @@ sinks:
     expect(r.stderr).toMatch(/2 events in/);
   });
 
+  it('stops quietly with exit 0 when its own stdout is closed (| head -1)', async () => {
+    const file = join(tmp(), 'p.yaml');
+    writeFileSync(file, 'source: { type: demo, count: 0 }\nstages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: out, type: stdout }\n');
+    const child = spawn(process.execPath, [CQP, 'run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.push(child);
+    let err = '';
+    child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
+    const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const first = await new Promise<string>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(d.toString('utf8'))));
+    child.stdout?.destroy();
+    expect(await exit).toBe(0);
+    expect((JSON.parse(first.split('\n')[0] as string) as { m: number }).m).toBe(1);
+    expect(err).toMatch(/out: stdout was closed; stopping the pipeline/);
+    expect(err).not.toMatch(/restarting|crashes|exited with/);
+  });
+
   it('joins cqp stages by direct pipes: the supervisor reads none of the stream, and still counts it', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');
