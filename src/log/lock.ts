@@ -1,96 +1,127 @@
-import { existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { CqpError } from '../core/errors.js';
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename } from 'node:path';
+import { CqpError, messageOf } from '../core/errors.js';
 
-/** A held writer lock; `release()` is idempotent and also runs when the process exits. */
-export interface LogLock {
+/** A held writer lock; `release()` is idempotent, and the OS drops the lock when the process ends. */
+export interface WriterLock {
   release(): void;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A killed writer whose parent has not reaped it yet is a zombie: it holds nothing any more.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    // No /proc here (not Linux), or the process has just gone.
-    return !existsSync('/proc/self/stat');
-  }
+/** The part of the `fs-ext` addon used here: flock(2). */
+interface Flock {
+  flockSync(fd: number, flags: 'exnb' | 'un'): void;
 }
 
-function readPid(lockPath: string): number | undefined {
-  try {
-    const pid = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+let flock: Flock | undefined;
+
+/** fs-ext is a native addon: it loads only when a writer starts, never with a plain filter. */
+function loadFlock(): Flock {
+  flock ??= createRequire(import.meta.url)('fs-ext') as Flock;
+  return flock;
 }
 
 /**
- * Takes the single-writer lock `<logPath>.lock`, a file holding the owner's pid. It is created
- * complete (written to a temp file, then hard-linked into place, which fails if it exists), so a
- * reader never sees it empty. A lock whose pid is no longer running is stale and taken over.
+ * The holder's pid, for the message only: the kernel's table of locks names it (0 when the holder is in
+ * another pid namespace), else the pid the holder wrote to `PATH.lock`.
  */
-export function acquireLock(logPath: string, warn: (message: string) => void, what = 'events.log'): LogLock {
-  const lockPath = `${logPath}.lock`;
-  const tmp = `${lockPath}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  writeFileSync(tmp, `${process.pid}\n`);
+function holderPid(fd: number, pidPath: string): string {
   try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        linkSync(tmp, lockPath);
-        break;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new CqpError('IO', `${lockPath}: cannot create the writer lock (${(error as Error).message}); check that the folder is writable`, { cause: error });
-        }
-      }
-      const pid = readPid(lockPath);
-      if (pid !== undefined && alive(pid)) {
-        throw new CqpError(
-          'LOCKED',
-          `${what} is locked by another writer (pid ${pid}): ${logPath} takes one writer at a time; stop that process, ` +
-            `or if no writer is running, remove ${lockPath}`,
-        );
-      }
-      if (attempt >= 2) {
-        throw new CqpError('LOCKED', `${what}: could not take over the stale lock ${lockPath}; remove it if no writer is running`);
-      }
-      // Take over only the stale lock we looked at, not one another process has just created.
-      if (readPid(lockPath) === pid) {
-        warn(`${logPath}: taking over a stale writer lock (pid ${pid ?? 'unknown'} is not running)`);
-        try {
-          unlinkSync(lockPath);
-        } catch {
-          // Someone else removed it first; try again.
-        }
-      }
+    const { dev, ino } = fstatSync(fd);
+    const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+    const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
+    for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[1] === 'FLOCK' && fields[5] === id && fields[4] !== '0') return `pid ${fields[4]}`;
     }
-  } finally {
+  } catch {
+    // Not Linux: the pid file tells.
+  }
+  try {
+    const pid = Number.parseInt(readFileSync(pidPath, 'utf8'), 10);
+    if (Number.isSafeInteger(pid) && pid > 0) return `pid ${pid}`;
+  } catch {
+    // Missing (removed by hand): the holder is still the holder.
+  }
+  return 'pid unknown';
+}
+
+function lockedError(fd: number, path: string, what: string): CqpError {
+  return new CqpError(
+    'LOCKED',
+    `${what} is locked by another writer (${holderPid(fd, `${path}.lock`)}): ${path} takes one writer at a time; stop that process first`,
+  );
+}
+
+/** Whether `path` still names the file open as `fd` (it was not renamed over or removed meanwhile). */
+function sameFile(fd: number, path: string): boolean {
+  const held = fstatSync(fd);
+  const named = statSync(path, { throwIfNoEntry: false });
+  return named !== undefined && named.ino === held.ino && named.dev === held.dev;
+}
+
+/**
+ * Takes the single-writer lock of a store (a command log, a views database) for as long as the writer
+ * lives: flock(LOCK_EX|LOCK_NB) on the store file itself, created if missing. The kernel holds the lock
+ * and drops it when the process ends however it ends, so a live writer is never taken over, whatever pid
+ * namespace the next one runs in. The data file is locked rather than a separate lock file because a
+ * lock file can be deleted by hand, and a second writer would then lock the new file at that path while
+ * the first still writes. After locking, the path must still name the locked file: a replay may have
+ * renamed a new file over it in between, and the lock of a replaced file guards nothing, so it retries.
+ * flock is independent of the POSIX (fcntl) locks SQLite takes on a database file on Linux, and closing
+ * this descriptor drops none of SQLite's locks since it only ever closes after the database is closed.
+ * `PATH.lock` holds the holder's pid only for the message another writer shows (see `holderPid`).
+ */
+export function acquireLock(path: string, options: { what?: string; create?: boolean } = {}): WriterLock {
+  const what = options.what ?? basename(path);
+  const { flockSync } = loadFlock();
+  let fd: number | undefined;
+  for (let attempt = 0; fd === undefined; attempt++) {
+    let candidate: number;
     try {
-      unlinkSync(tmp);
+      candidate = openSync(path, options.create === false ? 'r' : 'a');
+    } catch (error) {
+      throw new CqpError('IO', `${path}: cannot open it to take the writer lock (${messageOf(error)}); check that the folder is writable`, { cause: error });
+    }
+    try {
+      flockSync(candidate, 'exnb');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const refused = code === 'EAGAIN' || code === 'EWOULDBLOCK' ? lockedError(candidate, path, what) : undefined;
+      closeSync(candidate);
+      if (refused) throw refused;
+      throw new CqpError('IO', `${path}: cannot take the writer lock (${messageOf(error)}); the file system may not support flock`, { cause: error });
+    }
+    if (sameFile(candidate, path)) {
+      fd = candidate;
+    } else {
+      closeSync(candidate);
+      if (attempt >= 10) throw new CqpError('IO', `${path}: the file kept being replaced while taking its writer lock; is a replay renaming files over it?`);
+    }
+  }
+  const pidPath = `${path}.lock`;
+  const tmp = `${pidPath}.${process.pid}`;
+  try {
+    // Written aside, then renamed, so another writer never reads it half-written.
+    writeFileSync(tmp, `${process.pid}\n`);
+    renameSync(tmp, pidPath);
+  } catch {
+    // Only the message of a refused writer needs it.
+  }
+  const held = fd;
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    process.off('exit', release);
+    try {
+      // Still locked here, so no other writer can have written its pid yet.
+      if (Number.parseInt(readFileSync(pidPath, 'utf8'), 10) === process.pid) unlinkSync(pidPath);
     } catch {
       // Already gone.
     }
-  }
-  let held = true;
-  const release = (): void => {
-    if (!held) return;
-    held = false;
-    process.off('exit', release);
-    if (readPid(lockPath) === process.pid) {
-      try {
-        unlinkSync(lockPath);
-      } catch {
-        // Already gone.
-      }
-    }
+    closeSync(held);
   };
   process.on('exit', release);
   return { release };

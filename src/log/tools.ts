@@ -153,8 +153,8 @@ export interface RepairResult {
 }
 
 /** Cuts the log at its first bad record (or torn tail) and drops the index; takes the writer lock. */
-export async function logRepair(path: string, warn: (message: string) => void = () => undefined): Promise<RepairResult> {
-  const lock = acquireLock(path, warn);
+export async function logRepair(path: string): Promise<RepairResult> {
+  const lock = acquireLock(path, { create: false });
   try {
     const result = await logVerify(path);
     if (result.firstBad?.offset === 0) {
@@ -257,7 +257,7 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
         return 0;
       }
       case 'repair': {
-        const r = await logRepair(file, (m) => stderr.write(`${m}\n`));
+        const r = await logRepair(file);
         if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);
         else {
           say(

@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 import { advance, formatPosition, type Position, type PositionMap } from '../core/position.js';
 import { HEADER_SIZE, MAGIC, MAX_BODY, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
-import { acquireLock, type LogLock } from './lock.js';
+import { acquireLock, type WriterLock } from './lock.js';
 import { writeIndex, type LogIndex } from './sidecar.js';
 import { scanTail, type LogTail } from './tail.js';
 
@@ -59,7 +59,7 @@ export async function openLogWriter(path: string, options: LogWriterOptions): Pr
   } catch (error) {
     throw new CqpError('IO', `${path}: cannot create the folder of the command log (${messageOf(error)})`, { cause: error });
   }
-  const lock = acquireLock(path, options.warn);
+  const lock = acquireLock(path);
   try {
     return await openLocked(path, options, lock);
   } catch (error) {
@@ -68,7 +68,7 @@ export async function openLogWriter(path: string, options: LogWriterOptions): Pr
   }
 }
 
-async function openLocked(path: string, options: LogWriterOptions, lock: LogLock): Promise<LogWriter> {
+async function openLocked(path: string, options: LogWriterOptions, lock: WriterLock): Promise<LogWriter> {
   const everyBytes = options.indexEveryBytes ?? 4 << 20;
   const everyMs = options.indexEveryMs ?? 1000;
   let fh: FileHandle;
@@ -137,7 +137,7 @@ class CommandLogWriter implements LogWriter {
   constructor(
     readonly path: string,
     private readonly fh: FileHandle,
-    private readonly lock: LogLock,
+    private readonly lock: WriterLock,
     tail: LogTail,
     private readonly fsync: FsyncPolicy,
     private readonly everyBytes: number,

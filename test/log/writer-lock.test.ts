@@ -1,0 +1,114 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { collect, type CliResult } from '../helpers/cli.js';
+import { tempDir } from './helpers.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const SINK = join(ROOT, 'bin', 'cqp-sink.js');
+const CQP = join(ROOT, 'bin', 'cqp.js');
+
+/** Polls `check` until it holds; fails with `what` after `timeoutMs`. */
+async function eventually(check: () => boolean, { timeoutMs = 20_000, what }: { timeoutMs?: number; what: string }): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function cqp(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [CQP, ...args], { cwd, encoding: 'utf8' });
+}
+
+interface Writer {
+  child: ChildProcess;
+  done: Promise<CliResult>;
+  exited: boolean;
+}
+
+/** Starts `cqp-sink log --path events.log` (optionally through `wrap`, e.g. unshare) with stdin kept open. */
+function startWriter(dir: string, wrap: string[] = []): Writer {
+  const argv = [...wrap, process.execPath, SINK, 'log', '--path', 'events.log'];
+  const child = spawn(argv[0] as string, argv.slice(1), { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+  child.stdin?.on('error', () => undefined);
+  const writer: Writer = { child, done: collect(child), exited: false };
+  void writer.done.then(() => {
+    writer.exited = true;
+  });
+  return writer;
+}
+
+const lines = (name: string, n: number): string => Array.from({ length: n }, (_, i) => `{"writer":"${name}","i":${i}}\n`).join('');
+
+function catLog(dir: string): string {
+  const cat = cqp(['log', 'cat', 'events.log'], dir);
+  return cat.status === 0 ? cat.stdout : '';
+}
+
+/** Starts the first writer and waits until its first event is in the log (it holds the lock). */
+async function holder(dir: string): Promise<Writer> {
+  const first = startWriter(dir);
+  first.child.stdin?.write(lines('first', 1));
+  await eventually(() => catLog(dir).includes('"writer":"first"') || first.exited, { what: 'the first writer to append its event' });
+  expect(first.exited).toBe(false);
+  return first;
+}
+
+function expectRefused(result: CliResult, holderPid: number | undefined): void {
+  expect(result.code).toBe(1);
+  expect(result.stderr).toContain(`events.log is locked by another writer (pid ${holderPid})`);
+  // The lock is the OS's: removing a file is never the way out.
+  expect(result.stderr).not.toMatch(/remove/i);
+}
+
+async function finish(first: Writer, dir: string, expected: string): Promise<void> {
+  first.child.stdin?.end(lines('first', 4).split('\n').slice(1).join('\n'));
+  expect((await first.done).code).toBe(0);
+  expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+  expect(catLog(dir)).toBe(expected);
+}
+
+describe('the command log has one writer, held by an OS lock', () => {
+  test('two cqp-sink log started together, 20 times: exactly one wins, the log verifies', async () => {
+    for (let round = 0; round < 20; round++) {
+      const dir = tempDir();
+      const a = startWriter(dir);
+      const b = startWriter(dir);
+      a.child.stdin?.write(lines('a', 50));
+      b.child.stdin?.write(lines('b', 50));
+      await eventually(() => a.exited || b.exited, { what: `round ${round}: one of two writers to be refused (both are running)` });
+      const [loser, winner, winnerName] = a.exited ? [a, b, 'b'] : [b, a, 'a'];
+      expectRefused(await loser.done, winner.child.pid);
+      winner.child.stdin?.end();
+      const result = await winner.done;
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
+      expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+      expect(catLog(dir)).toBe(lines(winnerName, 50));
+    }
+  }, 400_000);
+
+  test('deleting FILE.lock while a writer holds the log lets no second writer in', async () => {
+    const dir = tempDir();
+    const first = await holder(dir);
+    rmSync(join(dir, 'events.log.lock'), { force: true });
+    const second = startWriter(dir);
+    second.child.stdin?.end(lines('second', 3));
+    expectRefused(await second.done, first.child.pid);
+    await finish(first, dir, lines('first', 4));
+  }, 60_000);
+
+  const unshare = ['unshare', '--pid', '--fork', '--mount-proc'];
+  const canUnshare = spawnSync(unshare[0] as string, [...unshare.slice(1), 'true']).status === 0;
+  test.skipIf(!canUnshare)('a writer in another pid namespace (the holder\'s pid means nothing there) is refused', async () => {
+    // skipIf: `unshare --pid --fork --mount-proc` needs root or user namespaces, which this machine lacks.
+    const dir = tempDir();
+    const first = await holder(dir);
+    const second = startWriter(dir, unshare);
+    second.child.stdin?.end(lines('second', 3));
+    expectRefused(await second.done, first.child.pid);
+    await finish(first, dir, lines('first', 4));
+  }, 60_000);
+});
