@@ -4,10 +4,11 @@
  * made complete on disk and renamed over the target. Until then the target is never opened, so a failed
  * or killed replay leaves it byte for byte as it was; the next replay removes what the dead one left.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { CqpError, messageOf } from '../core/errors.js';
+import { acquireLock, type WriterLock } from '../log/lock.js';
 
 /** The file sink types whose output replay rebuilds blue/green, and the option naming the file. */
 export const FILE_OPTION: Readonly<Record<string, 'db' | 'path'>> = { sqlite: 'db', log: 'path', file: 'path' };
@@ -83,6 +84,28 @@ export function clearLeftovers(target: string): string[] {
 /** Removes this replay's new file for `file` and everything beside it (the replay failed or was stopped). */
 export function discardTemp(file: BlueGreenFile): void {
   for (const f of replayFiles(file.target)) if (f.pid === process.pid) rmSync(f.path, { force: true, recursive: true });
+}
+
+/**
+ * Takes the writer lock of a target that has one writer at a time (a log, a views database) for the
+ * whole replay: a live writer appending to it meanwhile would lose its writes in the rename, so it is
+ * refused, and a replay does not start while one runs. A target that did not exist is created empty to
+ * hold the lock; if the replay does not replace it, that placeholder is removed again on release.
+ */
+export function lockTarget(file: BlueGreenFile): WriterLock | undefined {
+  if (file.type !== 'log' && file.type !== 'sqlite') return undefined;
+  mkdirSync(dirname(file.target), { recursive: true });
+  const existed = existsSync(file.target);
+  const lock = acquireLock(file.target);
+  if (existed) return lock;
+  const placeholder = statSync(file.target);
+  return {
+    release() {
+      const now = statSync(file.target, { throwIfNoEntry: false });
+      if (now !== undefined && now.ino === placeholder.ino && now.dev === placeholder.dev && now.size === 0) rmSync(file.target, { force: true });
+      lock.release();
+    },
+  };
 }
 
 /** Creates the folder the target lives in, so the sink can create its new file there. */

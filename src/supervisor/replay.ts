@@ -5,14 +5,14 @@
  * outside cqp are skipped unless asked for.
  */
 import { realpathSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
 import { parsePath } from '../core/paths.js';
 import { findComponent } from '../core/registry.js';
 import { parseLogPos, type LogPos } from '../log/format.js';
-import { acquireLock, type LogLock } from '../log/lock.js';
+import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
-import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
+import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
@@ -307,7 +307,7 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   }
 
   const files = plan.sinks.flatMap((d) => (d.file ? [d.file] : []));
-  const locks: LogLock[] = [];
+  const locks: WriterLock[] = [];
   const tty = process.stderr.isTTY === true;
   let barShown = false;
   const clearBar = (): void => {
@@ -321,8 +321,8 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   try {
     for (const f of files) {
       for (const removed of clearLeftovers(f.target)) log(`cqp: removed ${removed}, left by an interrupted replay`);
-      // No writer may append to a log that is about to be replaced (their appends would be lost).
-      if (f.type === 'log') locks.push(acquireLock(f.target, log, basename(f.target)));
+      const lock = lockTarget(f);
+      if (lock) locks.push(lock);
       prepareTemp(f);
     }
   } catch (error) {

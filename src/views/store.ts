@@ -1,9 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
+import { acquireLock, type WriterLock } from '../log/lock.js';
 import { compareN, isApplied } from '../core/position.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
@@ -425,6 +427,14 @@ function minimum(maps: PositionMap[]): PositionMap {
   return result;
 }
 
+/** A failure of SQLite itself (disk full, I/O error, a damaged file) named with the database file. */
+function storageError(dbFile: string, error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  if (error instanceof CqpError || typeof code !== 'string' || !code.startsWith('SQLITE_')) return error;
+  const hint = code === 'SQLITE_FULL' ? '; free some space on its disk and run again (the batch was rolled back)' : '';
+  return new CqpError('IO', `SQLite database ${dbFile}: ${messageOf(error)} (${code})${hint}`, { cause: error });
+}
+
 function openError(dbFile: string, error: unknown): CqpError {
   return new CqpError('IO', `cannot open SQLite database ${dbFile}: ${messageOf(error)}`, { cause: error });
 }
@@ -435,16 +445,33 @@ function openError(dbFile: string, error: unknown): CqpError {
  */
 export class ViewStore {
   private readonly upsertPosition: Statement;
+  private readonly selectPositions: Statement;
   private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler) => PositionMap[];
 
   private constructor(
     readonly db: SqliteDatabase,
+    private readonly dbFile: string,
+    private readonly lock: WriterLock,
     private readonly projections: Projection[],
   ) {
     this.upsertPosition = db.prepare(
       'INSERT INTO cqp_positions (view, source, n) VALUES (?, ?, ?) ON CONFLICT (view, source) DO UPDATE SET n = excluded.n',
     );
-    this.transaction = db.transaction((items: ViewEvent[], onBad: BadEventHandler) => this.applyInTransaction(items, onBad));
+    this.selectPositions = db.prepare('SELECT view, source, n FROM cqp_positions');
+    // IMMEDIATE takes SQLite's write lock at BEGIN, so the positions read first in the batch are the
+    // ones its commit builds on: no other connection can move them in between.
+    const transaction = db.transaction((items: ViewEvent[], onBad: BadEventHandler) => this.applyInTransaction(items, onBad));
+    this.transaction = transaction.immediate.bind(transaction);
+  }
+
+  /** Loads every view's stored positions; run inside each write transaction, never trusted from memory. */
+  private readPositions(): void {
+    const byView = new Map<string, PositionMap>(this.projections.map((p) => [p.name, {}]));
+    for (const row of this.selectPositions.all() as Array<{ view: string; source: string; n: string }>) {
+      const map = byView.get(row.view);
+      if (map !== undefined) map[row.source] = row.n;
+    }
+    for (const p of this.projections) p.applied = byView.get(p.name) as PositionMap;
   }
 
   /** Opens (or creates) the database and builds new or changed views; without views, the `events` table. */
@@ -454,6 +481,13 @@ export class ViewStore {
     for (const [i, view] of (views ?? []).entries()) {
       if (view.kind === 'handler') handlers.set(view.table, await loadHandler(view, hashes[i] as string));
     }
+    try {
+      mkdirSync(dirname(dbFile), { recursive: true });
+    } catch (error) {
+      throw new CqpError('IO', `${dbFile}: cannot create the folder of the SQLite database (${messageOf(error)})`, { cause: error });
+    }
+    // One writer per database for its whole life, as for the log: a second one would apply every event again.
+    const lock = acquireLock(dbFile);
     let db: SqliteDatabase;
     try {
       db = new Database(dbFile);
@@ -462,6 +496,7 @@ export class ViewStore {
       db.pragma('synchronous = NORMAL');
       for (const sql of META_SQL) db.exec(sql);
     } catch (error) {
+      lock.release();
       throw openError(dbFile, error);
     }
     try {
@@ -484,13 +519,12 @@ export class ViewStore {
           }
         });
       }
-      const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ?');
-      for (const p of projections) {
-        for (const row of positions.all(p.name) as Array<{ source: string; n: string }>) p.applied[row.source] = row.n;
-      }
-      return new ViewStore(db, projections);
+      const store = new ViewStore(db, dbFile, lock, projections);
+      store.readPositions();
+      return store;
     } catch (error) {
       db.close();
+      lock.release();
       throw error;
     }
   }
@@ -535,7 +569,12 @@ export class ViewStore {
    */
   applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent): void {
     if (items.length === 0) return;
-    const pending = this.transaction(items, onBad);
+    let pending: PositionMap[];
+    try {
+      pending = this.transaction(items, onBad);
+    } catch (error) {
+      throw storageError(this.dbFile, error);
+    }
     for (let v = 0; v < this.projections.length; v++) {
       const applied = (this.projections[v] as Projection).applied;
       const moved = pending[v] as PositionMap;
@@ -544,6 +583,9 @@ export class ViewStore {
   }
 
   private applyInTransaction(items: ViewEvent[], onBad: BadEventHandler): PositionMap[] {
+    // Positions are read here, inside the write transaction: even a writer that got past the lock
+    // (or a stale copy in memory) cannot make a view apply an event twice.
+    this.readPositions();
     const projections = this.projections;
     const ranges = positionRanges(items);
     // A view whose positions are all below the batch applies every event without comparing positions.
@@ -582,8 +624,10 @@ export class ViewStore {
     });
   }
 
+  /** Closes the database, then gives up the writer lock (never before: see `acquireLock`). */
   close(): void {
     if (this.db.open) this.db.close();
+    this.lock.release();
   }
 }
 
