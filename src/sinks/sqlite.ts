@@ -12,7 +12,8 @@ export default defineSink({
     'taken from dot paths, and per event type an action (upsert, insert, delete, increment), or a JS ' +
     'handler module. Each batch and the position of its events are written in one transaction, so every ' +
     'view applies each event exactly once across crashes; a view added or redefined is built from empty ' +
-    'and catches up from the start of a resumable source. WAL mode: readers (cqp query) never block it.',
+    'and catches up from the start of a resumable source. WAL mode: readers (cqp query) never block it. ' +
+    'One writer per database: a second sink on the same --db fails at once, naming the pid that holds it.',
   options: z.object({
     db: z.string().min(1).describe('the SQLite database file (created if missing), e.g. data/views.db'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
 import { collect, type CliResult } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
@@ -22,6 +22,12 @@ function cqp(args: string[], cwd: string): { status: number | null; stdout: stri
   return spawnSync(process.execPath, [CQP, ...args], { cwd, encoding: 'utf8' });
 }
 
+const started: Writer[] = [];
+// A failed test leaves no writer behind.
+afterEach(() => {
+  for (const writer of started.splice(0)) if (!writer.exited) writer.child.kill('SIGKILL');
+});
+
 interface Writer {
   child: ChildProcess;
   done: Promise<CliResult>;
@@ -37,6 +43,7 @@ function startWriter(dir: string, wrap: string[] = []): Writer {
   void writer.done.then(() => {
     writer.exited = true;
   });
+  started.push(writer);
   return writer;
 }
 

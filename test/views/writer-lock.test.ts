@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { BIN, collect, runCli, type CliResult } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-views-lock-'));
@@ -20,10 +20,10 @@ const VIEWS = `views:
 writeFileSync(join(dir, 'views.yaml'), VIEWS);
 
 /** Polls `check` until it holds; fails with `what` after `timeoutMs`. */
-async function eventually(check: () => boolean, { timeoutMs = 30_000, what }: { timeoutMs?: number; what: string }): Promise<void> {
+async function eventually(check: () => boolean, { timeoutMs = 30_000, what }: { timeoutMs?: number; what: string | (() => string) }): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -50,6 +50,12 @@ interface Sink {
   exited: boolean;
 }
 
+const started: Sink[] = [];
+// A failed test leaves no sink behind following the log.
+afterEach(() => {
+  for (const sink of started.splice(0)) if (!sink.exited) sink.child.kill('SIGKILL');
+});
+
 function startSink(args: string[]): Sink {
   const child = spawn(process.execPath, [BIN.sink, 'sqlite', ...args], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
   child.stdin?.on('error', () => undefined);
@@ -57,30 +63,34 @@ function startSink(args: string[]): Sink {
   void sink.done.then(() => {
     sink.exited = true;
   });
+  started.push(sink);
   return sink;
 }
 
 describe('one writer per views database', () => {
-  test('two cqp-sink sqlite --read-log on one database: the second is refused, every sale counts once', async () => {
+  // The log every test here reads, and its `sold` view folded independently from the log's events.
+  const expected: Record<string, number> = {};
+  let want = 0;
+  beforeAll(async () => {
     const demo = await runCli('source', ['demo', '--count', '20000', '--seed', '7']);
     expect((await runCli('sink', ['log', '--path', 'e.log'], { cwd: dir, input: demo.stdout })).code).toBe(0);
-    // The expected view, folded independently from the log's events.
-    const expected: Record<string, number> = {};
     const cat = spawnSync(process.execPath, [BIN.cqp, 'log', 'cat', 'e.log'], { cwd: dir, encoding: 'utf8', maxBuffer: 256 << 20 });
     for (const line of cat.stdout.trimEnd().split('\n')) {
       const e = JSON.parse(line) as { header: { eventName: string[]; rel: { id: string } }; payload: { qty?: number } };
       if (e.header.eventName[0] === 'sale.ice_cream') expected[e.header.rel.id] = (expected[e.header.rel.id] ?? 0) + (e.payload.qty ?? 0);
     }
-    const want = total(expected);
+    want = total(expected);
     expect(want).toBeGreaterThan(0);
+  }, 60_000);
 
+  test('two cqp-sink sqlite --read-log on one database: the second is refused, every sale counts once', async () => {
     const db = join(dir, 'two.db');
     const args = ['--db', 'two.db', '--views', 'views.yaml', '--read-log', 'e.log', '--follow'];
     const a = startSink(args);
     const b = startSink(args);
     // Both following: wait until one is refused and the other has caught up, or until sales count twice.
     await eventually(() => ((a.exited || b.exited) && total(soldView(db)) === want) || total(soldView(db)) > want, {
-      what: `one writer refused and the view caught up (sold ${total(soldView(db))} of ${want})`,
+      what: () => `one writer refused and the view caught up (sold ${total(soldView(db))} of ${want})`,
     });
     const [loser, winner] = a.exited ? [a, b] : [b, a];
     for (const sink of [a, b]) if (!sink.exited) sink.child.kill('SIGTERM');
@@ -89,6 +99,22 @@ describe('one writer per views database', () => {
     expect(lost.code).toBe(1);
     expect(lost.stderr).toContain(`two.db is locked by another writer (pid ${winner.child.pid})`);
     expect(won.code).toBe(0);
+  }, 120_000);
+
+  test('a replay into the database a live sink writes is refused, and runs once that sink has stopped', async () => {
+    const db = join(dir, 'live.db');
+    writeFileSync(join(dir, 'replay.yaml'), 'name: p\nsource: { type: stdin }\nsinks:\n  - { name: views, type: sqlite, db: live.db, views: views.yaml }\n');
+    const live = startSink(['--db', 'live.db', '--views', 'views.yaml', '--read-log', 'e.log', '--follow']);
+    await eventually(() => total(soldView(db)) === want || live.exited, { what: () => `the live sink to catch up (sold ${total(soldView(db))} of ${want})` });
+    const refused = await runCli('cqp', ['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`live.db is locked by another writer (pid ${live.child.pid})`);
+    live.child.kill('SIGTERM');
+    expect((await live.done).code).toBe(0);
+    expect(soldView(db)).toEqual(expected);
+    const replayed = await runCli('cqp', ['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
+    expect(replayed.code).toBe(0);
+    expect(soldView(db)).toEqual(expected);
   }, 120_000);
 
   test('an event another writer already applied is skipped, though the sink read its positions long before', async () => {
