@@ -1,11 +1,13 @@
 import type { JsonObject } from './component.js';
 import { messageOf } from './errors.js';
+import { NESTING_MESSAGE, parseJson, scanJson, SCAN_TOO_DEEP } from './json.js';
 import type { SplitLine } from './lines.js';
 import type { ErrorPolicy } from './policy.js';
 
 /**
  * Parses one line that must hold a JSON object; reports it under the error policy when it does not
- * (too long, invalid JSON, another JSON value) and returns undefined. `input` names the line's origin
+ * (too long, nested too deep, invalid JSON, another JSON value) and returns undefined. Numbers a
+ * double cannot carry are kept as LosslessNumbers (see json.ts). `input` names the line's origin
  * in messages when it is not stdin.
  */
 export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPolicy, maxLineBytes: number, input?: string): JsonObject | undefined {
@@ -13,9 +15,14 @@ export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPoli
     policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '', input);
     return undefined;
   }
+  const scan = scanJson(text);
+  if (scan === SCAN_TOO_DEEP) {
+    policy.report(line.no, NESTING_MESSAGE, text, input);
+    return undefined;
+  }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text, scan);
   } catch (error) {
     policy.report(line.no, `invalid JSON: ${messageOf(error)}`, line.text, input);
     return undefined;

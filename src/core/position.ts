@@ -15,6 +15,8 @@
  * (`7.0 < 7.1 < 7`), because plain `7` means "everything from input 7". A sink that stored `7.0`
  * has applied part of input 7, so the source resumes *at* 7 (`resumeAt`), and the sink skips `7.0`.
  */
+import { stringifyJson } from './json.js';
+
 export const POSITION_KEY = '@cqp';
 
 const SUFFIX_START = `,"${POSITION_KEY}":"`;
@@ -162,7 +164,7 @@ export function stripStamp(line: string, event: object): string {
   if (at >= 0 && line.charCodeAt(line.length - 1) === 125 && line.indexOf('"', at + SUFFIX_START.length) === line.length - 2) {
     return `${line.slice(0, at)}}`;
   }
-  return line.startsWith(ONLY_KEY_START) ? '{}' : JSON.stringify(event);
+  return line.startsWith(ONLY_KEY_START) ? '{}' : (stringifyJson(event) ?? '{}');
 }
 
 /** Takes the stamp out of a parsed event (the last key, so deleting it keeps the object fast). */

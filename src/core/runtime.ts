@@ -5,6 +5,7 @@ import type { LogEvent, LogReadOptions } from '../log/input.js';
 import { pipeline } from 'node:stream/promises';
 import { parseObjectLine } from './check-line.js';
 import { CqpError, messageOf } from './errors.js';
+import { stringifyEvent } from './json.js';
 import { LineSplitter, type SplitLine } from './lines.js';
 import { createPolicy, type ErrorMode, type ErrorPolicy } from './policy.js';
 import { accept, advance, compareN, POSITION_KEY, splitStamp, stampJson, stripStamp, subPosition, takeStamp, type Position, type PositionMap } from './position.js';
@@ -155,7 +156,15 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
       policy.report(no, `${def.name} produced ${describe(value)}; expected an object`, raw);
       return;
     }
-    const json = JSON.stringify(value);
+    // Serialising is part of processing one event: what it throws (a number JSON cannot hold, a stack
+    // overflow on a structure built too deep) fails that event under the policy.
+    let json: string;
+    try {
+      json = stringifyEvent(value);
+    } catch (error) {
+      policy.report(no, `${def.name}: ${messageOf(error)}`, raw);
+      return;
+    }
     out.push(position ? stampJson(json, position) : json);
   };
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { KEEP, defineFilter } from '../core/component.js';
+import { stringifyJson } from '../core/json.js';
 import { compileFallbackPath } from '../core/paths.js';
 
 export default defineFilter({
@@ -23,7 +24,8 @@ export default defineFilter({
       process(e) {
         const value = getKey(e);
         if (value === undefined || value === null) return KEEP;
-        const k = typeof value === 'string' ? value : JSON.stringify(value);
+        // Written exactly: two ids that differ beyond a double's precision are two keys.
+        const k = typeof value === 'string' ? value : (stringifyJson(value) ?? String(value));
         if (seen.has(k)) return null;
         const evicted = ring[next];
         if (evicted !== undefined) seen.delete(evicted);

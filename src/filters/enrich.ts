@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { KEEP, defineFilter, type JsonObject } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
+import { parseJson } from '../core/json.js';
 import { parsePath } from '../core/paths.js';
 
 interface Assignment {
@@ -15,7 +16,7 @@ function parseAssignment(text: string): Assignment {
   const raw = text.slice(eq + 1);
   let value: unknown = raw;
   try {
-    value = JSON.parse(raw);
+    value = parseJson(raw);
   } catch {
     // Not JSON: the value is the text itself.
   }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
+import { nestingError } from '../core/json.js';
 import { resumeAt, stampLine, subPosition, type Position } from '../core/position.js';
 import type { KinesisTarget } from '../kinesis/client.js';
 import type { ResumePoint, StartAt } from '../kinesis/reader.js';
@@ -57,6 +58,8 @@ function recordLines(data: Buffer): string[] {
 
 /** Why a line is not an event, or undefined when it is a JSON object. */
 function badLine(line: string): string | undefined {
+  const tooDeep = nestingError(line);
+  if (tooDeep !== undefined) return tooDeep;
   let value: unknown;
   try {
     value = JSON.parse(line);

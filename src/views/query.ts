@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import { CqpError, messageOf } from '../core/errors.js';
+import { LosslessNumber, stringifyJson } from '../core/json.js';
 
 export interface QueryOptions {
   /** NDJSON, one object per row, instead of a table. */
@@ -29,7 +30,8 @@ function cell(value: unknown, max: number): string {
 }
 
 function jsonValue(value: unknown): unknown {
-  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
+  // An integer beyond 2^53 is printed as a number with all its digits.
+  if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : new LosslessNumber(value.toString());
   if (Buffer.isBuffer(value)) return value.toString('base64');
   return value;
 }
@@ -76,7 +78,7 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
         for (const row of rows) {
           const object: Record<string, unknown> = {};
           for (let i = 0; i < columns.length; i++) object[columns[i] as string] = jsonValue(row[i]);
-          await write(out, `${JSON.stringify(object)}\n`);
+          await write(out, `${stringifyJson(object) ?? '{}'}\n`);
         }
         return 0;
       }

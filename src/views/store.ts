@@ -11,6 +11,7 @@ import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
 import { DEFAULT_KEY_PATHS, DEFAULT_TYPE_PATHS, viewHash } from './definition.js';
+import { amountConverter, BadEvent, bindable, CONVERTERS, describe, plain, type Convert, type SqlValue } from './column-values.js';
 import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
 
 /** One event for `applyBatch`: the parsed event, its position, and optionally its text (stored as is). */
@@ -42,19 +43,8 @@ export interface ViewHandler {
 export const EVENTS_VIEW = 'events';
 const EVENTS_HASH = 'events-table-v1';
 
-type SqlValue = string | number | bigint | null;
-type Convert = (value: unknown, where: string) => SqlValue;
-
-/** An event one view cannot apply; reported through the error policy, never fatal by itself. */
-class BadEvent extends Error {}
-
 function q(identifier: string): string {
   return `"${identifier.replace(/"/g, '""')}"`;
-}
-
-function describe(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
 
 /** Runs a statement; short parameter lists go as arguments, which better-sqlite3 binds faster than an array. */
@@ -82,39 +72,6 @@ function runWith(statement: Statement, p: SqlValue[]): void {
       statement.run(p);
   }
 }
-
-/** A value for an untyped column: whole numbers bind as SQLite integers (a JS number would bind as REAL). */
-function plain(value: unknown): SqlValue {
-  if (value === null || typeof value === 'string') return value;
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : value;
-  if (typeof value === 'boolean') return value ? 1n : 0n;
-  if (typeof value === 'bigint') return value;
-  return JSON.stringify(value) ?? null;
-}
-
-function numeric(value: unknown, where: string, integer: boolean): SqlValue {
-  let n: number;
-  if (typeof value === 'number') n = value;
-  else if (typeof value === 'boolean') n = value ? 1 : 0;
-  else if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) n = Number(value);
-  else throw new BadEvent(`${where}: expected ${integer ? 'an integer' : 'a number'}, got ${describe(value)}`);
-  if (integer && !Number.isInteger(n)) throw new BadEvent(`${where}: expected an integer, got ${describe(value)}`);
-  return n;
-}
-
-const CONVERTERS: Record<ColumnType | 'any', Convert> = {
-  any: plain,
-  text: (v) => (v === null || typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v)),
-  integer: (v, where) => (v === null ? null : numeric(v, where, true)),
-  real: (v, where) => (v === null ? null : numeric(v, where, false)),
-  json: (v) => (v === null ? null : JSON.stringify(v)),
-  boolean: (v, where) => {
-    if (v === null) return null;
-    if (v === true || v === 1 || v === 'true') return 1;
-    if (v === false || v === 0 || v === 'false') return 0;
-    throw new BadEvent(`${where}: expected a boolean, got ${describe(v)}`);
-  },
-};
 
 const SQL_TYPES: Record<ColumnType, string> = { text: 'TEXT', integer: 'INTEGER', real: 'REAL', json: 'TEXT', boolean: 'INTEGER' };
 
@@ -185,7 +142,7 @@ class ColumnProjection implements Projection {
           `ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${names.map((n) => `${n} = coalesce(${n}, 0) + excluded.${n}`).join(', ')}`;
         const amounts = Object.entries(action.columns).map(([column, path]) => ({
           get: compilePath(path),
-          convert: CONVERTERS[types.get(column) ?? 'real'],
+          convert: amountConverter(types.get(column) ?? 'real'),
           where: `increment of ${column} (${path})`,
         }));
         this.actions.set(type, { kind: 'increment', statement: db.prepare(sql), params: new Array<SqlValue>(names.length + 1).fill(null), amounts });
@@ -321,7 +278,7 @@ function sqlHelper(db: SqliteDatabase, name: string, active: () => boolean): Vie
     }
     return statement;
   };
-  const bind = (params: unknown[]): unknown[] => params.map((p) => (p === undefined ? null : typeof p === 'boolean' ? (p ? 1 : 0) : p));
+  const bind = (params: unknown[]): unknown[] => params.map(bindable);
   return {
     run: (sql, ...params) => prepare(sql).run(...bind(params)),
     get: <T>(sql: string, ...params: unknown[]) => prepare(sql).get(...bind(params)) as T | undefined,

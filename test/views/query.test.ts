@@ -58,11 +58,13 @@ describe('cqp query', () => {
 
   test('prints NDJSON with --json', async () => {
     const text = await query('SELECT id, price, sold, note FROM ice ORDER BY id', true);
-    expect(text.trimEnd().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual([
+    const lines = text.trimEnd().split('\n');
+    expect(lines.slice(0, 2).map((l) => JSON.parse(l) as unknown)).toEqual([
       { id: 'a', price: 4.5, sold: 12, note: null },
       { id: 'b', price: 10.25, sold: 3, note: 'line one\nline two' },
-      { id: 'c', price: null, sold: '9007199254740993', note: null },
     ]);
+    // An integer beyond 2^53 is printed as a number with all its digits.
+    expect(lines[2]).toBe('{"id":"c","price":null,"sold":9007199254740993,"note":null}');
   });
 
   test('JSON functions work on stored JSON text', async () => {
