@@ -228,7 +228,8 @@ export class Supervisor {
     const output = new RunOutput({
       stage: stage.name,
       argv: [stage.command.file, ...stage.command.args],
-      positioned: this.plan.source.resumable,
+      // Without restarts (a replay) nothing is fed twice, so an output without a stamp cannot be doubled.
+      positioned: this.plan.source.resumable && this.maxCrashes > 0,
       onError: stage.runtime?.onError,
       deadLetter: stage.runtime?.deadLetter,
       warn: (line) => this.log(`[${stage.name}] ${line}`),

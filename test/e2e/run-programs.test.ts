@@ -110,6 +110,26 @@ sinks:
     expect(partsOf(lines)).toEqual(expectedParts(COUNT));
   }, 180_000);
 
+  it('replays a log through such a program into a new log: every event once', () => {
+    const dir = tmp();
+    const source = join(dir, 'source.log');
+    const sink = cqp(['sink', 'log', '--path', source], cqp(['source', 'demo', '--count', '300']).stdout);
+    expect(sink.status, sink.stderr).toBe(0);
+    const file = join(dir, 'v2.yaml');
+    writeFileSync(
+      file,
+      `source: { type: stdin }
+stages:
+  - { name: split, run: ["${process.execPath}", "${join(FIXTURES, 'split.mjs')}"] }
+sinks:
+  - { name: log, type: log, path: replayed.log }
+`,
+    );
+    const r = cqp(['replay', '--log', source, '--pipeline', file]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(partsOf(logLines(join(dir, 'replayed.log')))).toEqual(expectedParts(300));
+  }, 60_000);
+
   it('refuses a program that drops "@cqp": it names the stage, the line and the fix, exit 1', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');

@@ -35,9 +35,9 @@ export function runPipeline(file: string): RunningPipeline {
   return { child, stderr: () => err, exit };
 }
 
-/** Runs `cqp ARGS` to its end. */
-export function cqpSync(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN.cqp, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
+/** Runs `cqp ARGS` to its end, with `input` on its stdin. */
+export function cqpSync(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN.cqp, ...args], { encoding: 'utf8', input, maxBuffer: 1 << 28 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
