@@ -45,6 +45,8 @@ export interface StagePlan {
   filter: string | undefined;
   options: Record<string, unknown>;
   command: Command;
+  /** A `run:` program's `onError` and `deadLetter`: the supervisor applies them to what it writes. */
+  runtime?: RuntimeSettings;
 }
 
 export interface SinkPlan {
@@ -400,7 +402,13 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
         problems.push({ path: [...at, 'run'], message: 'run: needs a command' });
         return;
       }
-      stages.push({ name: s.name, filter: undefined, options: {}, command: { file: argv[0] as string, args: argv.slice(1) } });
+      const settings: RuntimeSettings = {};
+      if (s.onError) settings.onError = s.onError;
+      if (s.deadLetter) settings.deadLetter = resolvePath(dir, s.deadLetter);
+      if (s.onError === 'dead-letter' && !s.deadLetter) problems.push({ path: [...at, 'onError'], message: 'onError: dead-letter needs deadLetter: FILE (where rejected lines are appended)' });
+      // The runtime's line bound is a cqp component's; the supervisor does not cut a program's lines.
+      if (s.maxLineBytes !== undefined) problems.push({ path: [...at, 'maxLineBytes'], message: 'maxLineBytes applies to built-in filters, not to run: programs; remove it' });
+      stages.push({ name: s.name, filter: undefined, options: {}, command: { file: argv[0] as string, args: argv.slice(1) }, runtime: settings });
       return;
     }
     const filterName = s.filter as string;

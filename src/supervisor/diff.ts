@@ -21,7 +21,8 @@ export interface ReloadDiff {
 
 /** The identity of a component's definition: equal specs run the same command the same way. */
 export function specOf(component: SourcePlan | StagePlan | SinkPlan): string {
-  const extra = 'where' in component ? [component.where ?? null, component.logInput ?? null] : [];
+  // A `run:` stage's onError is applied by the supervisor, not by its command: it is part of the spec too.
+  const extra = 'where' in component ? [component.where ?? null, component.logInput ?? null] : 'runtime' in component ? [component.runtime ?? null] : [];
   return JSON.stringify([component.command, ...extra]);
 }
 

@@ -145,6 +145,6 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     metrics?.server.close();
   }
   clearTable();
-  process.stderr.write(`${summary(supervisor.components(), Date.now() - supervisor.startedAt)}\n`);
+  process.stderr.write(`${summary(supervisor.components(), Date.now() - supervisor.startedAt, supervisor.failureMessages())}\n`);
   return code;
 }

@@ -59,6 +59,8 @@ export class StageProcess {
   reported: StageReport = { in: 0, out: 0, at: {} };
   onReport: ((report: StageReport) => void) | undefined;
   private readonly replies = new Map<string, () => void>();
+  /** The last message it wrote to stderr (what it said before it failed). */
+  lastStderr: string | undefined;
   /** Called with each progress report of a sink reading a log (`{"in":N,"at":{…}}` lines after `ready`). */
   onProgress: ((progress: SinkProgress) => void) | undefined;
 
@@ -142,11 +144,24 @@ export class StageProcess {
     this.child.stderr?.on('data', (text: string) => {
       const lines = (partial + text).split('\n');
       partial = lines.pop() ?? '';
-      for (const line of lines) if (line.trim() !== '') options.stderrLine(line.replace(/\r$/, ''));
+      for (const line of lines) if (line.trim() !== '') this.noteStderr(line.replace(/\r$/, ''));
     });
     this.child.stderr?.on('end', () => {
-      if (partial.trim() !== '') options.stderrLine(partial);
+      if (partial.trim() !== '') this.noteStderr(partial);
     });
+  }
+
+  private noteStderr(line: string): void {
+    // An indented line continues the message before it (the bad line under `stdin:N: …`).
+    if (!/^\s/.test(line) || this.lastStderr === undefined) this.lastStderr = line;
+    this.options.stderrLine(line);
+  }
+
+  /** How it ended, with the last thing it said: `exited with code 1: cqp: cannot open …`. */
+  describeExit(status: ExitStatus): string {
+    if (status.error) return `could not start ${[this.command.file, ...this.command.args].join(' ')}: ${messageOf(status.error)}`;
+    const how = `exited with ${status.signal ? `signal ${status.signal}` : `code ${status.code}`}`;
+    return this.lastStderr === undefined ? how : `${how}: ${this.lastStderr.trim()}`;
   }
 
   private noteProgress(line: string): void {

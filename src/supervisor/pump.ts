@@ -1,7 +1,9 @@
 import type { Readable, Writable } from 'node:stream';
 import { advance, splitStamp, type PositionMap } from '../core/position.js';
+import type { CqpError } from '../core/errors.js';
 import type { Link } from './link.js';
 import type { StageProcess } from './process.js';
+import type { Rewritten } from './run-output.js';
 
 /** Where a pump writes: a stream, and a counter of the lines it received. */
 export interface PumpTarget {
@@ -25,6 +27,12 @@ export interface PumpOptions {
   cleanEnd?: () => Promise<boolean>;
   /** Told about an unfinished last line that was dropped. */
   warn?: (message: string) => void;
+  /**
+   * Checks and rewrites each run of whole lines before it goes on (a `run:` program's output). With an
+   * error, the bytes before it go on, nothing after, and `failed` is told.
+   */
+  rewrite?: (lines: Buffer) => Rewritten;
+  failed?: (error: CqpError) => void;
 }
 
 const NL = 10;
@@ -55,6 +63,8 @@ export class Pump implements Link {
   private held = false;
   private ended = false;
   private finished = false;
+  /** A rewrite failed: what the input holds from there on is dropped. */
+  private broken = false;
   private readonly blocked = new Set<Writable>();
   private targets: PumpTarget[];
   private resolveDone: () => void = () => {};
@@ -76,6 +86,7 @@ export class Pump implements Link {
     this.endTargets = options.endTargets;
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     input.on('data', (chunk: Buffer) => {
+      if (this.broken) return;
       this.pending.push(chunk);
       if (this.held) input.pause();
       else this.forward();
@@ -124,6 +135,18 @@ export class Pump implements Link {
 
   /** Writes whole lines, given as consecutive pieces (the end of one read and the start of the next). */
   private write(parts: Buffer[]): void {
+    if (this.broken) return;
+    if (this.options.rewrite) {
+      const { bytes, error } = this.options.rewrite(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
+      if (error) {
+        this.broken = true;
+        this.pending = [];
+        this.input.resume();
+        this.options.failed?.(error);
+      }
+      if (bytes.length === 0) return;
+      parts = [bytes];
+    }
     let lines = 0;
     for (const part of parts) lines += countLines(part);
     this.options.count?.(lines);
@@ -151,7 +174,8 @@ export class Pump implements Link {
         stream.on('close', unblock);
       }
     }
-    if (this.blocked.size > 0) this.input.pause();
+    // A broken pump reads on to the end, dropping what comes, so that its targets still end.
+    if (this.blocked.size > 0 && !this.broken) this.input.pause();
   }
 
   private track(parts: Buffer[]): void {

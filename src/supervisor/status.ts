@@ -52,15 +52,16 @@ export function statusLine(components: ComponentStats[], rates: Rates, reloads: 
   return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed`;
 }
 
-/** The end-of-run summary: events in and out per component, time and rate. */
-export function summary(components: ComponentStats[], ms: number): string {
+/** The end-of-run summary: events in and out per component, time and rate, and what failed for good. */
+export function summary(components: ComponentStats[], ms: number, failures: readonly string[] = []): string {
   const secs = Math.max(ms / 1000, 0.001);
   const source = components.find((c) => c.kind === 'source');
   const read = source?.out ?? 0;
   const lines = components.map((c) =>
     c.kind === 'source' ? `  ${c.name}: ${c.out} out` : c.kind === 'sink' ? `  ${c.name}: ${c.in} in` : `  ${c.name}: ${c.in} in, ${c.out} out`,
   );
-  return [`cqp: ${read} events in ${secs.toFixed(1)} s (${Math.round(read / secs)}/s)`, ...lines].join('\n');
+  const failed = failures.map((f) => `  failed: ${f}`);
+  return [`cqp: ${read} events in ${secs.toFixed(1)} s (${Math.round(read / secs)}/s)`, ...lines, ...failed].join('\n');
 }
 
 /** Parses `HOST:PORT` (`127.0.0.1:9464`, `[::1]:0`, `:9464`). */

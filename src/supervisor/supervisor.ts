@@ -7,15 +7,17 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { messageOf } from '../core/errors.js';
+import { messageOf, type CqpError } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
 import { readLogTail } from '../log/reader.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
+import { Failures } from './failures.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
-import { Pump, type PumpTarget } from './pump.js';
+import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
+import { RunOutput } from './run-output.js';
 
 /** Live counters of one component, kept across its generations. */
 export interface ComponentStats {
@@ -103,6 +105,8 @@ export class Supervisor {
   private refusedText: string | undefined;
   private crashes: number[] = [];
   private failed = false;
+  /** Components that failed for good: the run then ends with exit 1 and says why. */
+  private readonly failures = new Failures();
   private resolveResult: (code: number) => void = () => {};
   private readonly graceMs: number;
   private readonly maxCrashes: number;
@@ -203,16 +207,43 @@ export class Supervisor {
     };
   }
 
-  /** The link from a process's output to `targets`: direct when it was spawned writing into them. */
-  private linkFrom(proc: StageProcess, stats: ComponentStats | undefined, targets: PumpTarget[], trackPositions = false): Link {
+  /**
+   * The link from a process's output to `targets`: direct when it was spawned writing into them. A `run:`
+   * stage's output is checked and given positions on the way (`stage`: its plan).
+   */
+  private linkFrom(proc: StageProcess, stats: ComponentStats | undefined, targets: PumpTarget[], trackPositions = false, stage?: StagePlan): Link {
     const options = {
       trackPositions,
       ...(stats && !proc.controlled ? { count: (n: number) => (stats.out += n) } : {}),
       cleanEnd: () => proc.clean(),
       warn: (message: string) => this.log(`cqp: ${proc.name}: ${message}`),
+      ...(stage && stats && stage.filter === undefined ? this.runOutput(stage, proc, stats) : {}),
     };
     const stdout = proc.stdout;
     return stdout ? new Pump(stdout, targets, { ...options, endTargets: true }) : new DirectLink(proc, targets, options);
+  }
+
+  /** Checks and restamps what a `run:` program writes (run-output.ts); a line that cannot go on stops the pipeline. */
+  private runOutput(stage: StagePlan, proc: StageProcess, stats: ComponentStats): Pick<PumpOptions, 'rewrite' | 'failed'> {
+    const output = new RunOutput({
+      stage: stage.name,
+      argv: [stage.command.file, ...stage.command.args],
+      // Without restarts (a replay) nothing is fed twice, so an output without a stamp cannot be doubled.
+      positioned: this.plan.source.resumable && this.maxCrashes > 0,
+      onError: stage.runtime?.onError,
+      deadLetter: stage.runtime?.deadLetter,
+      warn: (line) => this.log(`[${stage.name}] ${line}`),
+      badLine: () => stats.errors++,
+    });
+    return { rewrite: (lines) => output.rewrite(lines), failed: (error) => this.stopFor(proc, error) };
+  }
+
+  /** A stage whose output cannot go on: it is killed, what it wrote before drains, and the run ends with exit 1. */
+  private stopFor(proc: StageProcess, error: CqpError): void {
+    this.failures.stopped(proc.name, messageOf(error));
+    this.log(`cqp: ${messageOf(error)}`);
+    proc.stop('SIGKILL');
+    void this.stop();
   }
 
   /** Spawns a source or stage process, writing into `downstream` if it can (the link is made by linkFrom). */
@@ -287,7 +318,7 @@ export class Supervisor {
     for (let i = plans.length - 1; i >= 0; i--) {
       const plan = plans[i] as SourcePlan | StagePlan;
       const { proc, stats } = i === 0 ? this.spawnProc(plan, 'source', downstream, resume) : this.spawnProc(plan, 'stage', downstream);
-      nodes.unshift({ plan, proc, link: this.linkFrom(proc, stats, downstream, i === 0), stats });
+      nodes.unshift({ plan, proc, link: this.linkFrom(proc, stats, downstream, i === 0, i === 0 ? undefined : (plan as StagePlan)), stats });
       downstream = [this.target(proc, stats)];
     }
     [this.source] = nodes as [Node];
@@ -312,8 +343,12 @@ export class Supervisor {
 
 
   private watch(proc: StageProcess, unit?: SinkUnit): void {
+    // Ready, or ended cleanly: whatever an earlier process of the component did has been made up for.
+    void proc.ready?.then((ok) => ok && this.failures.recovered(proc.name));
     void proc.exit.then((status) => {
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
+      if (status.code === 0) this.failures.recovered(proc.name);
+      else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) this.failures.crashed(proc.name, proc.describeExit(status));
       if (proc.expected) {
         const stopped = proc.expected === 'stop' && status.signal === 'SIGTERM';
         if (proc.expected !== 'kill' && status.code !== 0 && !stopped) {
@@ -524,7 +559,12 @@ export class Supervisor {
   private finish(code: number): void {
     if (this.state === 'done') return;
     this.state = 'done';
-    this.resolveResult(code);
+    this.resolveResult(code === 0 && this.failures.any ? 1 : code);
+  }
+
+  /** Why the run failed, one line per component that failed for good (empty when it did not). */
+  failureMessages(): string[] {
+    return this.failures.messages();
   }
 
 
@@ -713,7 +753,7 @@ export class Supervisor {
     const nodes: Node[] = [];
     for (let i = fresh.length - 1; i >= 0; i--) {
       const f = fresh[i] as (typeof fresh)[number];
-      nodes.unshift({ plan: f.plan, proc: f.proc, stats: f.stats, link: this.linkFrom(f.proc, f.stats, downstream) });
+      nodes.unshift({ plan: f.plan, proc: f.proc, stats: f.stats, link: this.linkFrom(f.proc, f.stats, downstream, false, f.plan) });
       downstream = [this.target(f.proc, f.stats)];
     }
     this.stages.splice(range.prefix, range.oldEnd - range.prefix, ...nodes);
