@@ -135,10 +135,13 @@ export interface StageControl {
 /**
  * The control channel, when this process runs under `cqp run` (a Node IPC channel is open); undefined
  * otherwise. `writes` is false for sinks (they only count and hear about a lost upstream). A source
- * stops (`stop`) when the supervisor is gone, so a pipeline whose supervisor was killed drains and ends.
+ * stops (`stop`) when the supervisor is gone, so a pipeline whose supervisor was killed drains and ends;
+ * a supervisor killed while the stage was still loading counts as gone too.
  */
 export function stageControl(writes: boolean, isSource: boolean, stop: () => void): StageControl | undefined {
-  if (typeof process.send !== 'function' || !process.connected) return undefined;
+  // `process.send` exists only when the process was started with a channel; `connected` says whether it
+  // is still open. Node may have seen it close before this code was loaded (no event left to wait for).
+  if (typeof process.send !== 'function') return undefined;
   const counts: StageCounts = { in: 0, out: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
@@ -177,13 +180,17 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       void send({ cqp: 'ack' });
     }
   };
+  let gone = false;
   const onDisconnect = (): void => {
+    if (gone) return;
+    gone = true;
     if (isSource) stop();
     // Cut off with no supervisor left to hand over an output: nothing more can go anywhere.
     else if (output?.cutOff) process.exit(1);
   };
   process.on('message', onMessage);
   process.on('disconnect', onDisconnect);
+  if (!process.connected) onDisconnect();
   const ticker = setInterval(() => void report(), REPORT_MS);
   ticker.unref();
   return {
