@@ -11,13 +11,17 @@
  *
  * The stage reports `{"cqp":"progress","in","out","at"}` as it goes and at its end: the supervisor's
  * counts, and for a source the last position written (where it resumes when no sink holds positions).
+ * Unchanged counts are sent again about once a second, so a stage that falls silent is one that is
+ * stopped or hung (shown as stalled), not one that is merely idle.
  */
 import { Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
 
-/** How often a stage reports its counts (ms); only when they moved. */
+/** How often a stage reports its counts (ms) when they moved. */
 const REPORT_MS = 250;
+/** Unchanged counts are reported again every this many ticks: the supervisor's sign that the stage lives. */
+const HEARTBEAT_TICKS = 4;
 
 type Write = () => void;
 
@@ -158,10 +162,11 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       }
     });
   let last = '';
-  const report = (): Promise<void> => {
+  let ticks = 0;
+  const report = (heartbeat = false): Promise<void> => {
     const message = { cqp: 'progress', in: counts.in, out: counts.out, at: counts.at ?? {} };
     const text = JSON.stringify(message);
-    if (text === last) return Promise.resolve();
+    if (text === last && !(heartbeat && ++ticks % HEARTBEAT_TICKS === 0)) return Promise.resolve();
     last = text;
     return send(message);
   };
@@ -191,7 +196,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   process.on('message', onMessage);
   process.on('disconnect', onDisconnect);
   if (!process.connected) onDisconnect();
-  const ticker = setInterval(() => void report(), REPORT_MS);
+  const ticker = setInterval(() => void report(true), REPORT_MS);
   ticker.unref();
   return {
     output,
