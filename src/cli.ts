@@ -32,11 +32,14 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     .argument('<pipeline>', 'the pipeline YAML file')
     .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464')
     .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal', '10')
-    .action(async (file: string, opts: { metrics?: string; statusInterval: string }) => {
+    .option('--drain-timeout <seconds>', 'after SIGINT/SIGTERM, how long the stages may take to drain before what is left is killed (exit 1)', '30')
+    .action(async (file: string, opts: { metrics?: string; statusInterval: string; drainTimeout: string }) => {
       const { runPipelineCommand } = await import('./supervisor/index.js');
       const seconds = Number(opts.statusInterval);
       if (!(seconds > 0)) throw new CqpError('USAGE', `--status-interval: expected a number of seconds, got ${opts.statusInterval}`);
-      setExit(await runPipelineCommand(file, { ...(opts.metrics ? { metrics: opts.metrics } : {}), statusIntervalMs: seconds * 1000 }));
+      const drain = Number(opts.drainTimeout);
+      if (!(drain > 0)) throw new CqpError('USAGE', `--drain-timeout: expected a number of seconds, got ${opts.drainTimeout}`);
+      setExit(await runPipelineCommand(file, { ...(opts.metrics ? { metrics: opts.metrics } : {}), statusIntervalMs: seconds * 1000, drainTimeoutMs: drain * 1000 }));
     });
   program
     .command('replay')

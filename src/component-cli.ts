@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, fstatSync, writeSync } from 'node:fs';
+import { createReadStream, fstatSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -109,6 +109,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     else await runSink(def, options, runtime, io);
   } finally {
     await control?.close();
+    await supervisor.close();
   }
 }
 
@@ -126,6 +127,19 @@ function stdinStream(): Readable {
   return process.stdin;
 }
 
+/** How long a stage waits at its end for its last reports to reach the supervisor (ms). */
+const REPORT_FLUSH_MS = 2000;
+
+interface SupervisorChannel {
+  ready: () => void;
+  progress: (p: SinkProgress) => void;
+  until: StageIo['until'];
+  /** Sends what is still queued (bounded wait) and lets the pipe go. */
+  close: () => Promise<void>;
+}
+
+const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, until: undefined, close: () => Promise.resolve() };
+
 /**
  * The pipe a supervisor passes as CQP_READY_FD. A stage writes `ready` once its options are checked and
  * its files open: `cqp run` swaps a stage in on a reload only then (or refuses the reload when the stage
@@ -134,58 +148,79 @@ function stdinStream(): Readable {
  * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
  * as a stage fed by the supervisor would at the end of its input. At shutdown the supervisor writes back
  * `{"until":{…}}`, where the log ends: the sink stops once it has read that far.
+ *
+ * The pipe is held as one socket, never as a descriptor number: once it has ended or failed, the socket
+ * closes the descriptor and refuses writes, so a report can never land in a file that was later opened
+ * under the same number (a views database, a log).
  */
-function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => void; progress: (p: SinkProgress) => void; until: StageIo['until'] } {
+function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChannel {
   const fd = Number(process.env.CQP_READY_FD);
-  if (!Number.isInteger(fd) || fd < 3) return { ready: () => {}, progress: () => {}, until: undefined };
-  const send = (text: string): void => {
-    try {
-      writeSync(fd, text);
-    } catch {
-      // Not a pipe from a supervisor after all, or a full one: the next report says the same, newer.
-    }
-  };
-  if (!readsLog) {
-    return {
-      ready: () => {
-        send('ready\n');
-        try {
-          closeSync(fd);
-        } catch {
-          // Already closed.
-        }
-      },
-      progress: () => {},
-      until: undefined,
-    };
+  if (!Number.isInteger(fd) || fd < 3) return NO_SUPERVISOR;
+  let pipe: Socket;
+  try {
+    pipe = new Socket({ fd, readable: readsLog, writable: true });
+  } catch {
+    // Not a pipe or socket (a file, a closed descriptor): no supervisor listens there.
+    return NO_SUPERVISOR;
   }
+  // A failed write (the supervisor is gone, or fd 3 was opened read-only) closes the pipe; later
+  // reports are dropped, not written elsewhere.
+  pipe.on('error', () => {});
+  // The pipe must not keep the process alive; a write in flight still does.
+  pipe.unref();
+  const send = (text: string): void => {
+    if (pipe.writable) pipe.write(text);
+  };
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= new Promise<void>((resolve) => {
+      if (pipe.destroyed) {
+        resolve();
+        return;
+      }
+      const done = (): void => {
+        clearTimeout(timer);
+        pipe.destroy();
+        resolve();
+      };
+      const timer = setTimeout(done, REPORT_FLUSH_MS);
+      pipe.once('close', done);
+      if (pipe.writable) pipe.end(done);
+      else done();
+    }));
+  if (!readsLog) {
+    // Nothing more to say after `ready`: the pipe closes behind it.
+    const ready = (): void => {
+      send('ready\n');
+      void close();
+    };
+    return { ready, progress: () => {}, until: undefined, close };
+  }
+  // `ready` goes out before the pipe is closed (writes keep their order).
+  const ready = (): void => send('ready\n');
   // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
   let stopAt: ((target: PositionMap) => void) | undefined;
-  try {
-    const watch = new Socket({ fd, readable: true, writable: false });
-    let partial = '';
-    watch.setEncoding('utf8');
-    watch.on('data', (text: string) => {
-      const lines = (partial + text).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        try {
-          const until = (JSON.parse(line) as { until?: PositionMap }).until;
-          if (until && typeof until === 'object') stopAt?.(until);
-        } catch {
-          // Not a message for us.
-        }
+  let partial = '';
+  pipe.setEncoding('utf8');
+  pipe.on('data', (text: string) => {
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      try {
+        const until = (JSON.parse(line) as { until?: PositionMap }).until;
+        if (until && typeof until === 'object') stopAt?.(until);
+      } catch {
+        // Not a message for us.
       }
-    });
-    watch.on('end', stop).on('error', () => {});
-    watch.unref();
-  } catch {
-    // Not a socket: no way to see the supervisor go.
-  }
+    }
+  });
+  // Ended or broken, the supervisor is gone.
+  pipe.on('end', stop).on('close', stop);
   return {
-    ready: () => send('ready\n'),
+    ready,
     progress: (p) => send(`${JSON.stringify(p)}\n`),
     until: { listen: (listener) => (stopAt = listener), stop },
+    close,
   };
 }
 

@@ -11,13 +11,17 @@
  *
  * The stage reports `{"cqp":"progress","in","out","at"}` as it goes and at its end: the supervisor's
  * counts, and for a source the last position written (where it resumes when no sink holds positions).
+ * Unchanged counts are sent again about once a second, so a stage that falls silent is one that is
+ * stopped or hung (shown as stalled), not one that is merely idle.
  */
 import { Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
 
-/** How often a stage reports its counts (ms); only when they moved. */
+/** How often a stage reports its counts (ms) when they moved. */
 const REPORT_MS = 250;
+/** Unchanged counts are reported again every this many ticks: the supervisor's sign that the stage lives. */
+const HEARTBEAT_TICKS = 4;
 
 type Write = () => void;
 
@@ -135,10 +139,13 @@ export interface StageControl {
 /**
  * The control channel, when this process runs under `cqp run` (a Node IPC channel is open); undefined
  * otherwise. `writes` is false for sinks (they only count and hear about a lost upstream). A source
- * stops (`stop`) when the supervisor is gone, so a pipeline whose supervisor was killed drains and ends.
+ * stops (`stop`) when the supervisor is gone, so a pipeline whose supervisor was killed drains and ends;
+ * a supervisor killed while the stage was still loading counts as gone too.
  */
 export function stageControl(writes: boolean, isSource: boolean, stop: () => void): StageControl | undefined {
-  if (typeof process.send !== 'function' || !process.connected) return undefined;
+  // `process.send` exists only when the process was started with a channel; `connected` says whether it
+  // is still open. Node may have seen it close before this code was loaded (no event left to wait for).
+  if (typeof process.send !== 'function') return undefined;
   const counts: StageCounts = { in: 0, out: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
@@ -155,10 +162,11 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       }
     });
   let last = '';
-  const report = (): Promise<void> => {
+  let ticks = 0;
+  const report = (heartbeat = false): Promise<void> => {
     const message = { cqp: 'progress', in: counts.in, out: counts.out, at: counts.at ?? {} };
     const text = JSON.stringify(message);
-    if (text === last) return Promise.resolve();
+    if (text === last && !(heartbeat && ++ticks % HEARTBEAT_TICKS === 0)) return Promise.resolve();
     last = text;
     return send(message);
   };
@@ -177,14 +185,18 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       void send({ cqp: 'ack' });
     }
   };
+  let gone = false;
   const onDisconnect = (): void => {
+    if (gone) return;
+    gone = true;
     if (isSource) stop();
     // Cut off with no supervisor left to hand over an output: nothing more can go anywhere.
     else if (output?.cutOff) process.exit(1);
   };
   process.on('message', onMessage);
   process.on('disconnect', onDisconnect);
-  const ticker = setInterval(() => void report(), REPORT_MS);
+  if (!process.connected) onDisconnect();
+  const ticker = setInterval(() => void report(true), REPORT_MS);
   ticker.unref();
   return {
     output,

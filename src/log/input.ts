@@ -104,7 +104,9 @@ export function logEventReaderInWorker(file: string, options: LogReadOptions): L
     worker.on('error', (error) => push({ kind: 'error', code: undefined, message: messageOf(error) }));
     worker.on('exit', () => push({ kind: 'error', code: undefined, message: 'the log reader thread stopped' }));
     const stop = (): void => worker.postMessage('stop');
-    signal.addEventListener('abort', stop, { once: true });
+    // A stop asked for before this point (during start-up) has already fired its event: it counts too.
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
     try {
       for (;;) {
         while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));

@@ -60,7 +60,7 @@ function watchPipeline(file: string, onChange: () => void): () => void {
 }
 
 /** `cqp run FILE`: runs the pipeline until its source ends or a signal stops it; resolves with the exit code. */
-export async function runPipelineCommand(file: string, opts: { metrics?: string; statusIntervalMs?: number } = {}): Promise<number> {
+export async function runPipelineCommand(file: string, opts: { metrics?: string; statusIntervalMs?: number; drainTimeoutMs?: number } = {}): Promise<number> {
   let plan: PipelinePlan;
   try {
     plan = loadPipeline(file);
@@ -77,7 +77,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     clearTable();
     process.stderr.write(`${line}\n`);
   };
-  const supervisor = new Supervisor(plan, { log });
+  const supervisor = new Supervisor(plan, { log, drainTimeoutMs: opts.drainTimeoutMs });
 
   let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
   if (opts.metrics) {

@@ -4,6 +4,19 @@ import { stderrColor } from '../core/color.js';
 import { CqpError } from '../core/errors.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
 
+/** A component silent this long is stalled (ms): a cqp component reports at least once a second while it runs. */
+const STALL_MS = 5000;
+
+/**
+ * Seconds since a stalled component last reported (stopped by SIGSTOP, or hung), or undefined while it
+ * reports. Only components that report are judged (`heardAt`; not `run:` programs).
+ */
+export function stalledFor(c: ComponentStats, now = Date.now()): number | undefined {
+  if (c.heardAt === undefined) return undefined;
+  const silent = now - c.heardAt;
+  return silent >= STALL_MS ? Math.floor(silent / 1000) : undefined;
+}
+
 /** Events per second of each component since the previous sample. */
 export class Rates {
   private last = new Map<string, { in: number; out: number; at: number }>();
@@ -31,13 +44,15 @@ function pad(text: string, width: number, right = false): string {
 
 /** The live table shown on a terminal: one row per component. */
 export function renderTable(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }): string {
-  const head = ['stage', 'pid', 'gen', 'in/s', 'out/s', 'in', 'out', 'errors', 'restarts'];
+  const head = ['stage', 'pid', 'gen', 'in/s', 'out/s', 'in', 'out', 'errors', 'restarts', 'state'];
   const rows = components.map((c) => {
     const r = rates.of(c.name);
-    return [c.name, String(c.pid ?? '-'), String(c.generation), r.in.toFixed(0), c.kind === 'sink' ? '' : r.out.toFixed(0), String(c.in), c.kind === 'sink' ? '' : String(c.out), String(c.errors), String(c.restarts)];
+    const stalled = stalledFor(c);
+    const state = stalled === undefined ? '' : stderrColor.yellow(`stalled ${stalled}s`);
+    return [c.name, String(c.pid ?? '-'), String(c.generation), r.in.toFixed(0), c.kind === 'sink' ? '' : r.out.toFixed(0), String(c.in), c.kind === 'sink' ? '' : String(c.out), String(c.errors), String(c.restarts), state];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
-  const line = (cells: string[]): string => cells.map((cell, i) => pad(cell, widths[i] as number, i > 0)).join('  ');
+  const line = (cells: string[]): string => cells.map((cell, i) => pad(cell, widths[i] as number, i > 0 && i < cells.length - 1)).join('  ').trimEnd();
   return [stderrColor.bold(line(head)), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`].join('\n');
 }
 
@@ -47,7 +62,9 @@ export function statusLine(components: ComponentStats[], rates: Rates, reloads: 
     const r = rates.of(c.name);
     const restarts = c.restarts > 0 ? ` restarts=${c.restarts}` : '';
     const errors = c.errors > 0 ? ` errors=${c.errors}` : '';
-    return c.kind === 'sink' ? `${c.name} in=${c.in} (${r.in.toFixed(0)}/s)${errors}${restarts}` : `${c.name} out=${c.out} (${r.out.toFixed(0)}/s)${errors}${restarts}`;
+    const stalled = stalledFor(c);
+    const state = stalled === undefined ? '' : ` stalled (no report for ${stalled} s)`;
+    return c.kind === 'sink' ? `${c.name} in=${c.in} (${r.in.toFixed(0)}/s)${errors}${restarts}${state}` : `${c.name} out=${c.out} (${r.out.toFixed(0)}/s)${errors}${restarts}${state}`;
   });
   return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed`;
 }

@@ -18,6 +18,7 @@ import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
 import { RunOutput } from './run-output.js';
+import { stalledFor } from './status.js';
 
 /** Live counters of one component, kept across its generations. */
 export interface ComponentStats {
@@ -30,11 +31,17 @@ export interface ComponentStats {
   out: number;
   errors: number;
   restarts: number;
+  /**
+   * When its running process last reported (ms since the epoch): cqp components report at least once a
+   * second, so a long silence means it is stopped or hung (see `stalledFor`). Undefined for a `run:`
+   * program (it does not report) and while no process of it runs.
+   */
+  heardAt: number | undefined;
 }
 
-/** The `/status` document. */
+/** The `/status` document; `stalled`: seconds since a silent stage's last report, or null. */
 export interface PipelineStatus {
-  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number }>;
+  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; stalled: number | null }>;
   reloads: { ok: number; failed: number };
 }
 
@@ -46,6 +53,8 @@ export interface SupervisorOptions {
   /** More crashes than this within `crashWindowMs` stop the pipeline. */
   maxCrashes?: number;
   crashWindowMs?: number;
+  /** How long the drain after a stop may take before what is left is killed (ms); no limit when unset. */
+  drainTimeoutMs?: number | undefined;
 }
 
 interface Node {
@@ -111,6 +120,7 @@ export class Supervisor {
   private readonly graceMs: number;
   private readonly maxCrashes: number;
   private readonly crashWindowMs: number;
+  private drainLimit: NodeJS.Timeout | undefined;
 
   constructor(
     plan: PipelinePlan,
@@ -153,7 +163,7 @@ export class Supervisor {
   private statsFor(name: string, kind: ComponentStats['kind']): ComponentStats {
     let s = this.stats.get(name);
     if (!s) {
-      s = { name, kind, pid: undefined, generation: 0, in: 0, out: 0, errors: 0, restarts: 0 };
+      s = { name, kind, pid: undefined, generation: 0, in: 0, out: 0, errors: 0, restarts: 0, heardAt: undefined };
       this.stats.set(name, s);
     }
     return s;
@@ -201,6 +211,7 @@ export class Supervisor {
   private countReports(proc: StageProcess, stats: ComponentStats): void {
     let last = { in: 0, out: 0 };
     proc.onReport = (report) => {
+      if (stats.pid === proc.pid) stats.heardAt = Date.now();
       stats.in += report.in - last.in;
       stats.out += report.out - last.out;
       last = report;
@@ -256,6 +267,7 @@ export class Supervisor {
     if (proc.controlled) this.countReports(proc, stats);
     stats.generation++;
     stats.pid = proc.pid;
+    stats.heardAt = proc.controlled ? Date.now() : undefined;
     if (watched) this.watch(proc);
     return { proc, stats };
   }
@@ -269,6 +281,7 @@ export class Supervisor {
     const sink = this.spawn(plan.command, plan.name, stats, { extraArgs: plan.logInput?.args ?? [], inherit: 'stdout', control: !plan.logInput });
     stats.generation++;
     stats.pid = sink.pid;
+    stats.heardAt = sink.controlled || plan.logInput ? Date.now() : undefined;
     if (sink.controlled) this.countReports(sink, stats);
     const unit: SinkUnit = { plan, sink, where: undefined, whereLink: undefined, progress: {}, ended: false, stats };
     if (plan.whereCommand) {
@@ -279,6 +292,7 @@ export class Supervisor {
     if (plan.logInput) {
       const base = stats.in;
       sink.onProgress = (p) => {
+        if (stats.pid === sink.pid) stats.heardAt = Date.now();
         stats.in = base + p.in;
         unit.progress = p.at;
       };
@@ -346,6 +360,9 @@ export class Supervisor {
     // Ready, or ended cleanly: whatever an earlier process of the component did has been made up for.
     void proc.ready?.then((ok) => ok && this.failures.recovered(proc.name));
     void proc.exit.then((status) => {
+      // No process of it runs (until a restart): it is not silent, it is gone.
+      const stats = this.stats.get(proc.name);
+      if (stats?.pid === proc.pid && stats) stats.heardAt = undefined;
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
       if (status.code === 0) this.failures.recovered(proc.name);
       else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) this.failures.crashed(proc.name, proc.describeExit(status));
@@ -489,6 +506,8 @@ export class Supervisor {
   stop(): Promise<void> {
     if (this.state === 'stopping' || this.state === 'done') return Promise.resolve();
     this.state = 'stopping';
+    const limit = this.options.drainTimeoutMs;
+    if (limit !== undefined) this.drainLimit = setTimeout(() => this.drainTimedOut(limit), limit);
     return this.serial(async () => {
       this.source?.proc.stop('SIGTERM');
       await this.exited(this.mainProcs());
@@ -544,6 +563,31 @@ export class Supervisor {
     );
   }
 
+  /**
+   * The drain took longer than its limit: names what holds it (a stage that stopped reporting, or else
+   * the first one still running in pipeline order, which the rest wait for), kills what is left, exit 1.
+   */
+  private drainTimedOut(limit: number): void {
+    if (this.state === 'done') return;
+    const left = this.allProcs().filter((p) => p.running);
+    const label = (p: StageProcess): string => `${p.name} (pid ${p.pid ?? '?'})`;
+    const silent = (p: StageProcess): number | undefined => {
+      const stats = this.stats.get(p.name);
+      return stats?.pid === p.pid && stats ? stalledFor(stats) : undefined;
+    };
+    const holder = left.find((p) => silent(p) !== undefined) ?? left[0];
+    if (holder) {
+      const quiet = silent(holder);
+      const why = quiet === undefined ? 'still running' : `stalled, no report for ${quiet} s`;
+      const rest = left.filter((p) => p !== holder).map(label);
+      this.log(`cqp: the drain did not end within ${limit / 1000} s: ${label(holder)} holds it (${why}); killing ${rest.length > 0 ? `it and ${rest.join(', ')}` : 'it'} (a larger --drain-timeout waits longer)`);
+    } else {
+      this.log(`cqp: the drain did not end within ${limit / 1000} s; stopping`);
+    }
+    this.failed = true;
+    this.killAll(1);
+  }
+
   /** Kills whatever still runs, synchronously (the supervisor itself is exiting: no orphans left behind). */
   killRemaining(): void {
     for (const proc of this.allProcs()) if (proc.running) proc.stop('SIGKILL');
@@ -558,6 +602,7 @@ export class Supervisor {
 
   private finish(code: number): void {
     if (this.state === 'done') return;
+    clearTimeout(this.drainLimit);
     this.state = 'done';
     this.resolveResult(code === 0 && this.failures.any ? 1 : code);
   }
@@ -813,7 +858,7 @@ export class Supervisor {
   /** The `/status` document. */
   status(): PipelineStatus {
     return {
-      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors })),
+      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, stalled: stalledFor(s) ?? null })),
       reloads: { ...this.reloads },
     };
   }
