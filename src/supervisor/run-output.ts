@@ -17,6 +17,8 @@
 import { CqpError } from '../core/errors.js';
 import { createPolicy, cut, type ErrorMode, type ErrorPolicy } from '../core/policy.js';
 import { compareN, parsePosition, POSITION_KEY, splitStamp, stampLine, subPosition, type Position, type PositionMap } from '../core/position.js';
+import type { StagePlan } from './config.js';
+import type { PumpOptions } from './pump.js';
 
 export interface RunOutputOptions {
   /** The stage's name and command line, for messages. */
@@ -131,6 +133,21 @@ export class RunOutput {
     for (let without = withoutMember(text); without !== undefined; without = withoutMember(text)) text = without;
     return { text, position };
   }
+}
+
+/** The pump options that check a `run:` stage's output (a new check per process: positions start afresh). */
+export function runOutputChecks(
+  stage: StagePlan,
+  hooks: Pick<RunOutputOptions, 'positioned' | 'warn' | 'badLine'> & { failed: (error: CqpError) => void },
+): Pick<PumpOptions, 'rewrite' | 'failed'> {
+  const output = new RunOutput({
+    stage: stage.name,
+    argv: [stage.command.file, ...stage.command.args],
+    onError: stage.runtime?.onError,
+    deadLetter: stage.runtime?.deadLetter,
+    ...hooks,
+  });
+  return { rewrite: (lines) => output.rewrite(lines), failed: hooks.failed };
 }
 
 function join(lines: string[]): Buffer {

@@ -17,7 +17,7 @@ import { Failures } from './failures.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
-import { RunOutput } from './run-output.js';
+import { runOutputChecks } from './run-output.js';
 import { stalledFor } from './status.js';
 
 /** Live counters of one component, kept across its generations. */
@@ -236,17 +236,13 @@ export class Supervisor {
 
   /** Checks and restamps what a `run:` program writes (run-output.ts); a line that cannot go on stops the pipeline. */
   private runOutput(stage: StagePlan, proc: StageProcess, stats: ComponentStats): Pick<PumpOptions, 'rewrite' | 'failed'> {
-    const output = new RunOutput({
-      stage: stage.name,
-      argv: [stage.command.file, ...stage.command.args],
+    return runOutputChecks(stage, {
       // Without restarts (a replay) nothing is fed twice, so an output without a stamp cannot be doubled.
       positioned: this.plan.source.resumable && this.maxCrashes > 0,
-      onError: stage.runtime?.onError,
-      deadLetter: stage.runtime?.deadLetter,
       warn: (line) => this.log(`[${stage.name}] ${line}`),
       badLine: () => stats.errors++,
+      failed: (error) => this.stopFor(proc, error),
     });
-    return { rewrite: (lines) => output.rewrite(lines), failed: (error) => this.stopFor(proc, error) };
   }
 
   /** A stage whose output cannot go on: it is killed, what it wrote before drains, and the run ends with exit 1. */
