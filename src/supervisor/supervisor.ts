@@ -358,7 +358,7 @@ export class Supervisor {
     void proc.exit.then((status) => {
       // No process of it runs (until a restart): it is not silent, it is gone.
       const stats = this.stats.get(proc.name);
-      if (stats?.pid === proc.pid && stats) stats.heardAt = undefined;
+      if (stats && stats.pid === proc.pid) stats.heardAt = undefined;
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
       if (status.code === 0) this.failures.recovered(proc.name);
       else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) this.failures.crashed(proc.name, proc.describeExit(status));
@@ -569,7 +569,7 @@ export class Supervisor {
     const label = (p: StageProcess): string => `${p.name} (pid ${p.pid ?? '?'})`;
     const silent = (p: StageProcess): number | undefined => {
       const stats = this.stats.get(p.name);
-      return stats?.pid === p.pid && stats ? stalledFor(stats) : undefined;
+      return stats && stats.pid === p.pid ? stalledFor(stats) : undefined;
     };
     const holder = left.find((p) => silent(p) !== undefined) ?? left[0];
     if (holder) {
