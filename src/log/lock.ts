@@ -67,10 +67,13 @@ function sameFile(fd: number, path: string): boolean {
  * and drops it when the process ends however it ends, so a live writer is never taken over, whatever pid
  * namespace the next one runs in. The data file is locked rather than a separate lock file because a
  * lock file can be deleted by hand, and a second writer would then lock the new file at that path while
- * the first still writes. After locking, the path must still name the locked file: a replay may have
- * renamed a new file over it in between, and the lock of a replaced file guards nothing, so it retries.
- * flock is independent of the POSIX (fcntl) locks SQLite takes on a database file on Linux, and closing
- * this descriptor drops none of SQLite's locks since it only ever closes after the database is closed.
+ * the first still writes (deleting the data file deletes the store: its old writer then writes only to
+ * the unlinked file, never into the new one). After locking, the path must still name the locked file: a
+ * replay may have renamed a new file over it in between, and the lock of a replaced file guards nothing,
+ * so it retries. On Linux's local file systems flock is independent of the POSIX (fcntl) locks SQLite
+ * takes on a database file (NFS emulates flock with fcntl, but SQLite's WAL mode needs a local disk
+ * anyway), and closing this descriptor drops none of SQLite's locks since it closes only after the
+ * database is closed.
  * `PATH.lock` holds the holder's pid only for the message another writer shows (see `holderPid`).
  */
 export function acquireLock(path: string, options: { what?: string; create?: boolean } = {}): WriterLock {
@@ -82,7 +85,8 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
     try {
       candidate = openSync(path, options.create === false ? 'r' : 'a');
     } catch (error) {
-      throw new CqpError('IO', `${path}: cannot open it to take the writer lock (${messageOf(error)}); check that the folder is writable`, { cause: error });
+      const hint = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'check the path' : 'check that the folder is writable';
+      throw new CqpError('IO', `${path}: cannot open it to take the writer lock (${messageOf(error)}); ${hint}`, { cause: error });
     }
     try {
       flockSync(candidate, 'exnb');
