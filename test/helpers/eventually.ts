@@ -2,8 +2,9 @@
  * Polls `check` until it returns a value other than false/undefined, or fails after `timeoutMs` with
  * `what` (and the last error `check` threw). Tests wait for events with it, never with bare sleeps.
  */
-export async function eventually<T>(check: () => T | false | undefined | Promise<T | false | undefined>, options: { timeoutMs: number; what: string; everyMs?: number }): Promise<T> {
-  const deadline = Date.now() + options.timeoutMs;
+export async function eventually<T>(check: () => T | false | undefined | Promise<T | false | undefined>, options: { timeoutMs?: number; what: string | (() => string); everyMs?: number }): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
@@ -14,7 +15,8 @@ export async function eventually<T>(check: () => T | false | undefined | Promise
     }
     if (Date.now() > deadline) {
       const why = last instanceof Error ? ` (last error: ${last.message})` : '';
-      throw new Error(`not within ${options.timeoutMs / 1000} s: ${options.what}${why}`);
+      const what = typeof options.what === 'function' ? options.what() : options.what;
+      throw new Error(`not within ${timeoutMs / 1000} s: ${what}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, options.everyMs ?? 50));
   }

@@ -4,19 +4,12 @@ import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { collect, type CliResult } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
+import { eventually } from '../helpers/eventually.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const SINK = join(ROOT, 'bin', 'cqp-sink.js');
 const CQP = join(ROOT, 'bin', 'cqp.js');
 
-/** Polls `check` until it holds; fails with `what` after `timeoutMs`. */
-async function eventually(check: () => boolean, { timeoutMs = 20_000, what }: { timeoutMs?: number; what: string }): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function cqp(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
   return spawnSync(process.execPath, [CQP, ...args], { cwd, encoding: 'utf8' });

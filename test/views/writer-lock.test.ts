@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { BIN, collect, runCli, type CliResult } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-views-lock-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,14 +20,6 @@ const VIEWS = `views:
 `;
 writeFileSync(join(dir, 'views.yaml'), VIEWS);
 
-/** Polls `check` until it holds; fails with `what` after `timeoutMs`. */
-async function eventually(check: () => boolean, { timeoutMs = 30_000, what }: { timeoutMs?: number; what: string | (() => string) }): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** The `sold` view as {key: qty}; empty while the table does not exist yet. */
 function soldView(db: string): Record<string, number> {
