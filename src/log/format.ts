@@ -113,6 +113,15 @@ export function encodeRecord(
   return p + 4;
 }
 
+/**
+ * Extends a checksum chain with the record that ends at `end` in `buf`: the chain is the CRC-32C of
+ * the records' stored CRCs, in order (0 before the first record). The index keeps it for the records
+ * it covers, which binds the index to exactly those records at 4 bytes of checksum per record.
+ */
+export function chainRecord(chain: number, buf: Buffer, end: number): number {
+  return crc32c(buf, end - 4, end, chain);
+}
+
 /** Result of looking at the bytes at one record boundary. */
 export type Peek =
   | { kind: 'record'; size: number }
