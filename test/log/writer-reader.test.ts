@@ -1,4 +1,4 @@
-import { appendFileSync, copyFileSync, existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { CqpError } from '../../src/core/errors.js';
@@ -321,6 +321,33 @@ describe('command log writer and reader', () => {
     expect(reopened.applied()).toEqual({ 'file:a': '1' });
     expect(reopened.lastSeq).toBe(2);
     await reopened.close();
+  });
+
+  test('an index ahead of the log (an older copy restored) or left by a log since replaced is not believed', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'events.log');
+    const body = Buffer.byteLength(event(1000));
+    await writeEvents(path, 200, 20);
+    const index = readFileSync(`${path}.idx`);
+    // Restored from a copy taken at record 120: the index says 200.
+    truncateSync(path, offsetOf(121, body));
+    writeFileSync(`${path}.idx`, index);
+    const restored = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    expect(restored.lastSeq).toBe(120);
+    await restored.appendBatch([{ bytes: event(1), position: { source: 'file:a', n: '5' } }]);
+    await restored.close();
+    expect((await readAll(path)).map((r) => r.seq)).toEqual(Array.from({ length: 121 }, (_, i) => i + 1));
+    // Replaced by a new log (another log id) at the same path; the old index is still there.
+    const old = readFileSync(`${path}.idx`);
+    rmSync(path);
+    const fresh = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    await fresh.appendBatch([{ bytes: event(2), position: { source: 'file:b', n: '1' } }]);
+    await fresh.close();
+    writeFileSync(`${path}.idx`, old);
+    const again = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    expect(again.lastSeq).toBe(1);
+    expect(again.applied()).toEqual({ 'file:b': '1' });
+    await again.close();
   });
 
   test('a missing or wrong index is tolerated: same lastSeq, positions and seeks', async () => {
