@@ -113,6 +113,15 @@ export function encodeRecord(
   return p + 4;
 }
 
+/**
+ * Extends a checksum chain with the record that ends at `end` in `buf`: the chain is the CRC-32C of
+ * the records' stored CRCs, in order (0 before the first record). The index keeps it for the records
+ * it covers, which binds the index to exactly those records at 4 bytes of checksum per record.
+ */
+export function chainRecord(chain: number, buf: Buffer, end: number): number {
+  return crc32c(buf, end - 4, end, chain);
+}
+
 /** Result of looking at the bytes at one record boundary. */
 export type Peek =
   | { kind: 'record'; size: number }
@@ -186,7 +195,34 @@ export class LogCorruptError extends CqpError {
   }
 }
 
-/** Parses a log position: a sequence number (`1200`) or an ISO-8601 append time. */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-](\d{2}):?(\d{2}))?)?$/;
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+const EXAMPLE = 'give e.g. 1200 or 2024-05-30T08:49:46Z';
+
+function daysIn(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/**
+ * The fields of an ISO-8601 time must name a real moment: Date.parse rolls 2022-02-30 over to
+ * March 2 and would make a bound select records the user never meant.
+ */
+function checkTimeFields(m: RegExpExecArray, text: string, option: string): void {
+  const [, y, mo, d, h, mi, sec, , oh, om] = m.map((v) => (v === undefined ? undefined : Number(v)));
+  const year = y as number;
+  const month = mo as number;
+  const day = d as number;
+  if (month < 1 || month > 12) throw new CqpError('USAGE', `${option} "${text}": no such date (there is no month ${month}); ${EXAMPLE}`);
+  const days = daysIn(year, month);
+  if (day < 1 || day > days) {
+    throw new CqpError('USAGE', `${option} "${text}": no such date (${m[1]}-${m[2]} has ${days} days); ${EXAMPLE}`);
+  }
+  if ((h ?? 0) > 23 || (mi ?? 0) > 59 || (sec ?? 0) > 59 || (oh ?? 0) > 23 || (om ?? 0) > 59) {
+    throw new CqpError('USAGE', `${option} "${text}": no such time of day (hours run 00–23, minutes and seconds 00–59); ${EXAMPLE}`);
+  }
+}
+
+/** Parses a log position: a sequence number (`1200`) or an ISO-8601 append time; `option` names it in errors. */
 export function parseLogPos(text: string, option = 'position'): LogPos {
   const t = text.trim();
   if (/^\d+$/.test(t)) {
@@ -194,12 +230,42 @@ export function parseLogPos(text: string, option = 'position'): LogPos {
     if (!Number.isSafeInteger(seq)) throw new CqpError('USAGE', `${option} "${text}": sequence number too large`);
     return { seq };
   }
-  if (/^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(t)) {
+  if (NUMBER.test(t)) {
+    throw new CqpError('USAGE', `${option} "${text}": a sequence number is a whole number from 1 (records are numbered 1, 2, 3 …); ${EXAMPLE}`);
+  }
+  const m = ISO_TIME.exec(t);
+  if (m) {
+    checkTimeFields(m, text, option);
     const time = Date.parse(t);
     if (!Number.isNaN(time)) return { time };
   }
-  throw new CqpError(
-    'USAGE',
-    `${option} "${text}" is neither a sequence number nor an ISO-8601 time; give e.g. 1200 or 2024-05-30T08:49:46Z`,
-  );
+  throw new CqpError('USAGE', `${option} "${text}" is neither a sequence number nor an ISO-8601 time; ${EXAMPLE}`);
+}
+
+/** How a bound reads in a message: as given, with the append time of its record when known. */
+export function describeBound(text: string, appended?: number): string {
+  return appended === undefined ? text.trim() : `${text.trim()} (appended ${new Date(appended).toISOString()})`;
+}
+
+/** The error for a --from that lies after the --until: no record can lie between them. */
+export function boundsOutOfOrder(from: string, until: string): CqpError {
+  return new CqpError('USAGE', `--from ${from} is after --until ${until}: no record lies between them; give a --from at or before the --until`);
+}
+
+/**
+ * Parses `--from` and `--until` and refuses bounds that can select nothing by mistake: `--until 0`
+ * (records are numbered from 1), and a `--from` after the `--until` when both are sequence numbers
+ * or both times. A sequence number against a time is compared on the log (`checkBoundsOnLog`).
+ */
+export function parseLogBounds(from: string | undefined, until: string | undefined): { from: LogPos | undefined; until: LogPos | undefined } {
+  const start = from === undefined ? undefined : parseLogPos(from, '--from');
+  const end = until === undefined ? undefined : parseLogPos(until, '--until');
+  if (end && 'seq' in end && end.seq === 0) {
+    throw new CqpError('USAGE', `--until "${until}": there is no record 0 (records are numbered 1, 2, 3 …); give 1 or more`);
+  }
+  if (start && end && from !== undefined && until !== undefined) {
+    const after = 'seq' in start ? 'seq' in end && start.seq > end.seq : 'time' in end && start.time > end.time;
+    if (after) throw boundsOutOfOrder(describeBound(from), describeBound(until));
+  }
+  return { from: start, until: end };
 }

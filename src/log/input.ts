@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { resumeAt } from '../core/position.js';
-import { parseLogPos, type LogPos, type LogRecord } from './format.js';
+import { LogCorruptError, boundsOutOfOrder, describeBound, parseLogBounds, type LogPos, type LogRecord } from './format.js';
 import { readLog, readLogId, waitForLog } from './reader.js';
 
 /** Which stretch of a command log to read: `from`/`until` are a sequence number or an ISO-8601 append time. */
@@ -22,7 +22,38 @@ export interface LogEvent {
 export type LogEventReader = (resume: PositionMap, signal: AbortSignal) => AsyncGenerator<LogEvent[]>;
 
 function bounds({ from, until }: LogReadOptions): { start: LogPos | undefined; end: LogPos | undefined } {
-  return { start: from === undefined ? undefined : parseLogPos(from, '--from'), end: until === undefined ? undefined : parseLogPos(until, '--until') };
+  const parsed = parseLogBounds(from, until);
+  return { start: parsed.from, end: parsed.until };
+}
+
+/** The append time of record `seq`, when the log holds it and it checks out. */
+async function appendTimeOf(file: string, seq: number): Promise<number | undefined> {
+  if (seq < 1) return undefined;
+  try {
+    for await (const batch of readLog(file, { from: { seq }, until: { seq } })) return batch[0]?.time;
+  } catch (error) {
+    // A damaged log cannot say; the read that follows reports the damage where it is.
+    if (error instanceof LogCorruptError) return undefined;
+    throw error;
+  }
+  return undefined;
+}
+
+/**
+ * Refuses a `--from` after the `--until` when one is a sequence number and the other an append time
+ * (bounds of one kind are compared by `parseLogBounds`): the record at the sequence number says when
+ * it was appended. A record the log does not hold (yet) decides nothing.
+ */
+export async function checkBoundsOnLog(file: string, { from, until }: { from?: string | undefined; until?: string | undefined }): Promise<void> {
+  const { from: start, until: end } = parseLogBounds(from, until);
+  if (!start || !end || from === undefined || until === undefined || ('seq' in start) === ('seq' in end)) return;
+  if ('seq' in start && 'time' in end) {
+    const time = await appendTimeOf(file, start.seq);
+    if (time !== undefined && time > end.time) throw boundsOutOfOrder(describeBound(from, time), describeBound(until));
+  } else if ('time' in start && 'seq' in end) {
+    const time = await appendTimeOf(file, end.seq);
+    if (time !== undefined && start.time > time) throw boundsOutOfOrder(describeBound(from), describeBound(until, time));
+  }
 }
 
 /** The records of a log after what `resume` holds, within the bounds, with the log's source id. */
@@ -30,6 +61,7 @@ export async function* logRecords(file: string, options: LogReadOptions, resume:
   const { start, end } = bounds(options);
   const { follow } = options;
   if (follow && !(await waitForLog(file, signal))) return;
+  await checkBoundsOnLog(file, options);
   const source = `log:${await readLogId(file)}`;
   const done = resume[source];
   let readFrom = start;

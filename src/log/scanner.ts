@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { LogCorruptError, decodeRecord, peekRecord, type LogRecord } from './format.js';
+import { LogCorruptError, chainRecord, decodeRecord, peekRecord, type LogRecord } from './format.js';
 
 const CHUNK = 1 << 20;
 
@@ -15,6 +15,8 @@ export class RecordScanner {
   offset: number;
   /** Sequence number the next record must carry. */
   nextSeq: number;
+  /** The checksum chain (`chainRecord`) of every record before `offset`, given the chain at `start`. */
+  chain: number;
   /** Set when the last `next()` stopped at an incomplete record or a zero-filled tail. */
   torn: { offset: number; bytes: number } | undefined;
   private buf: Buffer = Buffer.alloc(0);
@@ -28,9 +30,11 @@ export class RecordScanner {
     start: number,
     nextSeq: number,
     private readonly chunk = CHUNK,
+    chain = 0,
   ) {
     this.offset = start;
     this.nextSeq = nextSeq;
+    this.chain = chain;
   }
 
   /** The next batch of verified records, or null at the end of the file for now. */
@@ -45,9 +49,7 @@ export class RecordScanner {
         const peek = peekRecord(buf, this.p, this.lim, this.nextSeq);
         if (peek.kind === 'record') {
           records.push(decodeRecord(buf, this.p));
-          this.p += peek.size;
-          this.offset += peek.size;
-          this.nextSeq++;
+          this.accept(peek.size);
         } else if (peek.kind === 'short') {
           need = peek.need;
         } else {
@@ -66,19 +68,51 @@ export class RecordScanner {
         }
       }
       if (records.length > 0) return records;
-      const have = this.lim - this.p;
-      const next = Buffer.allocUnsafe(Math.max(this.chunk, need));
-      if (have > 0) buf.copy(next, 0, this.p, this.lim);
-      const { bytesRead } = await this.fh.read(next, have, next.length - have, this.offset + have);
-      if (bytesRead === 0) {
+      if (!(await this.fill(need))) {
+        const have = this.lim - this.p;
         if (have > 0) this.torn = { offset: this.offset, bytes: have };
         this.dropBuffer();
         return null;
       }
-      this.buf = next;
-      this.p = 0;
-      this.lim = have + bytesRead;
     }
+  }
+
+  /**
+   * Verifies the records up to byte offset `end` without decoding them, as fast as the checksums
+   * go (a writer's open checks what the index vouches for this way). Any bad record throws
+   * LogCorruptError, a zero-filled one included: something intact follows it, so it is no torn
+   * tail. Stops early at the end of the file; `offset` then says how far it got.
+   */
+  async verify(end: number): Promise<void> {
+    if (this.pending) throw this.pending;
+    while (this.offset < end) {
+      const peek = peekRecord(this.buf, this.p, this.lim, this.nextSeq);
+      if (peek.kind === 'record') this.accept(peek.size);
+      else if (peek.kind === 'bad') throw new LogCorruptError(this.path, this.nextSeq, this.offset, peek.reason);
+      else if (!(await this.fill(peek.need))) break;
+    }
+    this.dropBuffer();
+  }
+
+  private accept(size: number): void {
+    this.chain = chainRecord(this.chain, this.buf, this.p + size);
+    this.p += size;
+    this.offset += size;
+    this.nextSeq++;
+  }
+
+  /** Reads on from `offset` so that at least `need` bytes (one record) are in hand; false at the end of the file. */
+  private async fill(need: number): Promise<boolean> {
+    const have = this.lim - this.p;
+    // A fresh buffer each time: records handed out by `next()` share memory with the previous one.
+    const next = Buffer.allocUnsafe(Math.max(this.chunk, need));
+    if (have > 0) this.buf.copy(next, 0, this.p, this.lim);
+    const { bytesRead } = await this.fh.read(next, have, next.length - have, this.offset + have);
+    if (bytesRead === 0) return false;
+    this.buf = next;
+    this.p = 0;
+    this.lim = have + bytesRead;
+    return true;
   }
 
   private dropBuffer(): void {

@@ -3,7 +3,8 @@ import { open, stat } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { CqpError } from '../core/errors.js';
 import type { PositionMap } from '../core/position.js';
-import { HEADER_SIZE, LogCorruptError, decodeHeader, parseLogPos, type LogPos } from './format.js';
+import { HEADER_SIZE, LogCorruptError, decodeHeader, parseLogBounds, type LogPos } from './format.js';
+import { checkBoundsOnLog } from './input.js';
 import { acquireLock } from './lock.js';
 import { readLog, readLogTail } from './reader.js';
 import { RecordScanner } from './scanner.js';
@@ -222,8 +223,8 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
   try {
     switch (sub) {
       case 'cat': {
-        const from = opts.from === undefined ? undefined : parseLogPos(opts.from, '--from');
-        const until = opts.until === undefined ? undefined : parseLogPos(opts.until, '--until');
+        const { from, until } = parseLogBounds(opts.from, opts.until);
+        await checkBoundsOnLog(file, opts);
         await logCat(file, { from, until, meta: opts.meta }, stdout);
         return 0;
       }

@@ -3,7 +3,7 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 import { advance, formatPosition, type Position, type PositionMap } from '../core/position.js';
-import { HEADER_SIZE, MAGIC, MAX_BODY, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
+import { HEADER_SIZE, MAGIC, MAX_BODY, chainRecord, decodeHeader, encodeHeader, encodeRecord, recordSize } from './format.js';
 import { acquireLock, type WriterLock } from './lock.js';
 import { writeIndex, type LogIndex } from './sidecar.js';
 import { scanTail, type LogTail } from './tail.js';
@@ -104,7 +104,9 @@ async function openLocked(path: string, options: LogWriterOptions, lock: WriterL
     const head = Buffer.alloc(HEADER_SIZE);
     await fh.read(head, 0, HEADER_SIZE, 0);
     const logId = decodeHeader(head, path);
-    tail = await scanTail(fh, path, logId, everyBytes);
+    // Every record is verified before the first append is accepted, the ones the index covers too:
+    // an append to a log that is corrupt in the middle would be acknowledged and then lost to repair.
+    tail = await scanTail(fh, path, logId, everyBytes, true);
     if (tail.torn) {
       options.warn(
         `${path}: cut a torn tail at byte offset ${tail.torn.offset} (${tail.torn.bytes} bytes of an incomplete record, ` +
@@ -128,6 +130,8 @@ class CommandLogWriter implements LogWriter {
   private readonly positions: PositionMap;
   private readonly entries: Array<[number, number, number]>;
   private lastEntry: number;
+  /** Checksum chain of every record written (kept in the index, see `sidecar.ts`). */
+  private crcChain: number;
   private chain: Promise<unknown> = Promise.resolve();
   private failed: Error | undefined;
   private closed = false;
@@ -150,6 +154,7 @@ class CommandLogWriter implements LogWriter {
     this.positions = tail.positions;
     this.entries = tail.entries;
     this.lastEntry = tail.entries.at(-1)?.[1] ?? HEADER_SIZE;
+    this.crcChain = tail.chain;
   }
 
   applied(): PositionMap {
@@ -187,6 +192,7 @@ class CommandLogWriter implements LogWriter {
     const time = Math.max(Date.now(), this.last.time);
     const starts = new Array<number>(n);
     const base = this.end;
+    let crcChain = this.crcChain;
     try {
       // Encode and write in pieces of at most MAX_WRITE bytes (one record each under `always`), so a
       // batch of large events never needs one buffer of its whole size.
@@ -203,6 +209,7 @@ class CommandLogWriter implements LogWriter {
         for (let k = i; k < j; k++) {
           starts[k] = at + p;
           p = encodeRecord(out, p, firstSeq + k, time, positions[k], posLens[k] as number, (items[k] as AppendItem).bytes, dataLens[k] as number);
+          crcChain = chainRecord(crcChain, out, p);
         }
         this.writeAll(out, base + at);
         if (this.fsync === 'always') await this.fh.datasync();
@@ -225,6 +232,7 @@ class CommandLogWriter implements LogWriter {
       if (p) advance(this.positions, p);
     }
     this.end = base + total;
+    this.crcChain = crcChain;
     this.lastSeq = firstSeq + n - 1;
     this.last = { seq: this.lastSeq, offset: base + (starts[n - 1] as number), time };
     this.indexDirty = true;
@@ -242,10 +250,11 @@ class CommandLogWriter implements LogWriter {
   private async saveIndex(): Promise<void> {
     if (!this.indexDirty) return;
     const idx: LogIndex = {
-      format: 1,
+      format: 2,
       logId: this.logId,
       entries: this.entries,
       last: { ...this.last, end: this.end },
+      chain: this.crcChain,
       positions: this.positions,
     };
     this.indexWritten = Date.now();

@@ -9,7 +9,8 @@ import { resolve } from 'node:path';
 import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
 import { parsePath } from '../core/paths.js';
 import { findComponent } from '../core/registry.js';
-import { parseLogPos, type LogPos } from '../log/format.js';
+import { parseLogBounds, type LogPos } from '../log/format.js';
+import { checkBoundsOnLog } from '../log/input.js';
 import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
 import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
@@ -131,16 +132,11 @@ function timeFilterStage(path: string, from: number | undefined, until: number |
   return { name, filter: 'where', options: { expr }, command: cliCommand(['filter', 'where', '--expr', expr]) };
 }
 
-function parseBound(text: string | undefined, option: string): LogPos | undefined {
-  return text === undefined ? undefined : parseLogPos(text, option);
-}
-
 /** Works out a replay: reads the pipeline and the log's range; starts nothing and writes nothing. */
 export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
   const log = resolve(options.log);
   const pipeline = loadPipeline(options.pipeline);
-  const from = parseBound(options.from, '--from');
-  const until = parseBound(options.until, '--until');
+  const { from, until } = parseLogBounds(options.from, options.until);
   if (options.timeField !== undefined) {
     try {
       parsePath(options.timeField);
@@ -156,6 +152,8 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       ? { path: options.timeField, from: onEventTime(from) ? from.time : undefined, until: onEventTime(until) ? until.time : undefined }
       : undefined;
   let range: LogRange;
+  // A time bound on the events' own time cannot be compared with a sequence number.
+  if (options.timeField === undefined) await checkBoundsOnLog(log, options);
   try {
     range = await logRange(log, onEventTime(from) ? undefined : from, onEventTime(until) ? undefined : until);
   } catch (error) {
@@ -185,7 +183,8 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
     if (other) throw new CqpError('CONFIG', `${pipeline.file}: sinks ${other} and ${d.plan.name} both write ${d.file.target}; give each its own file`);
     targets.set(d.file.target, d.plan.name);
   }
-  const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--from', '1', '--until', '0'];
+  // An empty range still runs the sinks (they build empty views); no record is appended at the epoch.
+  const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--until', '1970-01-01T00:00:00Z'];
   const taken = new Set([pipeline.source.name, ...pipeline.stages.map((s) => s.name), ...pipeline.sinks.map((s) => s.name)]);
   const stages = [...(timeFilter ? [timeFilterStage(timeFilter.path, timeFilter.from, timeFilter.until, taken)] : []), ...pipeline.stages];
   // Without stages between the log and the sinks, each sink reads the log itself (no source process,

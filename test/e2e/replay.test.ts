@@ -331,6 +331,44 @@ describe('cqp replay', () => {
     expect(existsSync(join(p.dir, 'out'))).toBe(false);
   });
 
+  it('bounds that name no record, or a --from after the --until, are refused (exit 2) before anything is touched', async () => {
+    const p = pipelineIn('bad-bounds', VIEW_SINK);
+    const built = await replay(['--log', log, '--pipeline', p.file, '--until', '1000']);
+    expect(built.code, built.stderr).toBe(0);
+    const before = snapshot(p.dir);
+    const late = (logged[150_000] as Logged).time;
+    const early = (logged[1_000] as Logged).time;
+    expect(Date.parse(late)).toBeGreaterThan(Date.parse(early));
+    const cases: Array<{ args: string[]; says: string }> = [
+      { args: ['--until', '0'], says: '--until "0": there is no record 0' },
+      { args: ['--from', '-5'], says: '--from "-5": a sequence number is a whole number' },
+      { args: ['--until', '2.5'], says: '--until "2.5": a sequence number is a whole number' },
+      { args: ['--until', '2022-02-30'], says: '--until "2022-02-30": no such date' },
+      { args: ['--from', '2022-13-01'], says: '--from "2022-13-01": no such date' },
+      { args: ['--until', '2023-02-29T12:00:00Z'], says: '--until "2023-02-29T12:00:00Z": no such date' },
+      { args: ['--from', '5000', '--until', '1000'], says: '--from 5000 is after --until 1000' },
+      { args: ['--from', '2030-01-02', '--until', '2030-01-01'], says: '--from 2030-01-02 is after --until 2030-01-01' },
+      { args: ['--from', '150001', '--until', early], says: `--from 150001 (appended ${late}) is after --until ${early}` },
+      { args: ['--from', late, '--until', '1001'], says: `--from ${late} is after --until 1001 (appended ${early})` },
+    ];
+    for (const c of cases) {
+      const r = await replay(['--log', log, '--pipeline', p.file, ...c.args]);
+      expect(r.code, `${c.args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(c.says);
+      expect(snapshot(p.dir), c.args.join(' ')).toEqual(before);
+    }
+  });
+
+  it('a range with no records (an --until before the first append) builds empty views, with stages or without', async () => {
+    for (const [name, stages] of [['empty-staged', STAGES], ['empty-direct', '']] as const) {
+      const p = pipelineIn(name, VIEW_SINK, stages);
+      const r = await replay(['--log', log, '--pipeline', p.file, '--until', '2020-01-01T00:00:00Z']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('0 events read');
+      expect(viewRows(p.db)).toEqual({ sales: [], creams: [] });
+    }
+  });
+
   it('the README example: v1 runs live, v2 is replayed from its log, their sales agree', async () => {
     const dir = join(root, 'readme');
     const pipelines = fileURLToPath(new URL('../../pipelines/', import.meta.url));

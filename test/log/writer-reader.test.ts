@@ -1,8 +1,8 @@
-import { appendFileSync, existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { CqpError } from '../../src/core/errors.js';
-import { encodeRecord, HEADER_SIZE, parseLogPos, recordSize } from '../../src/log/format.js';
+import { encodeHeader, encodeRecord, HEADER_SIZE, parseLogPos, recordSize } from '../../src/log/format.js';
 import { readLog, readLogApplied, readLogId } from '../../src/log/reader.js';
 import { openLogWriter, type FsyncPolicy } from '../../src/log/writer.js';
 import { event, readAll, readUntilError, sleep, tempDir } from './helpers.js';
@@ -275,7 +275,7 @@ describe('command log writer and reader', () => {
     }
   });
 
-  test('the index lets an open and a seek skip what precedes it; without it everything is scanned', async () => {
+  test('the index lets a seek skip what precedes it, but a writer still verifies every record it covers', async () => {
     const path = join(tempDir(), 'events.log');
     const body = Buffer.byteLength(event(1000));
     await writeEvents(path, 300, 20, { indexEveryBytes: 4096 });
@@ -286,18 +286,69 @@ describe('command log writer and reader', () => {
     const bytes = readFileSync(path);
     bytes[offsetOf(10, body) + 35] = 0;
     writeFileSync(path, bytes);
-    const w = await openLogWriter(path, { fsync: 'batch', warn: () => undefined, indexEveryBytes: 4096 });
-    expect(w.lastSeq).toBe(300);
-    await w.close();
     expect((await readAll(path, { from: { seq: 250 } })).map((r) => r.seq)[0]).toBe(250);
     expect((await readUntilError(path)).records).toHaveLength(9);
-    // No index (or a wrong one): the open scans from the start and finds the damage.
-    for (const idxText of [undefined, readFileSync(`${path}.idx`, 'utf8').replace(/"seq":300/, '"seq":299')]) {
-      if (idxText === undefined) truncateSync(`${path}.idx`, 0);
-      else writeFileSync(`${path}.idx`, idxText);
+    // With the index, without it, or with a wrong one: the open finds the damage and appends nothing.
+    const good = readFileSync(`${path}.idx`, 'utf8');
+    for (const idxText of [good, '', good.replace(/"seq":300/, '"seq":299')]) {
+      writeFileSync(`${path}.idx`, idxText);
       const err = await openLogWriter(path, { fsync: 'batch', warn: () => undefined }).catch((e: unknown) => e);
-      expect((err as CqpError).code).toBe('CORRUPT');
+      expect((err as CqpError).code, idxText.slice(0, 40)).toBe('CORRUPT');
+      expect((err as CqpError).message).toContain(`record 10 at byte offset ${offsetOf(10, body)}`);
+      expect(readFileSync(path).equals(bytes)).toBe(true);
     }
+  });
+
+  test('an index written for another history of the log (same log id, same last record) is ignored, not believed', async () => {
+    const dir = tempDir();
+    const { header } = encodeHeader();
+    const record = (seq: number, position: string | undefined, data: string): Buffer => {
+      const posLen = position === undefined ? 0 : Buffer.byteLength(position);
+      const out = Buffer.alloc(recordSize(posLen + data.length));
+      encodeRecord(out, 0, seq, 1_700_000_000_000, position, posLen, data, data.length);
+      return out;
+    };
+    // Two copies of one log that went apart at record 1 and happen to end with the same record 2.
+    const last = record(2, undefined, event(2));
+    const ours = join(dir, 'ours.log');
+    const theirs = join(dir, 'theirs.log');
+    writeFileSync(ours, Buffer.concat([header, record(1, 'file:a:1', event(1)), last]));
+    writeFileSync(theirs, Buffer.concat([header, record(1, 'file:a:7', event(7)), last]));
+    const w = await openLogWriter(theirs, { fsync: 'batch', warn: () => undefined });
+    expect(w.applied()).toEqual({ 'file:a': '7' });
+    await w.close();
+    copyFileSync(`${theirs}.idx`, `${ours}.idx`);
+    const reopened = await openLogWriter(ours, { fsync: 'batch', warn: () => undefined });
+    expect(reopened.applied()).toEqual({ 'file:a': '1' });
+    expect(reopened.lastSeq).toBe(2);
+    await reopened.close();
+  });
+
+  test('an index ahead of the log (an older copy restored) or left by a log since replaced is not believed', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'events.log');
+    const body = Buffer.byteLength(event(1000));
+    await writeEvents(path, 200, 20);
+    const index = readFileSync(`${path}.idx`);
+    // Restored from a copy taken at record 120: the index says 200.
+    truncateSync(path, offsetOf(121, body));
+    writeFileSync(`${path}.idx`, index);
+    const restored = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    expect(restored.lastSeq).toBe(120);
+    await restored.appendBatch([{ bytes: event(1), position: { source: 'file:a', n: '5' } }]);
+    await restored.close();
+    expect((await readAll(path)).map((r) => r.seq)).toEqual(Array.from({ length: 121 }, (_, i) => i + 1));
+    // Replaced by a new log (another log id) at the same path; the old index is still there.
+    const old = readFileSync(`${path}.idx`);
+    rmSync(path);
+    const fresh = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    await fresh.appendBatch([{ bytes: event(2), position: { source: 'file:b', n: '1' } }]);
+    await fresh.close();
+    writeFileSync(`${path}.idx`, old);
+    const again = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
+    expect(again.lastSeq).toBe(1);
+    expect(again.applied()).toEqual({ 'file:b': '1' });
+    await again.close();
   });
 
   test('a missing or wrong index is tolerated: same lastSeq, positions and seeks', async () => {
