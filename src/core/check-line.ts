@@ -1,21 +1,23 @@
 import type { JsonObject } from './component.js';
 import { messageOf } from './errors.js';
-import { NESTING_MESSAGE, parseJson, scanJson, SCAN_TOO_DEEP } from './json.js';
+import { NESTING_MESSAGE, nestsDeeperThan, parseJson, scanJson, SCAN_PLAIN, SCAN_TOO_DEEP } from './json.js';
 import type { SplitLine } from './lines.js';
 import type { ErrorPolicy } from './policy.js';
 
 /**
  * Parses one line that must hold a JSON object; reports it under the error policy when it does not
  * (too long, nested too deep, invalid JSON, another JSON value) and returns undefined. Numbers a
- * double cannot carry are kept as LosslessNumbers (see json.ts). `input` names the line's origin
+ * double cannot carry are kept as LosslessNumbers (see json.ts) unless `exact` is false: a reader
+ * that never writes or stores a number's value then skips the scan for them (only a line long enough
+ * to nest too deep is scanned). `input` names the line's origin
  * in messages when it is not stdin.
  */
-export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPolicy, maxLineBytes: number, input?: string): JsonObject | undefined {
+export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPolicy, maxLineBytes: number, input?: string, exact = true): JsonObject | undefined {
   if (line.tooLong > 0) {
     policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '', input);
     return undefined;
   }
-  const scan = scanJson(text);
+  const scan = exact ? scanJson(text) : nestsDeeperThan(text) ? SCAN_TOO_DEEP : SCAN_PLAIN;
   if (scan === SCAN_TOO_DEEP) {
     policy.report(line.no, NESTING_MESSAGE, text, input);
     return undefined;
@@ -36,5 +38,5 @@ export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPoli
 
 /** Checks a line a source read is one JSON object; returns its text when it is. */
 export function checkObjectLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number, input?: string): string | undefined {
-  return parseObjectLine(line, line.text, policy, maxLineBytes, input) === undefined ? undefined : line.text;
+  return parseObjectLine(line, line.text, policy, maxLineBytes, input, false) === undefined ? undefined : line.text;
 }

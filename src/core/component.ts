@@ -81,6 +81,12 @@ export interface SinkInstance {
 
 interface ComponentBase<S extends z.ZodObject> {
   name: string;
+  /**
+   * True when the component never writes an event it changed nor stores a number's value (it forwards
+   * or stores the original bytes): the reader may then give it numbers as the nearest double and skip
+   * the per-line scan for numbers a double cannot carry.
+   */
+  plainNumbers?: boolean;
   /** One line for `cqp list`. */
   summary: string;
   /** A paragraph for `--help`. */

@@ -338,24 +338,3 @@ function stringifyLossless(value: unknown): string {
   if (json === undefined) throw new Error('the value has no JSON form');
   return texts.length === 0 ? json : json.replace(MARKED, (_m, i: string) => texts[Number(i)] as string);
 }
-
-/**
- * The value with every LosslessNumber replaced by its nearest double (for checks that want plain
- * numbers): a copy where one was found, the value itself when it holds none.
- */
-export function withPlainNumbers(value: unknown): unknown {
-  if (value instanceof LosslessNumber) return Number(value.text);
-  if (typeof value !== 'object' || value === null) return value;
-  if (Array.isArray(value)) {
-    const items = value.map(withPlainNumbers);
-    return items.some((item, i) => item !== value[i]) ? items : value;
-  }
-  let copy: Record<string, unknown> | undefined;
-  for (const [k, v] of Object.entries(value)) {
-    const plain = withPlainNumbers(v);
-    if (plain === v) continue;
-    copy ??= { ...value };
-    Object.defineProperty(copy, k, { value: plain, enumerable: true, writable: true, configurable: true });
-  }
-  return copy ?? value;
-}

@@ -129,8 +129,8 @@ function toBuffer(chunk: Buffer | string): Buffer {
  * Parses one line into an event and its stamp, or reports it as a bad line. The whole line is parsed
  * and the stamp, its last key, deleted from the object (cheaper than cutting the text first).
  */
-function parseLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number): { event: JsonObject; position: Position | undefined } | undefined {
-  const event = parseObjectLine(line, line.text, policy, maxLineBytes);
+function parseLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number, exact: boolean): { event: JsonObject; position: Position | undefined } | undefined {
+  const event = parseObjectLine(line, line.text, policy, maxLineBytes, undefined, exact);
   if (!event) return undefined;
   return { event, position: event[POSITION_KEY] === undefined ? undefined : takeStamp(event) };
 }
@@ -150,6 +150,7 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
   io.ready?.();
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
+  const exact = def.plainNumbers !== true;
 
   const serialise = (out: string[], value: unknown, position: Position | undefined, no: number, raw: string): void => {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
@@ -185,7 +186,7 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
 
   // Synchronous unless the filter answers with a promise (async modules): no await per event.
   const processLine = (line: SplitLine, out: string[]): Promise<void> | undefined => {
-    const parsed = parseLine(line, policy, max);
+    const parsed = parseLine(line, policy, max, exact);
     if (!parsed) return undefined;
     let result: FilterResult | Promise<FilterResult>;
     try {
@@ -325,6 +326,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   const applied = instance.applied?.() ?? {};
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
+  const exact = def.plainNumbers !== true;
   // Events handed to the sink, and events read (a bad one is read, not handed on): a report goes out
   // whenever either has moved.
   let accepted = 0;
@@ -358,7 +360,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
           if (!accept(applied, position)) continue;
           read++;
           const no = Number(position.n);
-          const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max);
+          const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max, undefined, exact);
           if (!event) continue;
           batch.push(new AcceptedEvent(text, no, position, event, false));
           accepted++;
@@ -374,7 +376,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
     // batch holding the first copy is still being written.
     const take = (lines: SplitLine[], batch: SinkEvent[]): void => {
       for (const line of lines) {
-        const parsed = parseLine(line, policy, max);
+        const parsed = parseLine(line, policy, max, exact);
         if (!parsed) continue;
         if (parsed.position && !accept(applied, parsed.position)) continue;
         batch.push(new AcceptedEvent(line.text, line.no, parsed.position, parsed.event));

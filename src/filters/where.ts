@@ -12,6 +12,8 @@ export default defineFilter({
     expr: z.string().min(1).describe('JavaScript expression over the event `e`, e.g. "e.payload.price > 1"'),
   }),
   positional: 'expr',
+  // It only keeps or drops: the kept bytes go out as they came.
+  plainNumbers: true,
   examples: [{ expr: 'e.payload.price > 1' }, { expr: "e.header.eventType[0] === 'delete'" }],
   create({ expr }) {
     const { fn } = compileExpression(expr, '--expr');

@@ -19,6 +19,8 @@ export default defineSink({
       .describe('when appends reach the disk: always (each event), batch (one fsync per batch), never (leave it to the OS)'),
   }),
   exactlyOnce: true,
+  // The log stores each event's bytes as they came.
+  plainNumbers: true,
   examples: [{ path: 'data/events.log' }, { path: 'data/events.log', fsync: 'always' }],
   async create({ path, fsync }, ctx) {
     const writer = await openLogWriter(resolve(ctx.cwd, path), { fsync, warn: ctx.warn });

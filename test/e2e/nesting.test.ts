@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openLogWriter } from '../../src/log/writer.js';
 import { parseLines, runCli, type CliResult } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-nesting-'));
@@ -82,5 +83,18 @@ describe('an event nested deeper than the limit is a bad line everywhere', () =>
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('stdin:2: map:');
     expect(parseLines(r.stdout).map((e) => e.id)).toEqual([1, 3]);
+  });
+
+  it('a deep event already in a log (written before the limit) is a bad event for a sink reading it', async () => {
+    const log = join(dir, 'old.log');
+    const w = await openLogWriter(log, { fsync: 'never', warn: () => undefined });
+    await w.appendBatch([good(1), deep, good(3)].map((bytes) => ({ bytes })));
+    await w.close();
+    const db = join(dir, 'from-log.db');
+    const r = await runCli('sink', ['sqlite', '--db', db, '--read-log', log, '--on-error', 'skip']);
+    expect(r.stderr).toContain(`${log} seq:2: nesting deeper than ${LIMIT} levels`);
+    expect(r.code).toBe(0);
+    const rows = parseLines((await runCli('cqp', ['query', db, 'SELECT body FROM events ORDER BY seq', '--json'])).stdout);
+    expect(rows.map((row) => (JSON.parse(row.body as string) as { id: number }).id)).toEqual([1, 3]);
   });
 });
