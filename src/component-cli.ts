@@ -159,8 +159,10 @@ function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => 
       until: undefined,
     };
   }
-  // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
+  // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown). One
+  // that comes before the sink listens (it is still opening its files) is kept for when it does.
   let stopAt: ((target: PositionMap) => void) | undefined;
+  let told: PositionMap | undefined;
   try {
     const watch = new Socket({ fd, readable: true, writable: false });
     let partial = '';
@@ -171,7 +173,10 @@ function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => 
       for (const line of lines) {
         try {
           const until = (JSON.parse(line) as { until?: PositionMap }).until;
-          if (until && typeof until === 'object') stopAt?.(until);
+          if (until && typeof until === 'object') {
+            told = until;
+            stopAt?.(until);
+          }
         } catch {
           // Not a message for us.
         }
@@ -185,7 +190,13 @@ function supervisorChannel(readsLog: boolean, stop: () => void): { ready: () => 
   return {
     ready: () => send('ready\n'),
     progress: (p) => send(`${JSON.stringify(p)}\n`),
-    until: { listen: (listener) => (stopAt = listener), stop },
+    until: {
+      listen: (listener) => {
+        stopAt = listener;
+        if (told) listener(told);
+      },
+      stop,
+    },
   };
 }
 
