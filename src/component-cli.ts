@@ -199,7 +199,9 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   // `ready` goes out before the pipe is closed (writes keep their order).
   const ready = (): void => send('ready\n');
   // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
+  // One that comes before the sink listens (it is still opening its files) is kept for when it does.
   let stopAt: ((target: PositionMap) => void) | undefined;
+  let told: PositionMap | undefined;
   let partial = '';
   pipe.setEncoding('utf8');
   pipe.on('data', (text: string) => {
@@ -208,7 +210,10 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
     for (const line of lines) {
       try {
         const until = (JSON.parse(line) as { until?: PositionMap }).until;
-        if (until && typeof until === 'object') stopAt?.(until);
+        if (until && typeof until === 'object') {
+          told = until;
+          stopAt?.(until);
+        }
       } catch {
         // Not a message for us.
       }
@@ -219,7 +224,13 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   return {
     ready,
     progress: (p) => send(`${JSON.stringify(p)}\n`),
-    until: { listen: (listener) => (stopAt = listener), stop },
+    until: {
+      listen: (listener) => {
+        stopAt = listener;
+        if (told) listener(told);
+      },
+      stop,
+    },
     close,
   };
 }

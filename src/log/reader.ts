@@ -94,6 +94,30 @@ function after(r: LogRecord, until: LogPos): boolean {
 }
 
 /**
+ * A follower at the end of the file: waits until there is more to read than the scanner found (an
+ * append), or a torn tail to read again (a writer finishing it, or cutting it and writing anew); false
+ * when `signal` aborts. The end is the one the scanner's read found, not a size taken afterwards: an
+ * append landing between that read and a later look would be counted as seen, and, being the last,
+ * never read (a view would stop short of the log's end).
+ */
+async function grown(fh: FileHandle, path: string, scanner: RecordScanner, pollMs: number, signal: AbortSignal | undefined): Promise<boolean> {
+  const known = scanner.offset + (scanner.torn?.bytes ?? 0);
+  for (;;) {
+    const { size } = await fh.stat();
+    if (size < scanner.offset) {
+      throw new CqpError('IO', `${path}: the log shrank below byte offset ${scanner.offset} while being read (was it repaired or replaced?); restart the reader`);
+    }
+    if (size !== known) return true;
+    try {
+      await sleep(pollMs, undefined, { signal });
+    } catch {
+      return false;
+    }
+    if (scanner.torn) return true;
+  }
+}
+
+/**
  * Reads records in batches, verified, from `from` to `until` (inclusive). At a bad record it throws
  * CqpError CORRUPT naming its seq and byte offset, after yielding everything before it. Following,
  * it waits for new records (and for a partially written one to complete) until `signal` aborts.
@@ -112,18 +136,7 @@ export async function* readLog(path: string, options: ReadLogOptions = {}): Asyn
       const batch = await scanner.next();
       if (batch === null) {
         if (!follow) return;
-        // Wait until the file changes size (an append, or a torn tail cut and rewritten) before reading.
-        const seen = await fh.stat();
-        for (let now = seen; now.size === seen.size && now.mtimeMs === seen.mtimeMs; now = await fh.stat()) {
-          if (now.size < scanner.offset) {
-            throw new CqpError('IO', `${path}: the log shrank below byte offset ${scanner.offset} while being read (was it repaired or replaced?); restart the reader`);
-          }
-          try {
-            await sleep(pollMs, undefined, { signal });
-          } catch {
-            return;
-          }
-        }
+        if (!(await grown(fh, path, scanner, pollMs, signal))) return;
         continue;
       }
       let out = batch;

@@ -145,6 +145,11 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     metrics?.server.close();
   }
   clearTable();
-  process.stderr.write(`${summary(supervisor.components(), Date.now() - supervisor.startedAt, supervisor.failureMessages())}\n`);
+  const ms = Date.now() - supervisor.startedAt;
+  const ends = await supervisor.sinkEnds().catch((error: unknown) => {
+    process.stderr.write(`cqp: cannot read where the sinks ended: ${messageOf(error)}\n`);
+    return [];
+  });
+  process.stderr.write(`${summary(supervisor.components(), ms, ends, supervisor.failureMessages())}\n`);
   return code;
 }

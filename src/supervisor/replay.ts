@@ -15,6 +15,7 @@ import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
 import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
+import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
@@ -256,7 +257,7 @@ function eventsRead(components: ComponentStats[]): number {
 }
 
 /** The end-of-replay summary: events read, each stage and sink, time and rate. */
-export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms: number): string {
+export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms: number, ends: readonly SinkEnd[] = []): string {
   const secs = Math.max(ms / 1000, 0.001);
   const read = eventsRead(components);
   const span = plan.range.first && plan.range.last ? ` (seq ${plan.range.first.seq}–${plan.range.last.seq})` : '';
@@ -264,9 +265,11 @@ export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms
   for (const c of components) if (c.kind === 'stage') lines.push(`  ${c.name}: ${count(c.in)} in, ${count(c.out)} out`);
   for (const d of plan.sinks) {
     const stats = components.find((c) => c.kind === 'sink' && c.name === d.plan.name);
+    const end = ends.find((e) => e.name === d.plan.name);
+    const at = end ? `, ${end.text}` : '';
     if (d.action === 'skip') lines.push(`  ${d.plan.name} (${d.plan.type}): skipped, an external sink (--with-external-sinks publishes to it)`);
-    else if (d.file) lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written, ${d.file.target} replaced`);
-    else lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written`);
+    else if (d.file) lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written${at}, ${d.file.target} replaced`);
+    else lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written${at}`);
   }
   return lines.join('\n');
 }
@@ -284,6 +287,17 @@ export function progressText(read: number, total: number, ms: number, width = 0)
   const share = total > 0 ? Math.min(1, read / total) : 1;
   const bar = width > 0 ? `[${'#'.repeat(Math.round(share * width)).padEnd(width, '-')}] ` : '';
   return `${bar}${(share * 100).toFixed(0).padStart(3)}%  ${count(read)}/${count(total)} events  ${count(Math.round(rate))}/s  ETA ${eta}`;
+}
+
+/**
+ * Where each exactly-once sink ended, beside the last seq replayed (read from the new files before
+ * they replace the old): a sink that read the log itself and holds less was cut short, and the replay
+ * fails rather than swap in views that stop early.
+ */
+async function replayEnds(plan: ReplayPlan): Promise<SinkEnd[]> {
+  const end = await readLogEnd(plan.log);
+  if (!end) return [];
+  return sinkEnds(plan.run.sinks, { end: { key: end.key, seq: plan.range.last?.seq ?? 0 } });
 }
 
 function reportError(error: unknown): number {
@@ -360,9 +374,15 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   ticker.unref();
 
   let code: number;
+  let ends: SinkEnd[] = [];
   try {
     await supervisor.start();
     code = await supervisor.result;
+    if (code === 0 && !interrupted) {
+      ends = await replayEnds(plan);
+      for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
+      if (ends.some((e) => e.short)) code = 1;
+    }
     if (code === 0 && !interrupted) {
       for (const f of files) await completeTemp(f);
       for (const f of files) commitTemp(f);
@@ -386,6 +406,6 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
     return code === 0 ? 1 : code;
   }
   for (const lock of locks) lock.release();
-  process.stderr.write(`${replaySummary(plan, supervisor.components(), Date.now() - startedAt)}\n`);
+  process.stderr.write(`${replaySummary(plan, supervisor.components(), Date.now() - startedAt, ends)}\n`);
   return 0;
 }

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { stderrColor } from '../core/color.js';
 import { CqpError } from '../core/errors.js';
+import type { SinkEnd } from './sink-ends.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
 
 /** A component silent this long is stalled (ms): a cqp component reports at least once a second while it runs. */
@@ -69,13 +70,18 @@ export function statusLine(components: ComponentStats[], rates: Rates, reloads: 
   return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed`;
 }
 
-/** The end-of-run summary: events in and out per component, time and rate, and what failed for good. */
-export function summary(components: ComponentStats[], ms: number, failures: readonly string[] = []): string {
+/** The end-of-run summary: events in and out per component, time and rate, where each exactly-once sink ended, and what failed for good. */
+export function summary(components: ComponentStats[], ms: number, ends: readonly SinkEnd[] = [], failures: readonly string[] = []): string {
   const secs = Math.max(ms / 1000, 0.001);
   const source = components.find((c) => c.kind === 'source');
   const read = source?.out ?? 0;
+  // An exactly-once sink's line says where it ended, beside the log's end (`views: 30000 in, at seq 30000 of 30000`).
+  const at = (name: string): string => {
+    const end = ends.find((e) => e.name === name);
+    return end ? `, ${end.text}` : '';
+  };
   const lines = components.map((c) =>
-    c.kind === 'source' ? `  ${c.name}: ${c.out} out` : c.kind === 'sink' ? `  ${c.name}: ${c.in} in` : `  ${c.name}: ${c.in} in, ${c.out} out`,
+    c.kind === 'source' ? `  ${c.name}: ${c.out} out` : c.kind === 'sink' ? `  ${c.name}: ${c.in} in${at(c.name)}` : `  ${c.name}: ${c.in} in, ${c.out} out`,
   );
   const failed = failures.map((f) => `  failed: ${f}`);
   return [`cqp: ${read} events in ${secs.toFixed(1)} s (${Math.round(read / secs)}/s)`, ...lines, ...failed].join('\n');

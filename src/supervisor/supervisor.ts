@@ -5,15 +5,15 @@
  * supervisor pumps the rest), so it can stop the flow between two lines, swap a stage and go on. Reloads, crash recovery
  * and shutdown run one at a time (`serial`), so each sees a pipeline at rest between two of them.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { messageOf, type CqpError } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
-import { readLogTail } from '../log/reader.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
 import { Failures } from './failures.js';
+import { readLogEnd, sinkEnds, type LogEnd, type SinkEnd } from './sink-ends.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
@@ -518,45 +518,71 @@ export class Supervisor {
     if ([...this.units.values()].every((u) => u.ended)) void this.stop();
   }
 
-  /** Stops the sinks following the log once they have read its last record. */
+  /**
+   * Stops the sinks following the log once they hold its last record. The log sink has exited and
+   * flushed by now, so the log's end is read from the file; each view is told it and stops by itself
+   * once it has read that far and written what it read. What it then holds is read back from its
+   * database: a view short of the end (it crashed, or read nothing new for FOLLOWER_STALL_MS) is named
+   * and fails the run, since a run that says it succeeded must not leave a view behind its log.
+   */
   private async stopFollowers(): Promise<void> {
     const followers = [...this.units.values()].filter((u) => u.plan.logInput?.follow);
     if (followers.length === 0) return;
-    const logPath = followers[0]?.plan.logInput?.path as string;
-    let target: { key: string; seq: string } | undefined;
-    if (existsSync(logPath)) {
-      try {
-        const tail = await readLogTail(logPath);
-        if (tail.lastSeq > 0) target = { key: `log:${tail.logId}`, seq: String(tail.lastSeq) };
-      } catch (error) {
-        this.log(`cqp: cannot read the log's end (${messageOf(error)}); stopping the views now`);
+    let end: LogEnd | undefined;
+    try {
+      end = await readLogEnd(followers[0]?.plan.logInput?.path as string);
+    } catch (error) {
+      this.log(`cqp: cannot read the log's end (${messageOf(error)}); stopping the views where they are`);
+      this.failed = true;
+    }
+    const target = end && end.seq > 0 ? end : undefined;
+    await Promise.all(followers.map((unit) => this.stopFollower(unit, target)));
+    if (!target) return;
+    for (const sinkEnd of await sinkEnds(followers.map((u) => u.plan), { end: target })) {
+      if (!sinkEnd.short) continue;
+      this.log(`cqp: ${sinkEnd.name} stopped ${sinkEnd.text} of the log; it resumes from there on the next run`);
+      this.failed = true;
+    }
+  }
+
+  /** Lets one view read to `target` and stop; one that died before shutdown is started again to get there. */
+  private async stopFollower(unit: SinkUnit, target: LogEnd | undefined): Promise<void> {
+    if (target && !unit.sink.running && unit.sink.expected === 'kill' && this.units.get(unit.plan.name) === unit) {
+      this.log(`cqp: ${unit.plan.name} is not running; starting it again to read to the log's end`);
+      unit = await this.spawnUnit(unit.plan);
+      this.units.set(unit.plan.name, unit);
+    }
+    if (target && unit.sink.running) {
+      unit.sink.expected ??= 'end';
+      unit.sink.tell(JSON.stringify({ until: { [target.key]: String(target.seq) } }));
+      let seen: string | undefined;
+      let since = Date.now();
+      while (unit.sink.running) {
+        const reached = unit.progress[target.key];
+        // It has read to the end and is writing the last of it: the signal only hurries its exit.
+        if (reached !== undefined && compareN(reached, String(target.seq)) >= 0) break;
+        if (reached !== seen) [seen, since] = [reached, Date.now()];
+        else if (Date.now() - since > FOLLOWER_STALL_MS) {
+          this.log(`cqp: ${unit.plan.name} has not read further for ${FOLLOWER_STALL_MS / 1000} s (at ${reached ?? 'nothing'} of ${target.seq}); stopping it there`);
+          break;
+        }
+        await sleep(20);
       }
     }
-    await Promise.all(
-      followers.map(async (unit) => {
-        let seen: string | undefined;
-        let since = Date.now();
-        // It stops by itself once it has read that far; the progress reports are the fallback.
-        if (target) {
-          unit.sink.expected ??= 'end';
-          unit.sink.tell(JSON.stringify({ until: { [target.key]: target.seq } }));
-        }
-        while (target && unit.sink.running) {
-          const reached = unit.progress[target.key];
-          if (reached !== undefined && compareN(reached, target.seq) >= 0) break;
-          if (reached !== seen) [seen, since] = [reached, Date.now()];
-          else if (Date.now() - since > FOLLOWER_STALL_MS) {
-            // What it holds is durable and it resumes from there next time: stop rather than wait forever.
-            this.log(`cqp: ${unit.plan.name} has not read further for ${FOLLOWER_STALL_MS / 1000} s (at ${reached ?? 'nothing'} of ${target.seq}); stopping it there`);
-            break;
-          }
-          await sleep(20);
-        }
-        // It stops reading and writes what it has read.
-        unit.sink.stop('SIGTERM');
-        await this.exited(this.unitProcs(unit));
-      }),
-    );
+    // It stops reading and writes what it has read.
+    unit.sink.stop('SIGTERM');
+    await this.exited(this.unitProcs(unit));
+  }
+
+  /**
+   * Where each exactly-once sink ended, read from the files (call once the pipeline has stopped):
+   * beside the end of the log the views follow, when there is one.
+   */
+  async sinkEnds(): Promise<SinkEnd[]> {
+    const path = this.plan.sinks.find((s) => s.logInput)?.logInput?.path;
+    const end = path === undefined ? undefined : await readLogEnd(path).catch(() => undefined);
+    const writer = this.plan.sinks.find((s) => !s.logInput && s.options.path === path)?.name;
+    return sinkEnds(this.plan.sinks, end ? { end, writer } : undefined);
   }
 
   /**

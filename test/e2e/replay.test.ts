@@ -276,7 +276,7 @@ describe('cqp replay', () => {
     const r = await replay(['--log', log, '--pipeline', p.file, '--until', '25000']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('25,000 events read');
-    expect(r.stderr).toContain('views (sqlite): 25,000 events written');
+    expect(r.stderr).toContain('views (sqlite): 25,000 events written, at seq 25000 of 25000,');
     // Without the v2 filter, deletes apply: a fold of the first 25,000 logged events.
     const creams = new Map<string, { name: string | null; price: number | null }>();
     for (const { event: e } of logged.slice(0, 25_000)) {

@@ -5,6 +5,7 @@ import { CqpError } from '../../src/core/errors.js';
 import { encodeHeader, encodeRecord, HEADER_SIZE, parseLogPos, recordSize } from '../../src/log/format.js';
 import { readLog, readLogApplied, readLogId } from '../../src/log/reader.js';
 import { openLogWriter, type FsyncPolicy } from '../../src/log/writer.js';
+import { eventually } from '../helpers/eventually.js';
 import { event, readAll, readUntilError, sleep, tempDir } from './helpers.js';
 
 function warnings(): { warn: (m: string) => void; list: string[] } {
@@ -246,14 +247,42 @@ describe('command log writer and reader', () => {
     const reading = (async () => {
       for await (const batch of readLog(path, { follow: true, signal: ac.signal, pollMs: 10 })) seen.push(...batch.map((r) => r.bytes.toString()));
     })();
-    await sleep(30);
+    // The reader is already looking for the file (its first open is under way) when the writer creates it.
+    expect(existsSync(path)).toBe(false);
     const w = await openLogWriter(path, { fsync: 'batch', warn: () => undefined });
     await w.appendBatch([{ bytes: '{"x":1}' }]);
-    while (seen.length < 1) await sleep(10);
+    await eventually(() => seen.length >= 1, { what: 'the follower to read the record appended right after the log was created' });
     ac.abort();
     await reading;
     await w.close();
     expect(seen).toEqual(['{"x":1}']);
+  });
+
+  test('follow sees a record appended while it finds the end of the file (no append is missed)', async () => {
+    // The writer appends at the moment the follower asks for more: its read may find the end just
+    // before the append lands, and the follower must still see that record, though nothing follows it.
+    const path = join(tempDir(), 'events.log');
+    const w = await openLogWriter(path, { fsync: 'never', warn: () => undefined });
+    await w.appendBatch([{ bytes: event(1) }]);
+    const ac = new AbortController();
+    const total = 300;
+    let seen = 0;
+    let appending: Promise<unknown> = Promise.resolve();
+    const reading = (async () => {
+      for await (const batch of readLog(path, { follow: true, signal: ac.signal, pollMs: 10 })) {
+        seen += batch.length;
+        if (seen < total) appending = w.appendBatch([{ bytes: event(seen + 1) }]);
+      }
+    })();
+    try {
+      await eventually(() => seen >= total, { timeoutMs: 20_000, what: () => `the follower to read all ${total} records (it stopped at ${seen})` });
+    } finally {
+      ac.abort();
+      await reading;
+      await appending;
+      await w.close();
+    }
+    expect(seen).toBe(total);
   });
 
   test('the positions map survives reopen and is readable without the lock', async () => {
