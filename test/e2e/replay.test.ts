@@ -41,7 +41,7 @@ const VIEWS = `views:
 
 const STAGES = `stages:
   - { name: no-deletes, filter: where, with: { expr: "e.header.eventType[0] !== 'delete'" } }
-  - { name: total, filter: map, with: { expr: "e.payload.total = e.payload.qty * e.payload.price" } }
+  - { name: total, filter: map, with: { expr: "e.payload.total = e.payload.qty === undefined ? undefined : e.payload.qty * e.payload.price" } }
 `;
 
 let root: string;
