@@ -503,7 +503,7 @@ export class Supervisor {
     if (this.state === 'stopping' || this.state === 'done') return Promise.resolve();
     this.state = 'stopping';
     const limit = this.options.drainTimeoutMs;
-    if (limit !== undefined) this.drainLimit = setTimeout(() => this.drainTimedOut(limit), limit);
+    if (limit !== undefined) this.watchDrain(limit);
     return this.serial(async () => {
       this.source?.proc.stop('SIGTERM');
       await this.exited(this.mainProcs());
@@ -589,7 +589,24 @@ export class Supervisor {
    * The drain took longer than its limit: names what holds it (a stage that stopped reporting, or else
    * the first one still running in pipeline order, which the rest wait for), kills what is left, exit 1.
    */
+  /**
+   * The drain's limit counts time without progress, not time: a view catching up on a long log at
+   * shutdown moves its counts and is waited for; a stage that holds the drain (stopped, hung) is not.
+   */
+  private watchDrain(limit: number): void {
+    const moved = (): number => this.components().reduce((sum, c) => sum + c.in + c.out, 0);
+    let last = moved();
+    let since = Date.now();
+    this.drainLimit = setInterval(() => {
+      const now = moved();
+      if (now !== last) [last, since] = [now, Date.now()];
+      else if (Date.now() - since >= limit) this.drainTimedOut(limit);
+    }, Math.min(1000, limit / 4));
+    this.drainLimit.unref();
+  }
+
   private drainTimedOut(limit: number): void {
+    clearInterval(this.drainLimit);
     if (this.state === 'done') return;
     const left = this.allProcs().filter((p) => p.running);
     const label = (p: StageProcess): string => `${p.name} (pid ${p.pid ?? '?'})`;
@@ -602,9 +619,9 @@ export class Supervisor {
       const quiet = silent(holder);
       const why = quiet === undefined ? 'still running' : `stalled, no report for ${quiet} s`;
       const rest = left.filter((p) => p !== holder).map(label);
-      this.log(`cqp: the drain did not end within ${limit / 1000} s: ${label(holder)} holds it (${why}); killing ${rest.length > 0 ? `it and ${rest.join(', ')}` : 'it'} (a larger --drain-timeout waits longer)`);
+      this.log(`cqp: the drain made no progress for ${limit / 1000} s: ${label(holder)} holds it (${why}); killing ${rest.length > 0 ? `it and ${rest.join(', ')}` : 'it'} (a larger --drain-timeout waits longer)`);
     } else {
-      this.log(`cqp: the drain did not end within ${limit / 1000} s; stopping`);
+      this.log(`cqp: the drain made no progress for ${limit / 1000} s; stopping`);
     }
     this.failed = true;
     this.killAll(1);
@@ -624,7 +641,7 @@ export class Supervisor {
 
   private finish(code: number): void {
     if (this.state === 'done') return;
-    clearTimeout(this.drainLimit);
+    clearInterval(this.drainLimit);
     this.state = 'done';
     this.resolveResult(code === 0 && this.failures.any ? 1 : code);
   }

@@ -94,7 +94,7 @@ describe('a stage that stops answering', () => {
     const pids = (await run.stages()).map((s) => s.pid).filter((p): p is number => p !== null);
     run.child.kill('SIGTERM');
     expect(await run.exit(60_000)).toBe(1);
-    expect(run.stderr()).toMatch(new RegExp(`the drain did not end within 3 s: b \\(pid ${pid}\\) holds it`));
+    expect(run.stderr()).toMatch(new RegExp(`the drain made no progress for 3 s: b \\(pid ${pid}\\) holds it`));
     await eventually(() => pids.every((p) => !alive(p)), { timeoutMs: 10_000, what: `every stage process gone (${pids.join(', ')})` });
   });
 });
