@@ -237,8 +237,9 @@ export class Supervisor {
   /** Checks and restamps what a `run:` program writes (run-output.ts); a line that cannot go on stops the pipeline. */
   private runOutput(stage: StagePlan, proc: StageProcess, stats: ComponentStats): Pick<PumpOptions, 'rewrite' | 'failed'> {
     return runOutputChecks(stage, {
-      // Without restarts (a replay) nothing is fed twice, so an output without a stamp cannot be doubled.
-      positioned: this.plan.source.resumable && this.maxCrashes > 0,
+      // Stamps matter only to exactly-once sinks after a restart: without restarts (a replay) nothing is
+      // fed twice, and at-least-once sinks may see events again anyway.
+      positioned: this.plan.source.resumable && this.maxCrashes > 0 && this.plan.sinks.some((s) => s.exactlyOnce),
       warn: (line) => this.log(`[${stage.name}] ${line}`),
       badLine: () => stats.errors++,
       failed: (error) => this.stopFor(proc, error),

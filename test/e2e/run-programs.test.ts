@@ -149,6 +149,23 @@ sinks:
     expect(p.stderr()).not.toMatch(/restarting it/);
   }, 60_000);
 
+  it('lets a program drop "@cqp" when no exactly-once sink is fed (a file sink is at-least-once anyway)', async () => {
+    const dir = tmp();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(
+      file,
+      `source: { type: demo, count: 50 }
+stages:
+  - { name: strip, run: ["${process.execPath}", "${join(FIXTURES, 'drop-stamp.mjs')}"] }
+sinks:
+  - { name: out, type: file, path: out.ndjson }
+`,
+    );
+    const p = run(file);
+    expect(await p.exit, p.stderr()).toBe(0);
+    expect(readFileSync(join(dir, 'out.ndjson'), 'utf8').trim().split('\n')).toHaveLength(50);
+  }, 60_000);
+
   it('names a program that writes a line that is not a JSON object as the culprit, exit 1', async () => {
     const dir = tmp();
     const file = join(dir, 'p.yaml');

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import { BIN } from './cli.js';
+import { eventually as waitUntil } from './eventually.js';
 
 /** A `cqp run` under test: its process, what it printed on stderr so far, and its exit code. */
 export interface RunningPipeline {
@@ -41,13 +42,9 @@ export function cqpSync(args: string[], input?: string): { status: number | null
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Polls `check` until it holds; fails naming `what` after `timeoutMs`. */
-export async function eventually(check: () => boolean, { timeoutMs = 60_000, what }: { timeoutMs?: number; what: string }): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The shared `eventually`, with a longer default deadline for whole pipelines. */
+export function eventually(check: () => boolean, { timeoutMs = 60_000, what }: { timeoutMs?: number; what: string }): Promise<boolean> {
+  return waitUntil(check, { timeoutMs, what });
 }
 
 /** A new temporary folder. */
