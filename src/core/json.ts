@@ -276,18 +276,13 @@ const MARK = `\u0000${randomUUID()}#`;
 const MARKED = new RegExp(`"\\\\u0000${MARK.slice(1)}(\\d+)"`, 'g');
 
 /**
- * Serialises an event, writing LosslessNumbers as their text and BigInts as their digits. A number
- * JSON cannot hold (NaN, ±Infinity, which JSON.stringify would write as null) throws, naming the field.
- * The common event (no such number) costs one JSON.stringify and one search for "null".
+ * Serialises an event, writing LosslessNumbers as their text and BigInts as their digits. Numbers read
+ * from the input are never changed; a NaN or ±Infinity that user code computed (`e.qty * e.price` on an
+ * event without a qty) is written as null, as JSON.stringify does: JSON has no such numbers.
  */
 export function stringifyEvent(value: unknown): string {
   const json = stringifyJson(value);
   if (json === undefined) throw new Error('the value has no JSON form');
-  // A non-finite number comes out as null: only then is the event walked to find it.
-  if (json.includes('null')) {
-    const bad = nonFinite(value, '', 0);
-    if (bad !== undefined) throw new Error(`field ${bad.path === '' ? '(the event itself)' : bad.path} is ${bad.value}, which JSON cannot hold`);
-  }
   return json;
 }
 
@@ -302,26 +297,6 @@ export function stringifyJson(value: unknown): string | undefined {
     return stringifyLossless(value);
   }
   return sawLossless ? stringifyLossless(value) : json;
-}
-
-/** The first number JSON cannot hold, with its path; objects with toJSON are left to it. */
-function nonFinite(value: unknown, path: string, depth: number): { path: string; value: number } | undefined {
-  if (typeof value === 'number') return Number.isFinite(value) ? undefined : { path, value };
-  if (typeof value !== 'object' || value === null || depth > MAX_NESTING) return undefined;
-  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
-  const at = (key: string): string => (path === '' ? key : `${path}.${key}`);
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = nonFinite(value[i], at(String(i)), depth + 1);
-      if (found) return found;
-    }
-    return undefined;
-  }
-  for (const key of Object.keys(value)) {
-    const found = nonFinite((value as Record<string, unknown>)[key], at(key), depth + 1);
-    if (found) return found;
-  }
-  return undefined;
 }
 
 /** JSON.stringify with a replacer: number texts go in as placeholders, replaced afterwards. */

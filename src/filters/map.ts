@@ -10,7 +10,7 @@ export default defineFilter({
     'those, the changed `e` goes on ("e.total = e.qty * e.price"). Otherwise the value is the output: an ' +
     'object is one event ("({id: e.header.rel.id})"), an array several, null or undefined drops the event. ' +
     'A number a double cannot carry (9007199254740993, 1e400, -0) is a LosslessNumber that keeps its text ' +
-    '(String(e.x)) and computes as Number(e.x); NaN or Infinity in the result rejects the event.',
+    '(String(e.x)) and computes as Number(e.x); a NaN or Infinity the expression computes is written as null.',
   options: z.object({
     expr: z.string().min(1).describe('JavaScript expression over the event `e`'),
   }),
