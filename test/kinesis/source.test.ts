@@ -91,7 +91,9 @@ describe('cqp-source kinesis', () => {
     await createStream(k.client, 'latest', 2);
     await putRecords(k.client, 'latest', events(0, 500, 10));
     const before = k.calls.get('GetRecords') ?? 0;
-    const run = readWithSource({ stream: 'latest', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 500, start: 'latest' });
+    // Ends once the 300 new records are in (the idle limit is only a backstop: under load the put below
+    // can take longer than any short idle time, and the reader would end before the records arrive).
+    const run = readWithSource({ stream: 'latest', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 60_000, start: 'latest' }, { stopWhen: (lines) => lines.length >= 300 });
     // Once both shards have been read from, the reader holds its LATEST iterators: put the new records.
     while ((k.calls.get('GetRecords') ?? 0) < before + 2) await new Promise((r) => setTimeout(r, 5));
     await putRecords(k.client, 'latest', events(500, 800, 10));
