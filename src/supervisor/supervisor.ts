@@ -363,16 +363,17 @@ export class Supervisor {
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
       if (status.code === 0) this.failures.recovered(proc.name);
       else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) this.failures.crashed(proc.name, proc.describeExit(status));
+      // Also while the pipeline stops: a view told where the log ends may only then find its views file bad.
+      if (proc.expected !== 'kill' && isConfigurationExit(proc, status)) {
+        this.refusedConfiguration(proc, status);
+        return;
+      }
       if (proc.expected) {
         const stopped = proc.expected === 'stop' && status.signal === 'SIGTERM';
         if (proc.expected !== 'kill' && status.code !== 0 && !stopped) {
           this.log(`cqp: ${proc.name} exited with ${how} while stopping`);
           if (this.state === 'stopping') this.failed = true;
         }
-        return;
-      }
-      if (isConfigurationExit(proc, status)) {
-        this.refusedConfiguration(proc, status);
         return;
       }
       if (unit && proc === unit.sink && unit.plan.logInput?.follow === false && status.code === 0) {
@@ -555,7 +556,7 @@ export class Supervisor {
     await Promise.all(followers.map((unit) => this.stopFollower(unit, target)));
     if (!target) return;
     for (const sinkEnd of await sinkEnds(followers.map((u) => u.plan), { end: target })) {
-      if (!sinkEnd.short) continue;
+      if (!sinkEnd.short || this.failures.isMisconfigured(sinkEnd.name)) continue;
       this.log(`cqp: ${sinkEnd.name} stopped ${sinkEnd.text} of the log; it resumes from there on the next run`);
       this.failed = true;
     }

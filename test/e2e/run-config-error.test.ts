@@ -40,6 +40,7 @@ const SOURCE = 'source: { type: demo, count: 0, rate: 200 }\n';
 describe('cqp run with a configuration error found by a component at start', () => {
   const cases: Array<[what: string, pipeline: string, reason: RegExp]> = [
     ['a view following the log', `${SOURCE}sinks:\n  - { name: log, type: log, path: events.log }\n  - { name: views, type: sqlite, db: v.db, views: bad-views.yaml }\n`, /unknown action "upsret"/],
+    ['a view following the log, the source ending at once', `source: { type: demo, count: 50 }\nsinks:\n  - { name: log, type: log, path: events.log }\n  - { name: views, type: sqlite, db: v.db, views: bad-views.yaml }\n`, /unknown action "upsret"/],
     ['a view fed by the stages', `${SOURCE}stages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: views, type: sqlite, db: v.db, views: bad-views.yaml }\n`, /unknown action "upsret"/],
     ['a stage', `${SOURCE}stages:\n  - { name: m, filter: map, with: { expr: "e.m = = 1" } }\nsinks:\n  - { name: log, type: log, path: events.log }\n`, /cannot parse expression/],
     ['a run: program that is not found', `${SOURCE}stages:\n  - { name: score, run: no-such-program-cqp }\nsinks:\n  - { name: log, type: log, path: events.log }\n`, /could not start no-such-program-cqp/],
