@@ -16,6 +16,7 @@ import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options
 import { componentNames, findComponent } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
 import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
 
 /** How a process is started: an executable and its arguments. */
@@ -159,45 +160,6 @@ export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
   });
 }
 
-interface Problem {
-  path: YamlPath;
-  message: string;
-}
-
-/**
- * A check `cqp lint` runs after the file validates: a component's check of one option (it opens or
- * compiles what the option names, with the component's own code), or the lookup of a `run:` program.
- */
-interface Check {
-  path: YamlPath;
-  /** The option's flag, cut from the front of the message (the field already names it). */
-  flag?: string;
-  run: () => unknown;
-}
-
-/** Queues the checks `def` declares for the options it was given (`at`: where they are in the file). */
-function queueChecks(def: ComponentDefinition, options: Record<string, unknown>, at: YamlPath, dir: string, checks: Check[]): void {
-  for (const [key, check] of Object.entries(def.checks ?? {})) {
-    const value = options[key];
-    if (value === undefined || value === null || typeof check !== 'function') continue;
-    checks.push({ path: [...at, key], flag: `--${kebab(key)}`, run: () => (check as (v: unknown, o: unknown, c: { cwd: string }) => unknown)(value, options, { cwd: dir }) });
-  }
-}
-
-/** Runs the checks; each line of what one throws becomes a problem at its field. */
-async function runChecks(checks: Check[], problems: Problem[]): Promise<void> {
-  for (const check of checks) {
-    try {
-      await check.run();
-    } catch (error) {
-      let message = messageOf(error);
-      if (check.flag && message.startsWith(`${check.flag}: `)) message = message.slice(check.flag.length + 2);
-      else if (check.flag && message.startsWith(`${check.flag} `)) message = message.slice(check.flag.length + 1);
-      for (const line of message.split('\n')) if (line.trim() !== '') problems.push({ path: check.path, message: line });
-    }
-  }
-}
-
 const runtimeShape = {
   onError: z.enum(['fail', 'skip', 'dead-letter']).optional(),
   deadLetter: z.string().min(1).optional(),
@@ -311,7 +273,7 @@ function resolveOptions(
   }
   const given: Record<string, unknown> = {};
   for (const key of Object.keys(options)) if (parsed[key] !== undefined) given[key] = parsed[key];
-  if (checks) queueChecks(def, given, at, dir, checks);
+  if (checks) queueChecks(def, parsed, Object.keys(given), at, dir, checks);
   const settings: RuntimeSettings = {};
   if (rt.data.onError) settings.onError = rt.data.onError;
   if (rt.data.deadLetter) settings.deadLetter = resolvePath(dir, rt.data.deadLetter);
