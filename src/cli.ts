@@ -60,7 +60,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     });
   program
     .command('lint')
-    .description('check a pipeline file without running it (exit 0, or 2 with FILE:LINE, the field and a suggestion)')
+    .description('check a pipeline file and every file and expression it names, as cqp run would at start, without running it (exit 0, or 2 with FILE:LINE: field: message for each problem)')
     .argument('<pipeline>', 'the pipeline YAML file')
     .action(async (file: string) => {
       const { lintCommand } = await import('./supervisor/index.js');

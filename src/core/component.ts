@@ -79,6 +79,20 @@ export interface SinkInstance {
   close(): Promise<void>;
 }
 
+/** What an option check gets besides the options: the folder relative paths resolve against. */
+export interface CheckContext {
+  cwd: string;
+}
+
+/**
+ * Checks of the options that name files or code, one per option: each opens, loads or compiles what its
+ * option names with the code `create()` uses, without processing an event, and throws a CqpError saying
+ * what is wrong. `cqp lint` runs them, so it refuses what the component would refuse at start.
+ */
+export type OptionChecks<O> = {
+  [K in keyof O]?: (value: NonNullable<O[K]>, options: O, ctx: CheckContext) => unknown;
+};
+
 interface ComponentBase<S extends z.ZodObject> {
   name: string;
   /**
@@ -97,6 +111,8 @@ interface ComponentBase<S extends z.ZodObject> {
   positional?: keyof z.infer<S> & string;
   /** Example option sets; a test checks that each parses. */
   examples: Array<z.input<S>>;
+  /** Checks of the options that name files or code (see OptionChecks); an option without one is checked by its schema only. */
+  checks?: OptionChecks<z.infer<S>>;
 }
 
 export interface FilterDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {

@@ -58,6 +58,7 @@ export default defineFilter({
     idPrefix: z.string().default('events/').describe('prefix of generated event ids'),
   }),
   examples: [{}, { set: ['payload.source=shop', 'header.rel.next=null'] }],
+  checks: { set: (set) => set.map(parseAssignment) },
   create({ set, idPrefix }) {
     const assignments = set.map(parseAssignment);
     // One Date per millisecond, not per event.

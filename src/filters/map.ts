@@ -16,6 +16,7 @@ export default defineFilter({
   }),
   positional: 'expr',
   examples: [{ expr: 'e.total = e.qty * e.price' }, { expr: '({ id: e.header.rel.id })' }, { expr: 'delete e.payload.description' }],
+  checks: { expr: (expr) => compileExpression(expr, '--expr') },
   create({ expr }) {
     const { fn } = compileExpression(expr, '--expr');
     return { process: (e) => fn(e) as JsonObject | JsonObject[] | null | undefined };

@@ -6,6 +6,16 @@ import { importUserModule } from '../core/user-module.js';
 
 type UserFunction = (event: JsonObject) => FilterResult | Promise<FilterResult>;
 
+/** Loads the module and its default export, the function each event goes through. */
+async function loadFunction(file: string, cwd: string): Promise<UserFunction> {
+  const mod = await importUserModule(resolve(cwd, file), '--file');
+  const fn = mod.default;
+  if (typeof fn !== 'function') {
+    throw new CqpError('CONFIG', `--file ${file}: its default export is ${typeof fn}; export a function (event) => event | event[] | null`);
+  }
+  return fn as UserFunction;
+}
+
 export default defineFilter({
   name: 'module',
   summary: 'run each event through the default export of a JS or TS module',
@@ -18,13 +28,8 @@ export default defineFilter({
   }),
   positional: 'file',
   examples: [{ file: 'upcast.mjs' }],
+  checks: { file: (file, _options, ctx) => loadFunction(file, ctx.cwd) },
   async create({ file }, ctx) {
-    const path = resolve(ctx.cwd, file);
-    const mod = await importUserModule(path, '--file');
-    const fn = mod.default;
-    if (typeof fn !== 'function') {
-      throw new CqpError('CONFIG', `--file ${file}: its default export is ${typeof fn}; export a function (event) => event | event[] | null`);
-    }
-    return { process: fn as UserFunction };
+    return { process: await loadFunction(file, ctx.cwd) };
   },
 });

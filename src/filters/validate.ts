@@ -21,6 +21,23 @@ function loadSchema(file: string): Record<string, unknown> {
   }
 }
 
+/** Reads and compiles the schema (the built-in envelope when none is given): the check, and why the last event failed it. */
+async function compileSchema(schema: string | undefined, cwd: string): Promise<{ valid: (e: unknown) => boolean; why: () => string }> {
+  const json: Record<string, unknown> = schema ? loadSchema(resolve(cwd, schema)) : { ...envelopeSchema };
+  const is2020 = typeof json.$schema === 'string' && json.$schema.includes('2020-12');
+  const { default: Ajv } = is2020 ? await import('ajv/dist/2020.js') : await import('ajv');
+  const { default: addFormats } = await import('ajv-formats');
+  const ajv = new Ajv({ allErrors: true, strict: false });
+  (addFormats as unknown as (a: typeof ajv) => void)(ajv);
+  let check: ReturnType<typeof ajv.compile>;
+  try {
+    check = ajv.compile(json);
+  } catch (error) {
+    throw new CqpError('CONFIG', `--schema ${schema ?? 'envelope'}: the schema does not compile: ${messageOf(error)}`);
+  }
+  return { valid: check, why: () => ajv.errorsText(check.errors, { dataVar: '', separator: '; ' }) };
+}
+
 export default defineFilter({
   name: 'validate',
   summary: 'check events against a JSON Schema file, or the built-in event envelope',
@@ -35,23 +52,13 @@ export default defineFilter({
   // A schema checks numbers as numbers; valid events go out as their original bytes.
   plainNumbers: true,
   examples: [{}, { schema: 'schemas/ice-cream.json' }],
+  checks: { schema: (schema, _options, ctx) => compileSchema(schema, ctx.cwd) },
   async create({ schema }, ctx) {
-    const json: Record<string, unknown> = schema ? loadSchema(resolve(ctx.cwd, schema)) : { ...envelopeSchema };
-    const is2020 = typeof json.$schema === 'string' && json.$schema.includes('2020-12');
-    const { default: Ajv } = is2020 ? await import('ajv/dist/2020.js') : await import('ajv');
-    const { default: addFormats } = await import('ajv-formats');
-    const ajv = new Ajv({ allErrors: true, strict: false });
-    (addFormats as unknown as (a: typeof ajv) => void)(ajv);
-    let check: ReturnType<typeof ajv.compile>;
-    try {
-      check = ajv.compile(json);
-    } catch (error) {
-      throw new CqpError('CONFIG', `--schema ${schema ?? 'envelope'}: the schema does not compile: ${messageOf(error)}`);
-    }
+    const { valid, why } = await compileSchema(schema, ctx.cwd);
     return {
       process(e) {
-        if (check(e)) return KEEP;
-        throw new Error(`invalid: ${ajv.errorsText(check.errors, { dataVar: '', separator: '; ' })}`);
+        if (valid(e)) return KEEP;
+        throw new Error(`invalid: ${why()}`);
       },
     };
   },

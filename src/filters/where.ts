@@ -15,6 +15,7 @@ export default defineFilter({
   // It only keeps or drops: the kept bytes go out as they came.
   plainNumbers: true,
   examples: [{ expr: 'e.payload.price > 1' }, { expr: "e.header.eventType[0] === 'delete'" }],
+  checks: { expr: (expr) => compileExpression(expr, '--expr') },
   create({ expr }) {
     const { fn } = compileExpression(expr, '--expr');
     return { process: (e) => (fn(e) ? KEEP : null) };

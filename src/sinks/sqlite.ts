@@ -20,6 +20,13 @@ export default defineSink({
   }),
   exactlyOnce: true,
   examples: [{ db: 'data/views.db' }, { db: 'data/views.db', views: 'pipelines/views/ice-creams.yaml' }],
+  checks: {
+    async views(views, _options, ctx) {
+      const { loadViewsFile } = await import('../views/definition.js');
+      const { loadHandlers } = await import('../views/store.js');
+      await loadHandlers(loadViewsFile(resolve(ctx.cwd, views)));
+    },
+  },
   async create({ db, views }, ctx) {
     // SQLite and the YAML parser load only when a sqlite sink starts, not with every cqp command.
     const { loadViewsFile } = await import('../views/definition.js');

@@ -9,11 +9,15 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { ComponentDefinition, ComponentKind } from '../core/component.js';
+import type { Document } from 'yaml';
 import { CqpError, messageOf } from '../core/errors.js';
+import { compileExpression } from '../core/expression.js';
 import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options.js';
 import { componentNames, findComponent } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
 import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
+import { findProgram } from './program.js';
 
 /** How a process is started: an executable and its arguments. */
 export interface Command {
@@ -156,11 +160,6 @@ export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
   });
 }
 
-interface Problem {
-  path: YamlPath;
-  message: string;
-}
-
 const runtimeShape = {
   onError: z.enum(['fail', 'skip', 'dead-letter']).optional(),
   deadLetter: z.string().min(1).optional(),
@@ -234,6 +233,7 @@ function resolveOptions(
   at: YamlPath,
   dir: string,
   problems: Problem[],
+  checks: Check[] | undefined,
 ): Resolved | undefined {
   const known = optionSpecs(def.options).map((s) => s.key);
   const options: Record<string, unknown> = {};
@@ -273,6 +273,7 @@ function resolveOptions(
   }
   const given: Record<string, unknown> = {};
   for (const key of Object.keys(options)) if (parsed[key] !== undefined) given[key] = parsed[key];
+  if (checks) queueChecks(def, parsed, Object.keys(given), at, dir, checks);
   const settings: RuntimeSettings = {};
   if (rt.data.onError) settings.onError = rt.data.onError;
   if (rt.data.deadLetter) settings.deadLetter = resolvePath(dir, rt.data.deadLetter);
@@ -297,14 +298,29 @@ function unknownComponent(kind: ComponentKind, name: string): string {
   return `unknown ${kind} "${name}"${suggestion(name, names)} (${kind}s: ${names.join(', ')})`;
 }
 
-/** Checks that a `where:` expression is JavaScript (without running it). */
+/** Checks that a `where:` expression compiles, as the where filter in front of the sink compiles it. */
 function expressionProblem(expr: string): string | undefined {
   try {
-    new Function('e', `return (${expr}\n);`);
+    compileExpression(expr, 'where');
     return undefined;
   } catch (error) {
-    return `the where expression does not parse: ${messageOf(error)}`;
+    return messageOf(error).replace(/^where: /, '');
   }
+}
+
+/** Every problem as `FILE:LINE: field: message`, in line order. */
+function problemsError(file: string, doc: Document, problems: Problem[]): CqpError {
+  const located = problems.map((p) => ({ ...p, line: lineOf(doc, p.path) }));
+  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  return new CqpError(
+    'CONFIG',
+    located
+      .map((p) => {
+        const field = formatYamlPath(p.path);
+        return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${field ? `${field}: ` : ''}${p.message}`;
+      })
+      .join('\n'),
+  );
 }
 
 /**
@@ -312,6 +328,26 @@ function expressionProblem(expr: string): string | undefined {
  * its folder. Throws CqpError CONFIG listing every problem as `FILE:LINE: field: message`.
  */
 export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv = process.env): PipelinePlan {
+  const { doc, problems, plan } = analysePipeline(text, file, env, undefined);
+  if (problems.length > 0 || !plan) throw problemsError(file, doc, problems);
+  return plan;
+}
+
+/**
+ * What `cqp lint` checks: everything `parsePipeline` does, then what each component would refuse at
+ * start (its option checks: views files, schemas, modules, expressions) and whether each `run:` program
+ * can be started. Throws CqpError CONFIG with every problem found.
+ */
+export async function lintPipeline(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Promise<PipelinePlan> {
+  const checks: Check[] = [];
+  const { doc, problems, plan } = analysePipeline(text, file, env, checks);
+  await runChecks(checks, problems);
+  if (problems.length > 0 || !plan) throw problemsError(file, doc, problems);
+  return plan;
+}
+
+/** Validates a pipeline's text: the plan when there are no problems; `checks` (when given) gets what lint runs next. */
+function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, checks: Check[] | undefined): { doc: Document; problems: Problem[]; plan?: PipelinePlan } {
   const absFile = resolve(file);
   const dir = dirname(absFile);
   const doc = parseYaml(text);
@@ -321,19 +357,6 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
     throw new CqpError('CONFIG', `${file}:${line}: ${yamlError.message.split('\n')[0]} (the pipeline file is not valid YAML)`);
   }
   const problems: Problem[] = [];
-  const fail = (): CqpError => {
-    const located = problems.map((p) => ({ ...p, line: lineOf(doc, p.path) }));
-    located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-    return new CqpError(
-      'CONFIG',
-      located
-        .map((p) => {
-          const field = formatYamlPath(p.path);
-          return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${field ? `${field}: ` : ''}${p.message}`;
-        })
-        .join('\n'),
-    );
-  };
 
   const raw = expandAll(doc.toJS(), env, [], problems);
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
@@ -342,7 +365,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
   const top = pipelineSchema.safeParse(raw);
   if (!top.success) {
     problems.push(...zodProblems(top.error, [], TOP_FIELDS));
-    throw fail();
+    return { doc, problems };
   }
   const pipeline = top.data;
   const names = new Map<string, YamlPath>();
@@ -360,7 +383,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
   if (!sourceDef) {
     problems.push({ path: ['source', 'type'], message: unknownComponent('source', sourceType) });
   } else {
-    const r = resolveOptions(sourceDef, sourceRaw, ['source'], dir, problems);
+    const r = resolveOptions(sourceDef, sourceRaw, ['source'], dir, problems, checks);
     if (r) {
       source = {
         name: sourceName,
@@ -408,7 +431,9 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
       if (s.onError === 'dead-letter' && !s.deadLetter) problems.push({ path: [...at, 'onError'], message: 'onError: dead-letter needs deadLetter: FILE (where rejected lines are appended)' });
       // The runtime's line bound is a cqp component's; the supervisor does not cut a program's lines.
       if (s.maxLineBytes !== undefined) problems.push({ path: [...at, 'maxLineBytes'], message: 'maxLineBytes applies to built-in filters, not to run: programs; remove it' });
-      stages.push({ name: s.name, filter: undefined, options: {}, command: { file: argv[0] as string, args: argv.slice(1) }, runtime: settings });
+      const program = argv[0] as string;
+      checks?.push({ path: [...at, 'run'], run: () => findProgram(program, dir, env) });
+      stages.push({ name: s.name, filter: undefined, options: {}, command: { file: program, args: argv.slice(1) }, runtime: settings });
       return;
     }
     const filterName = s.filter as string;
@@ -417,7 +442,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
       problems.push({ path: [...at, 'filter'], message: unknownComponent('filter', filterName) });
       return;
     }
-    const r = resolveOptions(def, { ...(s.with ?? {}), ...runtime }, [...at, 'with'], dir, problems);
+    const r = resolveOptions(def, { ...(s.with ?? {}), ...runtime }, [...at, 'with'], dir, problems, checks);
     if (!r) return;
     stages.push({
       name: s.name,
@@ -445,7 +470,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
       if (bad) problems.push({ path: [...at, 'where'], message: bad });
       if (whereDef) whereCommand = cliCommand(['filter', 'where', ...optionsToArgv(whereDef, { [whereDef.positional ?? 'expr']: expr })]);
     }
-    const r = resolveOptions(def, rest, at, dir, problems);
+    const r = resolveOptions(def, rest, at, dir, problems, checks);
     if (!r) return;
     sinkDrafts.push({
       name,
@@ -458,7 +483,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
     });
   });
 
-  if (problems.length > 0 || !source) throw fail();
+  if (problems.length > 0 || !source) return { doc, problems };
 
   // Views follow the log: with a log sink, sqlite sinks read that log rather than the stages.
   const logSink = sinkDrafts.find((s) => s.type === 'log');
@@ -470,18 +495,21 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
     }
     return { ...s, logInput: follows ? { path: logPath, follow: true, args: ['--read-log', logPath, '--follow'] } : undefined };
   });
-  if (problems.length > 0) throw fail();
+  if (problems.length > 0) return { doc, problems };
 
-  return { file: absFile, dir, name: pipeline.name ?? 'pipeline', text, source, stages, sinks };
+  return { doc, problems, plan: { file: absFile, dir, name: pipeline.name ?? 'pipeline', text, source, stages, sinks } };
+}
+
+/** Reads a pipeline file's text. */
+export function readPipelineFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new CqpError('CONFIG', `cannot read pipeline file ${file}: ${messageOf(error)}`, { cause: error });
+  }
 }
 
 /** Reads and validates a pipeline file. */
 export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelinePlan {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new CqpError('CONFIG', `cannot read pipeline file ${file}: ${messageOf(error)}`, { cause: error });
-  }
-  return parsePipeline(text, file, env);
+  return parsePipeline(readPipelineFile(file), file, env);
 }

@@ -1,5 +1,17 @@
+import type { ExitStatus, StageProcess } from './process.js';
+
 /**
- * Why a run ends with exit 1: components that failed for good. A failure is noted when a process of a
+ * True when a process refused its configuration at start, which no restart can mend: a program that
+ * could not be started at all (not found, not executable), or a cqp component that exited 2 (a usage or
+ * configuration error: a views file, schema, module or expression it refused) before it was ready.
+ */
+export function isConfigurationExit(proc: Pick<StageProcess, 'command' | 'wasReady'>, status: ExitStatus): boolean {
+  if (status.error) return true;
+  return proc.command.signalsReady === true && !proc.wasReady && status.code === 2;
+}
+
+/**
+ * Why a run ends with exit 1 (or 2, for a configuration error): components that failed for good. A failure is noted when a process of a
  * component exits with an error, and forgotten when a later process of the same component becomes ready
  * or ends cleanly: a crash the supervisor recovered from is no failure of the run, but a sink that
  * never opened its files, a component given up on, or a crash whose restart the end of the run cut
@@ -8,6 +20,7 @@
 export class Failures {
   private readonly pending = new Map<string, string>();
   private readonly fatal = new Map<string, string>();
+  private readonly misconfigured = new Map<string, string>();
 
   /** A process of component `name` exited with an error, described by `message`. */
   crashed(name: string, message: string): void {
@@ -24,13 +37,29 @@ export class Failures {
     this.fatal.set(name, message);
   }
 
+  /** Component `name` refused its configuration at start (isConfigurationExit): it is not restarted. */
+  refusedConfiguration(name: string, message: string): void {
+    this.misconfigured.set(name, message);
+  }
+
+  /** True when component `name` refused its configuration: nothing should start it again. */
+  isMisconfigured(name: string): boolean {
+    return this.misconfigured.has(name);
+  }
+
   get any(): boolean {
-    return this.pending.size + this.fatal.size > 0;
+    return this.pending.size + this.fatal.size + this.misconfigured.size > 0;
+  }
+
+  /** The run's exit code, given the one its end would have had: 2 after a configuration error, 1 after a failure. */
+  exitCode(code: number): number {
+    if (this.misconfigured.size > 0) return 2;
+    return code === 0 && this.any ? 1 : code;
   }
 
   /** One line per failed component: `NAME: what happened`. */
   messages(): string[] {
-    const out = new Map([...this.pending, ...this.fatal]);
+    const out = new Map([...this.pending, ...this.fatal, ...this.misconfigured]);
     return [...out].map(([name, message]) => `${name}: ${message}`);
   }
 }

@@ -1,7 +1,7 @@
 import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { exitCodeFor, messageOf } from '../core/errors.js';
-import { loadPipeline, type PipelinePlan } from './config.js';
+import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from './config.js';
 import { parseHostPort, Rates, renderTable, serveMetrics, statusLine, summary } from './status.js';
 import { Supervisor } from './supervisor.js';
 
@@ -24,10 +24,15 @@ export function describePlan(plan: PipelinePlan): string {
 /** `cqp lint FILE`: 0 with a one-line summary, or 2 with every problem found. */
 export async function lintCommand(file: string): Promise<number> {
   try {
-    const plan = loadPipeline(file);
+    const plan = await lintPipeline(readPipelineFile(file), file);
     process.stdout.write(`${file}: OK — ${describePlan(plan)}\n`);
     return 0;
   } catch (error) {
+    // Problems in the file are printed as they are, one `FILE:LINE: field: message` a line (as a compiler does).
+    if (error instanceof CqpError && error.code === 'CONFIG') {
+      process.stderr.write(`${error.message}\n`);
+      return 2;
+    }
     return reportError(error);
   }
 }

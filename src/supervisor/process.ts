@@ -51,6 +51,8 @@ export class StageProcess {
   readonly exit: Promise<ExitStatus>;
   /** For cqp components: resolves true when the process reported it is ready, false when it never will. */
   readonly ready: Promise<boolean> | undefined;
+  /** True once a cqp component has reported it is ready (its options checked, its files open). */
+  wasReady = false;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
   /** The process has a control channel (see SpawnOptions.control). */
@@ -129,7 +131,10 @@ export class StageProcess {
             const lines = (partial + text).split('\n');
             partial = lines.pop() ?? '';
             for (const line of lines) {
-              if (line === 'ready') resolve(true);
+              if (line === 'ready') {
+                this.wasReady = true;
+                resolve(true);
+              }
               else if (line.startsWith('{')) this.noteProgress(line);
             }
           });
@@ -214,7 +219,7 @@ export class StageProcess {
     if (status === undefined) return;
     const how = status.error
       ? `could not start ${[this.command.file, ...this.command.args].join(' ')}: ${messageOf(status.error)}`
-      : `exited at once (${status.signal ? `signal ${status.signal}` : `code ${status.code}`})`;
+      : `exited at once (${status.signal ? `signal ${status.signal}` : `code ${status.code}`})${this.lastStderr === undefined ? '' : `: ${this.lastStderr.trim()}`}`;
     throw new CqpError('STAGE', `${this.name}: ${how}`);
   }
 

@@ -12,10 +12,10 @@ import { compareN, type PositionMap } from '../core/position.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
-import { Failures } from './failures.js';
+import { Failures, isConfigurationExit } from './failures.js';
 import { readLogEnd, sinkEnds, type LogEnd, type SinkEnd } from './sink-ends.js';
 import { DirectLink, directTarget, type Link } from './link.js';
-import { StageProcess } from './process.js';
+import { StageProcess, type ExitStatus } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
 import { runOutputChecks } from './run-output.js';
 import { stalledFor } from './status.js';
@@ -363,6 +363,11 @@ export class Supervisor {
       const how = status.error ? messageOf(status.error) : status.signal ? `signal ${status.signal}` : `code ${status.code}`;
       if (status.code === 0) this.failures.recovered(proc.name);
       else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) this.failures.crashed(proc.name, proc.describeExit(status));
+      // Also while the pipeline stops: a view told where the log ends may only then find its views file bad.
+      if (proc.expected !== 'kill' && isConfigurationExit(proc, status)) {
+        this.refusedConfiguration(proc, status);
+        return;
+      }
       if (proc.expected) {
         const stopped = proc.expected === 'stop' && status.signal === 'SIGTERM';
         if (proc.expected !== 'kill' && status.code !== 0 && !stopped) {
@@ -401,6 +406,16 @@ export class Supervisor {
       this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
       void this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
     });
+  }
+
+  /** A component refused its configuration at start: restarting cannot help, so the run stops (exit 2). */
+  private refusedConfiguration(proc: StageProcess, status: ExitStatus): void {
+    proc.expected = 'kill';
+    const message = proc.describeExit(status);
+    this.failures.refusedConfiguration(proc.name, message);
+    const why = status.error || proc.lastStderr === undefined ? message : `exit ${status.code}; its message is above`;
+    this.log(`cqp: ${proc.name}: configuration error at start (${why}); a new process would fail the same way, so the pipeline stops (exit 2)`);
+    void this.stop();
   }
 
   /** True when the pipeline may go on after another crash; stops it otherwise. */
@@ -527,7 +542,8 @@ export class Supervisor {
    * and fails the run, since a run that says it succeeded must not leave a view behind its log.
    */
   private async stopFollowers(): Promise<void> {
-    const followers = [...this.units.values()].filter((u) => u.plan.logInput?.follow);
+    // A view that refused its configuration has nothing to read to: it is named among the failures.
+    const followers = [...this.units.values()].filter((u) => u.plan.logInput?.follow && !this.failures.isMisconfigured(u.plan.name));
     if (followers.length === 0) return;
     let end: LogEnd | undefined;
     try {
@@ -540,7 +556,7 @@ export class Supervisor {
     await Promise.all(followers.map((unit) => this.stopFollower(unit, target)));
     if (!target) return;
     for (const sinkEnd of await sinkEnds(followers.map((u) => u.plan), { end: target })) {
-      if (!sinkEnd.short) continue;
+      if (!sinkEnd.short || this.failures.isMisconfigured(sinkEnd.name)) continue;
       this.log(`cqp: ${sinkEnd.name} stopped ${sinkEnd.text} of the log; it resumes from there on the next run`);
       this.failed = true;
     }
@@ -644,7 +660,7 @@ export class Supervisor {
     if (this.state === 'done') return;
     clearInterval(this.drainLimit);
     this.state = 'done';
-    this.resolveResult(code === 0 && this.failures.any ? 1 : code);
+    this.resolveResult(this.failures.exitCode(code));
   }
 
   /** Why the run failed, one line per component that failed for good (empty when it did not). */

@@ -286,6 +286,11 @@ function sqlHelper(db: SqliteDatabase, name: string, active: () => boolean): Vie
   };
 }
 
+/** Loads every handler module of `views` as a sqlite sink does at start (`cqp lint` checks them this way). */
+export async function loadHandlers(views: ViewDefinition[]): Promise<void> {
+  for (const view of views) if (view.kind === 'handler') await loadHandler(view, viewHash(view));
+}
+
 async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<ViewHandler> {
   let module: { default?: unknown };
   try {

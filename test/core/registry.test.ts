@@ -16,6 +16,14 @@ describe('the component registry', () => {
     }
   });
 
+  it('declares checks only for options it has (what cqp lint runs for a file or piece of code an option names)', () => {
+    for (const c of all) {
+      const keys = optionSpecs(c.options).map((s) => s.key);
+      for (const key of Object.keys(c.checks ?? {})) expect(keys, `${c.kind} ${c.name} checks ${key}`).toContain(key);
+    }
+    expect(all.filter((c) => c.checks !== undefined).map((c) => c.name).sort()).toEqual(['enrich', 'map', 'module', 'sqlite', 'validate', 'where']);
+  });
+
   it('names are unique per kind and kebab-case', () => {
     for (const list of Object.values(registry)) {
       const names = list.map((c) => c.name);

@@ -69,7 +69,7 @@ sinks:
     expect(problems(GOOD.replace('filter: validate', 'fitler: validate'))).toMatch(/p\.yaml:4: .*unknown field "fitler" — did you mean "filter"\?/);
     expect(problems(GOOD.replace('{ name: enrich, filter: enrich }', '{ name: enrich }'))).toContain('either filter: NAME');
     expect(problems('source: [')).toMatch(/^p\.yaml:1: .*not valid YAML/);
-    expect(problems(GOOD.replace('e.payload.price > 1', 'e.payload.price >'))).toContain('sinks[0].where: the where expression does not parse');
+    expect(problems(GOOD.replace('e.payload.price > 1', 'e.payload.price >'))).toContain('sinks[0].where: cannot parse expression "e.payload.price >"');
   });
 
   it('expands environment variables, with defaults, and names an unset one', () => {
