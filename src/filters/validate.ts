@@ -51,7 +51,8 @@ export default defineFilter({
     return {
       process(e) {
         if (check(e)) return KEEP;
-        throw new Error(`invalid: ${ajv.errorsText(check.errors, { dataVar: '', separator: '; ' })}`);
+        // Each error as `/header/eventId must be string`; one at the top level has no path (no leading space).
+        throw new Error(`invalid: ${(check.errors ?? []).map((err) => `${err.instancePath ? `${err.instancePath} ` : ''}${err.message ?? 'is invalid'}`).join('; ')}`);
       },
     };
   },
