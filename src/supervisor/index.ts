@@ -2,7 +2,8 @@ import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { exitCodeFor, messageOf } from '../core/errors.js';
 import { loadPipeline, type PipelinePlan } from './config.js';
-import { parseHostPort, Rates, renderTable, serveMetrics, statusLine, summary } from './status.js';
+import { parseHostPort, serveMetrics } from './metrics.js';
+import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { Supervisor } from './supervisor.js';
 
 export { loadPipeline, parsePipeline } from './config.js';
@@ -67,7 +68,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   } catch (error) {
     return reportError(error);
   }
-  const tty = process.stderr.isTTY === true;
+  const mode = statusMode(process.stdout.fd, process.stderr.fd);
   let drawn = 0;
   const clearTable = (): void => {
     if (drawn > 0) process.stderr.write(`\x1b[${drawn}F\x1b[J`);
@@ -111,11 +112,11 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   const unwatch = watchPipeline(plan.file, () => void supervisor.requestReload());
 
   const rates = new Rates();
-  const interval = tty ? 1000 : opts.statusIntervalMs ?? 10_000;
-  const ticker = setInterval(() => {
-    const components = supervisor.components();
+  const interval = mode === 'table' ? 1000 : opts.statusIntervalMs ?? 10_000;
+  const ticker = mode === 'none' ? undefined : setInterval(() => {
+    const components = consistentCounts(supervisor.components(), upstreams(supervisor.plan));
     rates.sample(components);
-    if (tty) {
+    if (mode === 'table') {
       clearTable();
       const table = renderTable(components, rates, supervisor.reloads);
       process.stderr.write(`${table}\n`);
@@ -124,7 +125,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
       process.stderr.write(`${statusLine(components, rates, supervisor.reloads)}\n`);
     }
   }, interval);
-  ticker.unref();
+  ticker?.unref();
 
   let code: number;
   try {
