@@ -3,6 +3,7 @@ import { basename, dirname } from 'node:path';
 import { exitCodeFor, messageOf } from '../core/errors.js';
 import { loadPipeline, type PipelinePlan } from './config.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
+import { watchParent } from './orphan.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { Supervisor } from './supervisor.js';
 
@@ -102,6 +103,14 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
       supervisor.killAll(1);
     }
   };
+  // A parent that died (a killed `npx` wrapper) passes no signal on: stop as on SIGTERM, unless a stop
+  // is under way already (Ctrl-C under npx reaches the supervisor, then npm's shell dies of it).
+  const unwatchParent = watchParent((parent) => {
+    if (signals > 0) return;
+    signals++;
+    log(`cqp: the parent process (pid ${parent}) has exited: stopping the source and draining the pipeline`);
+    void supervisor.stop();
+  });
   const onHup = (): void => void supervisor.requestReload();
   // Stages run in their own process group, so they would outlive a supervisor that dies of an error.
   const onExit = (): void => supervisor.killRemaining();
@@ -139,6 +148,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   } finally {
     clearInterval(ticker);
     unwatch();
+    unwatchParent();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHup);
