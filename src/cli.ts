@@ -31,7 +31,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     .description('run a pipeline file: source → stages → sinks, each its own process; reloads the file when it is saved (or on SIGHUP)')
     .argument('<pipeline>', 'the pipeline YAML file')
     .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464, or a bare port (9464: 127.0.0.1)')
-    .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal', '10')
+    .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal (none when stdout is the same file as stderr)', '10')
     .option('--drain-timeout <seconds>', 'after SIGINT/SIGTERM, how long the drain may go without progress before what is left is killed (exit 1)', '30')
     .action(async (file: string, opts: { metrics?: string; statusInterval: string; drainTimeout: string }) => {
       const { runPipelineCommand } = await import('./supervisor/index.js');
