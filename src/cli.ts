@@ -30,8 +30,8 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     .command('run')
     .description('run a pipeline file: source → stages → sinks, each its own process; reloads the file when it is saved (or on SIGHUP)')
     .argument('<pipeline>', 'the pipeline YAML file')
-    .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464')
-    .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal', '10')
+    .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464, or a bare port (9464: 127.0.0.1)')
+    .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal (none when stdout is the same file as stderr)', '10')
     .option('--drain-timeout <seconds>', 'after SIGINT/SIGTERM, how long the drain may go without progress before what is left is killed (exit 1)', '30')
     .action(async (file: string, opts: { metrics?: string; statusInterval: string; drainTimeout: string }) => {
       const { runPipelineCommand } = await import('./supervisor/index.js');
@@ -146,7 +146,7 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
 async function handleError(error: unknown): Promise<number> {
   const code = (error as { code?: string }).code ?? '';
   if (code.startsWith('commander.')) {
-    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    // `--help` and `--version` exit 0; usage printed because no command was given (bare `cqp`) is a usage error.
     return (error as { exitCode?: number }).exitCode === 0 ? 0 : 2;
   }
   if (isBrokenPipe(error)) return 0;

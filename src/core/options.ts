@@ -82,6 +82,11 @@ export function parseOptions(def: ComponentDefinition, raw: Record<string, unkno
     const spec = specs.find((s) => s.key === key) as OptionSpec;
     input[key] = spec.type === 'number' && typeof value === 'string' && value.trim() !== '' && !Number.isNaN(Number(value)) ? Number(value) : value;
   }
+  // A missing option is named as the user spells it, not in the validator's words ("expected string, received undefined").
+  const missing = specs.find((s) => s.required && input[s.key] === undefined);
+  if (missing) {
+    throw new CqpError('USAGE', `${where}: ${def.kind} ${def.name}: ${missing.flag} is required${missing.description ? ` (${missing.description})` : ''}`);
+  }
   const result = def.options.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0];

@@ -35,7 +35,9 @@ async function compileSchema(schema: string | undefined, cwd: string): Promise<{
   } catch (error) {
     throw new CqpError('CONFIG', `--schema ${schema ?? 'envelope'}: the schema does not compile: ${messageOf(error)}`);
   }
-  return { valid: check, why: () => ajv.errorsText(check.errors, { dataVar: '', separator: '; ' }) };
+  // Each error as `/header/eventId must be string`; one at the top level has no path (no leading space).
+  const why = (): string => (check.errors ?? []).map((err) => `${err.instancePath ? `${err.instancePath} ` : ''}${err.message ?? 'is invalid'}`).join('; ');
+  return { valid: check, why };
 }
 
 export default defineFilter({

@@ -8,12 +8,16 @@ export default defineSink({
   name: 'file',
   summary: 'append events to a file as NDJSON (at-least-once: a restart may repeat a few)',
   description:
-    'Appends each batch with one write; --fsync makes each batch durable before the next is read. The file ' +
+    'Appends each batch with one write; --fsync batch (or always) makes each batch durable before the next is read. The file ' +
     'keeps no positions, so after a crash `cqp run` may append events again that were already written; ' +
     'use the log or sqlite sinks where exactly-once matters.',
   options: z.object({
     path: z.string().min(1).describe('the file to append to (created, with its folder, when missing)'),
-    fsync: z.boolean().default(false).describe('fsync after every batch'),
+    // Spelled as on the log sink. A batch is one write here, so `always` and `batch` both sync once per batch.
+    fsync: z
+      .enum(['always', 'batch', 'never'])
+      .default('never')
+      .describe('when appends reach the disk: always or batch (one fsync per batch, before the next is read), never (leave it to the OS)'),
   }),
   exactlyOnce: false,
   examples: [{ path: 'data/deletes.ndjson' }],
@@ -31,7 +35,7 @@ export default defineSink({
         let text = '';
         for (const e of batch) text += `${e.text}\n`;
         await handle.write(text);
-        if (fsync) await handle.sync();
+        if (fsync !== 'never') await handle.sync();
       },
       async close() {
         await handle.close();

@@ -2,7 +2,9 @@ import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
 import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from './config.js';
-import { parseHostPort, Rates, renderTable, serveMetrics, statusLine, summary } from './status.js';
+import { parseHostPort, serveMetrics } from './metrics.js';
+import { watchParent } from './orphan.js';
+import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { Supervisor } from './supervisor.js';
 
 export { loadPipeline, parsePipeline } from './config.js';
@@ -72,7 +74,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   } catch (error) {
     return reportError(error);
   }
-  const tty = process.stderr.isTTY === true;
+  const mode = statusMode(process.stdout.fd, process.stderr.fd);
   let drawn = 0;
   const clearTable = (): void => {
     if (drawn > 0) process.stderr.write(`\x1b[${drawn}F\x1b[J`);
@@ -106,6 +108,14 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
       supervisor.killAll(1);
     }
   };
+  // A parent that died (a killed `npx` wrapper) passes no signal on: stop as on SIGTERM, unless a stop
+  // is under way already (Ctrl-C under npx reaches the supervisor, then npm's shell dies of it).
+  const unwatchParent = watchParent((parent) => {
+    if (signals > 0) return;
+    signals++;
+    log(`cqp: the parent process (pid ${parent}) has exited: stopping the source and draining the pipeline`);
+    void supervisor.stop();
+  });
   const onHup = (): void => void supervisor.requestReload();
   // Stages run in their own process group, so they would outlive a supervisor that dies of an error.
   const onExit = (): void => supervisor.killRemaining();
@@ -116,11 +126,11 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   const unwatch = watchPipeline(plan.file, () => void supervisor.requestReload());
 
   const rates = new Rates();
-  const interval = tty ? 1000 : opts.statusIntervalMs ?? 10_000;
-  const ticker = setInterval(() => {
-    const components = supervisor.components();
+  const interval = mode === 'table' ? 1000 : opts.statusIntervalMs ?? 10_000;
+  const ticker = mode === 'none' ? undefined : setInterval(() => {
+    const components = consistentCounts(supervisor.components(), upstreams(supervisor.plan));
     rates.sample(components);
-    if (tty) {
+    if (mode === 'table') {
       clearTable();
       const table = renderTable(components, rates, supervisor.reloads);
       process.stderr.write(`${table}\n`);
@@ -129,7 +139,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
       process.stderr.write(`${statusLine(components, rates, supervisor.reloads)}\n`);
     }
   }, interval);
-  ticker.unref();
+  ticker?.unref();
 
   let code: number;
   try {
@@ -143,6 +153,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   } finally {
     clearInterval(ticker);
     unwatch();
+    unwatchParent();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', onHup);

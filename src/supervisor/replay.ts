@@ -16,6 +16,7 @@ import { readLog, readLogTail } from '../log/reader.js';
 import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
+import { formatCount as count } from './status.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
@@ -215,10 +216,6 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-function count(n: number): string {
-  return n.toLocaleString('en-US');
 }
 
 /** The `--dry-run` report: what would be read and what would happen to each sink. */

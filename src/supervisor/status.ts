@@ -1,9 +1,29 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { fstatSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { stderrColor } from '../core/color.js';
-import { CqpError } from '../core/errors.js';
+import type { PipelinePlan } from './config.js';
 import type { SinkEnd } from './sink-ends.js';
-import type { ComponentStats, Supervisor } from './supervisor.js';
+import type { ComponentStats } from './supervisor.js';
+
+/**
+ * How `cqp run` shows its progress, from where its stdout and stderr go: the live table on a terminal,
+ * one line per interval otherwise. Never when stdout is the same file as stderr: a `stdout` sink writes
+ * the events there, and a table redrawn over them, or status lines among them, would spoil the data.
+ */
+export function statusMode(stdoutFd: number, stderrFd: number): 'table' | 'lines' | 'none' {
+  if (sameFile(stdoutFd, stderrFd)) return 'none';
+  return isatty(stderrFd) ? 'table' : 'lines';
+}
+
+function sameFile(a: number, b: number): boolean {
+  try {
+    const [x, y] = [fstatSync(a), fstatSync(b)];
+    return x.dev === y.dev && x.ino === y.ino && x.rdev === y.rdev;
+  } catch {
+    // A closed descriptor holds no data to protect.
+    return false;
+  }
+}
 
 /** A component silent this long is stalled (ms): a cqp component reports at least once a second while it runs. */
 const STALL_MS = 5000;
@@ -18,7 +38,52 @@ export function stalledFor(c: ComponentStats, now = Date.now()): number | undefi
   return silent >= STALL_MS ? Math.floor(silent / 1000) : undefined;
 }
 
-/** Events per second of each component since the previous sample. */
+/**
+ * For each component, the one whose count bounds its `in`: a stage or a sink fed by the stages reads
+ * the output of the one before it; a sink following the log reads what the log sink appended.
+ */
+export function upstreams(plan: PipelinePlan): Map<string, string> {
+  const up = new Map<string, string>();
+  let previous = plan.source.name;
+  for (const stage of plan.stages) {
+    up.set(stage.name, previous);
+    previous = stage.name;
+  }
+  for (const sink of plan.sinks) {
+    const path = sink.logInput?.path;
+    if (path === undefined) up.set(sink.name, previous);
+    else {
+      const writer = plan.sinks.find((s) => !s.logInput && s.options.path === path);
+      if (writer) up.set(sink.name, writer.name);
+    }
+  }
+  return up;
+}
+
+/**
+ * The counts as shown: each component reports on its own clock, so a row sampled later can be ahead of
+ * the one it reads from. No component shows more `in` than its upstream had put out (or, for a sink
+ * following the log, than the log sink had appended) by then; `out` is left alone, since a filter may
+ * fan one event out into several.
+ */
+export function consistentCounts(components: readonly ComponentStats[], upstream: ReadonlyMap<string, string>): ComponentStats[] {
+  const raw = new Map(components.map((c) => [c.name, c]));
+  const shown = new Map<string, ComponentStats>();
+  const show = (c: ComponentStats, seen: Set<string>): ComponentStats => {
+    const done = shown.get(c.name);
+    if (done) return done;
+    const upName = upstream.get(c.name);
+    const up = upName === undefined || seen.has(upName) ? undefined : raw.get(upName);
+    const bound = up === undefined ? undefined : show(up, new Set([...seen, c.name]));
+    const limit = bound === undefined ? undefined : bound.kind === 'sink' ? bound.in : bound.out;
+    const row = limit !== undefined && c.in > limit ? { ...c, in: limit } : c;
+    shown.set(c.name, row);
+    return row;
+  };
+  return components.map((c) => show(c, new Set([c.name])));
+}
+
+/** Events per second of each component since the previous sample; none before a component's second sample. */
 export class Rates {
   private last = new Map<string, { in: number; out: number; at: number }>();
   private rates = new Map<string, { in: number; out: number }>();
@@ -34,9 +99,18 @@ export class Rates {
     }
   }
 
-  of(name: string): { in: number; out: number } {
-    return this.rates.get(name) ?? { in: 0, out: 0 };
+  of(name: string): { in: number; out: number } | undefined {
+    return this.rates.get(name);
   }
+}
+
+/** A count as every summary and status line prints it: `30,000`. */
+export function formatCount(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+function formatRate(rate: number | undefined): string {
+  return rate === undefined ? '-' : formatCount(Math.round(rate));
 }
 
 function pad(text: string, width: number, right = false): string {
@@ -50,22 +124,24 @@ export function renderTable(components: ComponentStats[], rates: Rates, reloads:
     const r = rates.of(c.name);
     const stalled = stalledFor(c);
     const state = stalled === undefined ? '' : stderrColor.yellow(`stalled ${stalled}s`);
-    return [c.name, String(c.pid ?? '-'), String(c.generation), r.in.toFixed(0), c.kind === 'sink' ? '' : r.out.toFixed(0), String(c.in), c.kind === 'sink' ? '' : String(c.out), String(c.errors), String(c.restarts), state];
+    const sink = c.kind === 'sink';
+    return [c.name, String(c.pid ?? '-'), String(c.generation), formatRate(r?.in), sink ? '' : formatRate(r?.out), formatCount(c.in), sink ? '' : formatCount(c.out), formatCount(c.errors), String(c.restarts), state];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]): string => cells.map((cell, i) => pad(cell, widths[i] as number, i > 0 && i < cells.length - 1)).join('  ').trimEnd();
   return [stderrColor.bold(line(head)), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`].join('\n');
 }
 
-/** One status line for a log (no terminal). */
+/** One status line for a log (no terminal); the first one, with no rate measured yet, shows counts only. */
 export function statusLine(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }): string {
   const parts = components.map((c) => {
     const r = rates.of(c.name);
     const restarts = c.restarts > 0 ? ` restarts=${c.restarts}` : '';
-    const errors = c.errors > 0 ? ` errors=${c.errors}` : '';
+    const errors = c.errors > 0 ? ` errors=${formatCount(c.errors)}` : '';
     const stalled = stalledFor(c);
     const state = stalled === undefined ? '' : ` stalled (no report for ${stalled} s)`;
-    return c.kind === 'sink' ? `${c.name} in=${c.in} (${r.in.toFixed(0)}/s)${errors}${restarts}${state}` : `${c.name} out=${c.out} (${r.out.toFixed(0)}/s)${errors}${restarts}${state}`;
+    const rate = (n: number | undefined): string => (n === undefined ? '' : ` (${formatRate(n)}/s)`);
+    return c.kind === 'sink' ? `${c.name} in=${formatCount(c.in)}${rate(r?.in)}${errors}${restarts}${state}` : `${c.name} out=${formatCount(c.out)}${rate(r?.out)}${errors}${restarts}${state}`;
   });
   return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed`;
 }
@@ -75,86 +151,15 @@ export function summary(components: ComponentStats[], ms: number, ends: readonly
   const secs = Math.max(ms / 1000, 0.001);
   const source = components.find((c) => c.kind === 'source');
   const read = source?.out ?? 0;
-  // An exactly-once sink's line says where it ended, beside the log's end (`views: 30000 in, at seq 30000 of 30000`).
+  // An exactly-once sink's line says where it ended, beside the log's end (`views: 30,000 in, at seq 30000 of 30000`).
   const at = (name: string): string => {
     const end = ends.find((e) => e.name === name);
     return end ? `, ${end.text}` : '';
   };
+  const n = formatCount;
   const lines = components.map((c) =>
-    c.kind === 'source' ? `  ${c.name}: ${c.out} out` : c.kind === 'sink' ? `  ${c.name}: ${c.in} in${at(c.name)}` : `  ${c.name}: ${c.in} in, ${c.out} out`,
+    c.kind === 'source' ? `  ${c.name}: ${n(c.out)} out` : c.kind === 'sink' ? `  ${c.name}: ${n(c.in)} in${at(c.name)}` : `  ${c.name}: ${n(c.in)} in, ${n(c.out)} out`,
   );
   const failed = failures.map((f) => `  failed: ${f}`);
-  return [`cqp: ${read} events in ${secs.toFixed(1)} s (${Math.round(read / secs)}/s)`, ...lines, ...failed].join('\n');
-}
-
-/** Parses `HOST:PORT` (`127.0.0.1:9464`, `[::1]:0`, `:9464`). */
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !Number.isInteger(port) || port > 65535) {
-    throw new CqpError('USAGE', `--metrics: expected HOST:PORT such as 127.0.0.1:9464, got "${text}"`);
-  }
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
-}
-
-/** Serves `/metrics` (Prometheus text) and `/status` (JSON); resolves with the bound address. */
-export async function serveMetrics(supervisor: Supervisor, host: string, port: number): Promise<{ server: Server; address: string }> {
-  // Loaded only with --metrics: it is a good part of the supervisor's start-up, before any stage runs.
-  const { Gauge, Registry } = await import('prom-client');
-  const registry = new Registry();
-  const gauge = (name: string, help: string, read: (c: ComponentStats) => number): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames: ['stage'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const c of supervisor.components()) this.set({ stage: c.name }, read(c));
-      },
-    });
-  };
-  gauge('cqp_stage_events_in_total', 'events written into the stage', (c) => c.in);
-  gauge('cqp_stage_events_out_total', 'events the stage wrote out', (c) => c.out);
-  gauge('cqp_stage_errors_total', 'bad lines and rejected events the stage reported', (c) => c.errors);
-  gauge('cqp_stage_restarts_total', 'restarts after crashes', (c) => c.restarts);
-  gauge('cqp_stage_generation', 'process generation (1 + replacements)', (c) => c.generation);
-  new Gauge({
-    name: 'cqp_reloads_total',
-    help: 'pipeline reloads by result',
-    labelNames: ['result'],
-    registers: [registry],
-    collect() {
-      this.set({ result: 'ok' }, supervisor.reloads.ok);
-      this.set({ result: 'failed' }, supervisor.reloads.failed);
-    },
-  });
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/metrics') {
-      registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': registry.contentType });
-          res.end(text);
-        },
-        () => {
-          res.writeHead(500);
-          res.end();
-        },
-      );
-    } else if (path === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(`${JSON.stringify(supervisor.status())}\n`);
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('try /metrics or /status\n');
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) => reject(new CqpError('USAGE', `--metrics: cannot listen on ${host}:${port}: ${error.message}`)));
-    server.listen(port, host, () => resolve());
-  });
-  server.unref();
-  const a = server.address() as AddressInfo;
-  return { server, address: `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` };
+  return [`cqp: ${n(read)} events in ${secs.toFixed(1)} s (${n(Math.round(read / secs))}/s)`, ...lines, ...failed].join('\n');
 }

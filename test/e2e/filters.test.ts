@@ -42,7 +42,7 @@ describe('validate', () => {
     expect(r.code).toBe(0);
     expect(parseLines(r.stdout)).toHaveLength(1);
     expect(r.stderr).toContain('stdin:2: validate: invalid: /header/eventType must be array');
-    expect(r.stderr).toContain("stdin:3: validate: invalid:  must have required property 'header'");
+    expect(r.stderr).toContain("stdin:3: validate: invalid: must have required property 'header'");
   });
 
   it('uses a JSON Schema file', async () => {

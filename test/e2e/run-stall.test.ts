@@ -81,7 +81,7 @@ describe('a stage that stops answering', () => {
     expect(stalled.stalled).toBeGreaterThanOrEqual(5);
     // Stages blocked behind it (a writes into b's full pipe) still answer: they are not stalled.
     await eventually(async () => (await stage(run, 'a')).stalled === null, { timeoutMs: 30_000, what: 'stage a, blocked behind b, not shown as stalled' });
-    await run.waitFor(/\| b out=\d+ \(\d+\/s\) stalled \(no report for \d+ s\)/);
+    await run.waitFor(/\| b out=[\d,]+ \([\d,]+\/s\) stalled \(no report for \d+ s\)/);
     process.kill(pid, 'SIGCONT');
     await eventually(async () => (await stage(run, 'b')).stalled === null, { timeoutMs: 30_000, what: 'stage b no longer stalled after SIGCONT' });
     run.child.kill('SIGTERM');

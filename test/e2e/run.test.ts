@@ -132,7 +132,7 @@ sinks:
     );
     const p = run(file);
     expect(await p.exit).toBe(0);
-    expect(p.stderr()).toMatch(/3000 events in .* s \(\d+\/s\)/);
+    expect(p.stderr()).toMatch(/3,000 events in .* s \([\d,]+\/s\)/);
     const events = logEvents(join(dir, 'out/events.log'));
     expect(events.map((e) => e.header.eventId)).toEqual(demoIds(3000));
     expect(events.every((e) => e.marked === true)).toBe(true);
@@ -195,7 +195,7 @@ sinks:
     expect(await p.exit).toBe(0);
     const logged = logEvents(join(dir, 'events.log'));
     expect(logged.every((e) => e.a === 1 && e.b === 1)).toBe(true);
-    const n = logged.length;
+    const n = logged.length.toLocaleString('en-US');
     expect(p.stderr()).toContain(`  a: ${n} in, ${n} out\n  b: ${n} in, ${n} out\n  log: ${n} in`);
   });
 
@@ -371,7 +371,7 @@ sinks:
     const clean = join(dir, 'clean.db');
     expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS, '--read-log', join(dir, 'out/events.log')]).status).toBe(0);
     expect(dumpViews(join(dir, 'out/views.db'))).toEqual(dumpViews(clean));
-    expect(stderr).toMatch(new RegExp(`^  views: \\d+ in, at seq ${events.length} of ${events.length}$`, 'm'));
+    expect(stderr).toMatch(new RegExp(`^  views: [\\d,]+ in, at seq ${events.length} of ${events.length}$`, 'm'));
   });
 
   it('a view that died just before shutdown is started again and reads to the end of the log before the run exits 0', async () => {
@@ -403,7 +403,7 @@ sinks:
     const stderr = (await import('node:util')).stripVTControlCharacters(p.stderr());
     expect(stderr).toMatch(/views is not running; starting it again to read to the log's end/);
     const last = logEvents(join(dir, 'events.log')).length;
-    expect(stderr).toMatch(new RegExp(`^  views: \\d+ in, at seq ${last} of ${last}$`, 'm'));
+    expect(stderr).toMatch(new RegExp(`^  views: [\\d,]+ in, at seq ${last} of ${last}$`, 'm'));
     const clean = join(dir, 'clean.db');
     expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS, '--read-log', join(dir, 'events.log')]).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));

@@ -1,0 +1,91 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CqpError } from '../core/errors.js';
+import type { ComponentStats, Supervisor } from './supervisor.js';
+
+/** Parses `HOST:PORT` (`127.0.0.1:9464`, `[::1]:0`, `:9464`) or a bare port (`9464`), which binds 127.0.0.1. */
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:(?:\[([^\]]+)\]|([^:]*)):)?(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !Number.isInteger(port) || port > 65535) {
+    throw new CqpError('USAGE', `--metrics: expected HOST:PORT such as 127.0.0.1:9464, or a port, got "${text}"`);
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** Serves `/metrics` (Prometheus text) and `/status` (JSON); resolves with the bound address. */
+export async function serveMetrics(supervisor: Supervisor, host: string, port: number): Promise<{ server: Server; address: string }> {
+  // Loaded only with --metrics: it is a good part of the supervisor's start-up, before any stage runs.
+  const { Counter, Gauge, Registry } = await import('prom-client');
+  const registry = new Registry();
+  // Totals only grow (a component's counts are kept across its processes), so they are counters; each
+  // scrape sets them to the supervisor's current totals.
+  const counter = (name: string, help: string, read: (c: ComponentStats) => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ['stage'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of supervisor.components()) this.inc({ stage: c.name }, read(c));
+      },
+    });
+  };
+  const gauge = (name: string, help: string, read: (c: ComponentStats) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['stage'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of supervisor.components()) this.set({ stage: c.name }, read(c));
+      },
+    });
+  };
+  counter('cqp_stage_events_in_total', 'Events written into the stage.', (c) => c.in);
+  counter('cqp_stage_events_out_total', 'Events the stage wrote out.', (c) => c.out);
+  counter('cqp_stage_errors_total', 'Bad lines and rejected events the stage reported.', (c) => c.errors);
+  counter('cqp_stage_restarts_total', 'Restarts of the stage after crashes.', (c) => c.restarts);
+  gauge('cqp_stage_generation', 'Process generation of the stage (1 + replacements).', (c) => c.generation);
+  new Counter({
+    name: 'cqp_reloads_total',
+    help: 'Pipeline reloads by result.',
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ result: 'ok' }, supervisor.reloads.ok);
+      this.inc({ result: 'failed' }, supervisor.reloads.failed);
+    },
+  });
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+    } else if (path === '/status') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`${JSON.stringify(supervisor.status())}\n`);
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('try /metrics or /status\n');
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) => reject(new CqpError('USAGE', `--metrics: cannot listen on ${host}:${port}: ${error.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  server.unref();
+  const a = server.address() as AddressInfo;
+  return { server, address: `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` };
+}
