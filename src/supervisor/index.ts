@@ -3,6 +3,7 @@ import { basename, dirname } from 'node:path';
 import { exitCodeFor, messageOf } from '../core/errors.js';
 import { loadPipeline, type PipelinePlan } from './config.js';
 import { parseHostPort, Rates, renderTable, serveMetrics, statusLine, summary } from './status.js';
+import { nothingNewNote } from './nothing-new.js';
 import { Supervisor } from './supervisor.js';
 
 export { loadPipeline, parsePipeline } from './config.js';
@@ -151,5 +152,8 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     return [];
   });
   process.stderr.write(`${summary(supervisor.components(), ms, ends, supervisor.failureMessages())}\n`);
+  const sourceOut = supervisor.components().find((c) => c.kind === 'source')?.out ?? 0;
+  const note = code === 0 ? nothingNewNote(supervisor.resumedFrom, sourceOut, supervisor.plan.sinks) : undefined;
+  if (note !== undefined) process.stderr.write(`${note}\n`);
   return code;
 }
