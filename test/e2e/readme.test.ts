@@ -21,6 +21,8 @@ import { eventually } from '../helpers/eventually.js';
  *   ```sh ctrl-c-after=N   the block runs until Ctrl-C: once it has printed something (it has started),
  *                          it gets N more seconds, then SIGINT goes to its process group, as Ctrl-C on a
  *                          terminal would; it must then stop cleanly (exit 0).
+ * Inside a block, a line `# TEXT` of its own (not a comment after a command) shows what the commands
+ * print: TEXT must be in the block's output.
  */
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -140,6 +142,7 @@ describe('README.md: every sh block runs as written, in order', () => {
     it(name, async () => {
       const ran = await runBlock(block);
       expect(ran.code, `README:${block.line} ended with ${ran.signal ?? ran.code}:\n${ran.output}`).toBe(0);
+      for (const shown of block.code.split('\n').filter((l) => l.startsWith('# '))) expect(ran.output, `README:${block.line}`).toContain(shown.slice(2));
     }, 120_000);
   }
 
