@@ -16,7 +16,12 @@ export async function refusalOf(proc: StageProcess, status: ExitStatus): Promise
   if (status.code !== 1) return undefined;
   const stderr = proc.child.stderr;
   if (stderr && !stderr.readableEnded && !stderr.destroyed) await Promise.race([once(stderr, 'close'), sleep(STDERR_END_MS)]);
-  const last = proc.lastStderr?.trim();
-  if (last === undefined || !last.includes(LOCKED_BY_ANOTHER_WRITER)) return undefined;
+  if (!lockedOut(proc)) return undefined;
+  const last = (proc.lastStderr ?? '').trim();
   return `${last.replace(/^cqp: /, '')} (${proc.name} is not restarted: it would be refused again)`;
+}
+
+/** Whether the process's last word was that another writer holds its store (starting it again is no use). */
+export function lockedOut(proc: StageProcess): boolean {
+  return proc.lastStderr?.includes(LOCKED_BY_ANOTHER_WRITER) === true;
 }

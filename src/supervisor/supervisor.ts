@@ -13,7 +13,7 @@ import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type Sou
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
 import { Failures } from './failures.js';
-import { refusalOf } from './refusals.js';
+import { lockedOut, refusalOf } from './refusals.js';
 import { readLogEnd, sinkEnds, type LogEnd, type SinkEnd } from './sink-ends.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
@@ -555,7 +555,7 @@ export class Supervisor {
 
   /** Lets one view read to `target` and stop; one that died before shutdown is started again to get there. */
   private async stopFollower(unit: SinkUnit, target: LogEnd | undefined): Promise<void> {
-    if (target && !unit.sink.running && unit.sink.expected === 'kill' && this.units.get(unit.plan.name) === unit) {
+    if (target && !unit.sink.running && unit.sink.expected === 'kill' && !lockedOut(unit.sink) && this.units.get(unit.plan.name) === unit) {
       this.log(`cqp: ${unit.plan.name} is not running; starting it again to read to the log's end`);
       unit = await this.spawnUnit(unit.plan);
       this.units.set(unit.plan.name, unit);

@@ -1,10 +1,13 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { collect, spawnCli } from '../helpers/cli.js';
 import { eventually, runPipeline, tmpDir } from '../helpers/pipeline.js';
 
 // `cqp run` says when nothing happens, and why: a second run of a finite source, a log another writer holds.
+
+const VIEWS = fileURLToPath(new URL('../../pipelines/views/ice-creams.yaml', import.meta.url));
 
 function pipeline(dir: string, count: number): string {
   const file = join(dir, 'p.yaml');
@@ -35,9 +38,23 @@ describe('cqp run when nothing happens', () => {
     expect(await run.exit, run.stderr()).toBe(1);
     expect(run.stderr()).toContain(`events.log is locked by another writer (pid ${holder.pid})`);
     expect(run.stderr()).toMatch(/log is not restarted: it would be refused again/);
-    expect(run.stderr()).not.toMatch(/restarting it/);
+    expect(run.stderr()).not.toMatch(/restarting it|starting it again/);
     expect(run.stderr()).toMatch(/^ {2}failed: log: .*locked by another writer/m);
     holder.stdin?.end();
     expect((await held).code).toBe(0);
+  }, 120_000);
+
+  it('a second cqp run of a running pipeline stops at once, restarting neither its log nor its views', async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'p.yaml');
+    writeFileSync(file, `source: { type: demo, count: 0, rate: 200 }\nsinks:\n  - { name: log, type: log, path: data/events.log }\n  - { name: views, type: sqlite, db: data/views.db, views: ${VIEWS} }\n`);
+    const first = runPipeline(file);
+    await eventually(() => first.stderr().includes('cqp: running'), { what: 'the first run to start' });
+    const second = runPipeline(file);
+    expect(await second.exit, second.stderr()).toBe(1);
+    expect(second.stderr()).toMatch(/events\.log is locked by another writer \(pid \d+\)/);
+    expect(second.stderr()).not.toMatch(/restarting it|starting it again/);
+    first.child.kill('SIGTERM');
+    expect(await first.exit, first.stderr()).toBe(0);
   }, 120_000);
 });
