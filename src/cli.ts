@@ -102,9 +102,10 @@ function addLogCommands(program: Command): void {
     .action((file: string) => run('stat', file));
   log
     .command('repair')
-    .description('cut the log at its first bad record (explicit: what follows it is dropped)')
+    .description('cut the log at its first bad record; what is cut is kept in FILE.cut-<time> beside it')
     .argument('<file>', 'the log file')
-    .action((file: string) => run('repair', file));
+    .option('--dry-run', 'say what would be cut (records, bytes) and change nothing')
+    .action((file: string, opts: Record<string, unknown>) => run('repair', file, opts));
 }
 
 /** Entry point of every bin: parses argv, runs, and exits with 0, 1 or 2. */

@@ -46,7 +46,7 @@ export default defineFilter({
   description:
     'Valid events are forwarded as their original bytes. Invalid ones follow --on-error, with the schema ' +
     'errors in the message (e.g. "/header/eventId must be string"). Without --schema the built-in envelope ' +
-    'of DESIGN §3 is checked: header.eventId, eventType[], eventName[], createdTimestamp, rel.id, ' +
+    'is checked: header.eventId, eventType[], eventName[], createdTimestamp, rel.id, ' +
     'rel.schemaVersion and an object payload. Draft-07 and 2020-12 schemas are supported.',
   options: z.object({
     schema: z.string().optional().describe('JSON Schema file (default: the built-in envelope schema)'),

@@ -1,4 +1,5 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
 
 /** Where a standalone `file` source stopped: the file (by fingerprint) and the offset to read on from. */
@@ -39,8 +40,14 @@ export class CheckpointWriter {
   private readonly temp: string;
   private prepared = false;
 
+  /** Creates the checkpoint's folder when missing (`--checkpoint state/app.checkpoint` on a first run). */
   constructor(readonly file: string) {
     this.temp = `${file}.tmp`;
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+    } catch (error) {
+      throw new CqpError('IO', `cannot write checkpoint ${file}: cannot create its folder (${messageOf(error)}); check the path`, { cause: error });
+    }
   }
 
   /** File names the checkpoint writes, beside its own. */

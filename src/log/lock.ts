@@ -47,10 +47,13 @@ function holderPid(fd: number, pidPath: string): string {
   return 'pid unknown';
 }
 
+/** The words of every LOCKED message: `cqp run` knows a sink refused this way by them (see supervisor/refusals.ts). */
+export const LOCKED_BY_ANOTHER_WRITER = 'is locked by another writer';
+
 function lockedError(fd: number, path: string, what: string): CqpError {
   return new CqpError(
     'LOCKED',
-    `${what} is locked by another writer (${holderPid(fd, `${path}.lock`)}): ${path} takes one writer at a time; stop that process first`,
+    `${what} ${LOCKED_BY_ANOTHER_WRITER} (${holderPid(fd, `${path}.lock`)}): ${path} takes one writer at a time; stop that process first`,
   );
 }
 

@@ -1,14 +1,14 @@
 import { once } from 'node:events';
 import { open, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
 import { CqpError } from '../core/errors.js';
 import type { PositionMap } from '../core/position.js';
 import { HEADER_SIZE, LogCorruptError, decodeHeader, parseLogBounds, type LogPos } from './format.js';
 import { checkBoundsOnLog } from './input.js';
-import { acquireLock } from './lock.js';
 import { readLog, readLogTail } from './reader.js';
+import type { RepairResult } from './repair.js';
 import { RecordScanner } from './scanner.js';
-import { removeIndex } from './sidecar.js';
 
 export interface LogCatOptions {
   from?: LogPos | undefined;
@@ -141,53 +141,10 @@ export async function logStat(path: string): Promise<LogStat> {
   };
 }
 
-export interface RepairResult {
-  /** True when something was cut. */
-  cut: boolean;
-  /** Records kept. */
-  kept: number;
-  /** Where the log was cut, the bytes removed, the first lost seq and why. */
-  offset?: number;
-  bytes?: number;
-  firstLostSeq?: number;
-  reason?: string;
-}
-
-/** Cuts the log at its first bad record (or torn tail) and drops the index; takes the writer lock. */
-export async function logRepair(path: string): Promise<RepairResult> {
-  const lock = acquireLock(path, { create: false });
-  try {
-    const result = await logVerify(path);
-    if (result.firstBad?.offset === 0) {
-      throw new CqpError('CORRUPT', `${path}: the file header is bad (${result.firstBad.reason}); repair cannot cut a log whose header is lost`);
-    }
-    const cutAt = result.firstBad?.offset ?? result.torn?.offset;
-    if (cutAt === undefined) return { cut: false, kept: result.count };
-    const fh = await open(path, 'r+');
-    try {
-      const size = (await fh.stat()).size;
-      await fh.truncate(cutAt);
-      await fh.sync();
-      await removeIndex(path);
-      return {
-        cut: true,
-        kept: result.count,
-        offset: cutAt,
-        bytes: size - cutAt,
-        firstLostSeq: result.count + 1,
-        reason: result.firstBad?.reason ?? 'incomplete last record',
-      };
-    } finally {
-      await fh.close();
-    }
-  } finally {
-    lock.release();
-  }
-}
-
 export type LogSubcommand = 'cat' | 'verify' | 'stat' | 'repair';
 
 export interface LogCommandOptions {
+  dryRun?: boolean | undefined;
   from?: string | undefined;
   until?: string | undefined;
   meta?: boolean | undefined;
@@ -208,6 +165,21 @@ function bytes(n: number): string {
     u++;
   }
   return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`;
+}
+
+/** What a repair cut (or would cut), where it went, and what is left, for people. */
+function describeRepair(file: string, r: RepairResult, dryRun: boolean): string {
+  const what = `${r.records} record${r.records === 1 ? '' : 's'} (seq ${r.firstLostSeq} on), ${bytes(r.bytes ?? 0)}`;
+  if (dryRun) {
+    return (
+      `${file}: would cut at byte offset ${r.offset} (${r.reason}): ${what}; ${r.kept} records kept\n` +
+      `  nothing was changed; without --dry-run the cut part is kept in ${basename(file)}.cut-<time> beside the log`
+    );
+  }
+  return (
+    `${file}: cut at byte offset ${r.offset} (${r.reason}): ${what}, kept in ${r.savedTo}; ${r.kept} records kept\n` +
+    `  the log now ends at seq ${r.kept}; a resumable source that feeds it sends the cut events again from there`
+  );
 }
 
 /**
@@ -258,14 +230,10 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
         return 0;
       }
       case 'repair': {
-        const r = await logRepair(file);
+        const { logRepair } = await import('./repair.js');
+        const r = await logRepair(file, { dryRun: opts.dryRun === true });
         if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);
-        else {
-          say(
-            `${file}: cut at byte offset ${r.offset} (${r.reason}): removed ${r.bytes} bytes, ` +
-              `records from ${r.firstLostSeq} on; ${r.kept} records kept`,
-          );
-        }
+        else say(describeRepair(file, r, opts.dryRun === true));
         return 0;
       }
     }

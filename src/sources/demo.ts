@@ -66,7 +66,7 @@ export default defineSource({
   summary: 'generate seed-shaped ice-cream events (create, update, sale, delete) for demos and benchmarks',
   description:
     'A repeatable stream: the same --seed gives the same events, timestamps included, so a restart resumes ' +
-    'exactly (positions are demo:<seed>:<index>). Events are about 400 bytes in the DESIGN §3 envelope, ' +
+    'exactly (positions are demo:<seed>:<index>). Events are about 400 bytes in the built-in envelope (see cqp filter validate --help), ' +
     'over --entities ice creams: create.ice_cream, update.ice_cream, sale.ice_cream (payload.qty) and ' +
     'delete.ice_cream. --count 0 runs until stopped; --rate 0 runs as fast as the consumer reads.',
   options: z.object({

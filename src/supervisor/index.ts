@@ -5,6 +5,7 @@ import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from 
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
+import { nothingNewNote } from './nothing-new.js';
 import { Supervisor } from './supervisor.js';
 
 export { loadPipeline, parsePipeline } from './config.js';
@@ -167,5 +168,8 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     return [];
   });
   process.stderr.write(`${summary(supervisor.components(), ms, ends, supervisor.failureMessages())}\n`);
+  const sourceOut = supervisor.components().find((c) => c.kind === 'source')?.out ?? 0;
+  const note = code === 0 ? nothingNewNote(supervisor.resumedFrom, sourceOut, supervisor.plan.sinks) : undefined;
+  if (note !== undefined) process.stderr.write(`${note}\n`);
   return code;
 }

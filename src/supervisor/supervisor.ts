@@ -7,12 +7,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { messageOf, type CqpError } from '../core/errors.js';
+import { CqpError, messageOf } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
 import { parsePipeline, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './config.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { laterPositions, resumePositions } from './positions.js';
 import { Failures, isConfigurationExit } from './failures.js';
+import { lockedOut, refusalOf } from './refusals.js';
 import { readLogEnd, sinkEnds, type LogEnd, type SinkEnd } from './sink-ends.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess, type ExitStatus } from './process.js';
@@ -100,6 +101,8 @@ export class Supervisor {
   plan: PipelinePlan;
   readonly reloads = { ok: 0, failed: 0 };
   readonly startedAt = Date.now();
+  /** Where the source started: after the positions its exactly-once sinks held (undefined: from its beginning). */
+  resumedFrom: PositionMap | undefined;
   /** Resolves with the exit code once the pipeline has stopped. */
   readonly result: Promise<number>;
 
@@ -148,7 +151,7 @@ export class Supervisor {
   async start(): Promise<void> {
     await this.serial(async () => {
       // A source nothing reads is not started: in a replay without stages, every sink reads the log itself.
-      if (this.fedByStages()) await this.startMain(await this.resumeFor(undefined));
+      if (this.fedByStages()) await this.startMain((this.resumedFrom = await this.resumeFor(undefined)));
       for (const sink of this.plan.sinks) if (sink.logInput) this.units.set(sink.name, await this.spawnUnit(sink));
       this.state = 'running';
       this.endIfReadersDone();
@@ -403,8 +406,12 @@ export class Supervisor {
         void this.stop();
         return;
       }
-      this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
-      void this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
+      void refusalOf(proc, status).then((refused) => {
+        // Queued: a refusal while the pipeline starts stops it once the start is done.
+        if (refused) return this.serial(async () => this.stopFor(proc, new CqpError('LOCKED', refused)));
+        this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
+        return this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
+      });
     });
   }
 
@@ -564,7 +571,7 @@ export class Supervisor {
 
   /** Lets one view read to `target` and stop; one that died before shutdown is started again to get there. */
   private async stopFollower(unit: SinkUnit, target: LogEnd | undefined): Promise<void> {
-    if (target && !unit.sink.running && unit.sink.expected === 'kill' && this.units.get(unit.plan.name) === unit) {
+    if (target && !unit.sink.running && unit.sink.expected === 'kill' && !lockedOut(unit.sink) && this.units.get(unit.plan.name) === unit) {
       this.log(`cqp: ${unit.plan.name} is not running; starting it again to read to the log's end`);
       unit = await this.spawnUnit(unit.plan);
       this.units.set(unit.plan.name, unit);

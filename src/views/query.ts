@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
@@ -53,6 +53,32 @@ function prepare(db: SqliteDatabase, dbFile: string, sql: string): Statement {
   return statement.safeIntegers(true);
 }
 
+/** Databases up to this size are queried from a copy in memory when no writer has them open. */
+const IN_MEMORY_MAX_BYTES = 256 * 1024 * 1024;
+/** Bytes 18 and 19 of a SQLite file: its write and read format versions, 2 for WAL, 1 for rollback. */
+const FORMAT_VERSION_BYTES = [18, 19] as const;
+
+/**
+ * Opens a views database for reading without leaving files beside it. A WAL database read through its
+ * file needs `-wal` and `-shm` files; a read-only connection creates them when missing and cannot remove
+ * them (only a writer's last close does), so every query would leave two empty files. The SQLite built
+ * into better-sqlite3 takes no URI (`immutable=1`), so: without a `-wal` file no writer has the database
+ * open and everything is in the main file, which is read into memory and queried there (its WAL mark
+ * set back to rollback in the copy only: a copy in memory has no `-shm`). With a `-wal` file, a writer is
+ * running (its files exist already) and the query reads through them, seeing the latest commit. A larger
+ * database than IN_MEMORY_MAX_BYTES is read through its file as well.
+ */
+function openReadOnly(dbFile: string): SqliteDatabase {
+  if (!existsSync(`${dbFile}-wal`) && statSync(dbFile).size <= IN_MEMORY_MAX_BYTES) {
+    const bytes = readFileSync(dbFile);
+    if (bytes.length >= 100 && bytes[18] === 2 && bytes[19] === 2) for (const at of FORMAT_VERSION_BYTES) bytes[at] = 1;
+    return new Database(bytes, { readonly: true });
+  }
+  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
+  return db;
+}
+
 /**
  * Runs one read-only SQL query on a views database and prints the rows: an aligned table (numbers
  * right-aligned, NULL empty, long cells cut), or NDJSON with `json`. Resolves to the exit code (0);
@@ -64,8 +90,7 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
   }
   let db: SqliteDatabase;
   try {
-    db = new Database(dbFile, { readonly: true, fileMustExist: true });
-    db.pragma('busy_timeout = 5000');
+    db = openReadOnly(dbFile);
   } catch (error) {
     throw new CqpError('IO', `cqp query: cannot open ${dbFile} as a SQLite database: ${messageOf(error)}`, { cause: error });
   }

@@ -1,9 +1,10 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { CqpError } from '../../src/core/errors.js';
 import { HEADER_SIZE, recordSize } from '../../src/log/format.js';
-import { logCat, logRepair, logStat, logVerify, runLogCommand } from '../../src/log/tools.js';
+import { logRepair } from '../../src/log/repair.js';
+import { logCat, logStat, logVerify, runLogCommand } from '../../src/log/tools.js';
 import { openLogWriter } from '../../src/log/writer.js';
 import { collector, event, readAll, sleep, tempDir } from './helpers.js';
 
@@ -83,7 +84,7 @@ describe('log tools', () => {
     const offset = await flip(path, 120);
     const size = statSync(path).size;
     const r = await logRepair(path);
-    expect(r).toEqual({ cut: true, kept: 119, offset, bytes: size - offset, firstLostSeq: 120, reason: 'record checksum mismatch' });
+    expect(r).toMatchObject({ cut: true, kept: 119, offset, bytes: size - offset, firstLostSeq: 120, reason: 'record checksum mismatch', records: 181 });
     expect(statSync(path).size).toBe(offset);
     expect(() => statSync(`${path}.idx`)).toThrow();
     expect(await logVerify(path)).toEqual({ ok: true, count: 119 });
@@ -94,6 +95,48 @@ describe('log tools', () => {
     expect(w.applied()).toEqual({ 'demo:1': '119' });
     expect(await w.appendBatch([{ bytes: '{}' }])).toEqual({ firstSeq: 120, lastSeq: 120 });
     await w.close();
+  });
+
+  test('repair keeps what it cuts in FILE.cut-<time> beside the log, byte for byte, and says how many records and bytes', async () => {
+    const path = await makeLog(300);
+    const offset = await flip(path, 120);
+    const before = readFileSync(path);
+    const out = collector();
+    const err = collector();
+    expect(await runLogCommand('repair', path, { stdout: out, stderr: err })).toBe(0);
+    const saved = readdirSync(dirname(path)).filter((f) => f.startsWith('events.log.cut-'));
+    expect(saved).toHaveLength(1);
+    expect(saved[0]).toMatch(/^events\.log\.cut-\d{8}T\d{6}Z$/);
+    const kept = join(dirname(path), saved[0] as string);
+    expect(readFileSync(kept).equals(before.subarray(offset))).toBe(true);
+    expect(readFileSync(path).equals(before.subarray(0, offset))).toBe(true);
+    expect(out.text()).toContain(`cut at byte offset ${offset} (record checksum mismatch): 181 records (seq 120 on), `);
+    expect(out.text()).toContain(`(${before.length - offset} bytes), kept in ${kept}; 119 records kept`);
+  });
+
+  test('repair counts the cut records even when the bad record\'s head (its length) is damaged', async () => {
+    const path = await makeLog(300);
+    const offset = await flip(path, 120);
+    const bytes = readFileSync(path);
+    bytes[offset + 50] = (bytes[offset + 50] as number) ^ 1;
+    bytes[offset + 2] = (bytes[offset + 2] as number) ^ 0x40;
+    writeFileSync(path, bytes);
+    expect(await logRepair(path, { dryRun: true })).toMatchObject({ offset, firstLostSeq: 120, reason: 'record header checksum mismatch', records: 181 });
+  });
+
+  test('repair --dry-run says what it would cut and changes nothing', async () => {
+    const path = await makeLog(300);
+    const offset = await flip(path, 120);
+    const files = readdirSync(dirname(path)).sort();
+    const before = readFileSync(path);
+    const out = collector();
+    const err = collector();
+    expect(await runLogCommand('repair', path, { dryRun: true, stdout: out, stderr: err })).toBe(0);
+    expect(out.text()).toContain(`would cut at byte offset ${offset} (record checksum mismatch): 181 records (seq 120 on), `);
+    expect(out.text()).toContain('nothing was changed');
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dirname(path)).sort()).toEqual(files);
+    expect(await logVerify(path)).toMatchObject({ ok: false, count: 119 });
   });
 
   test('repair refuses while a writer holds the log', async () => {
