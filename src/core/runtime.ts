@@ -449,7 +449,14 @@ async function feedSink<T>(instance: SinkInstance, input: SinkInput<T>): Promise
   let next = items.next();
   let batchStarted = 0;
   for (;;) {
-    const read = await next;
+    let read: IteratorResult<T>;
+    try {
+      read = await next;
+    } catch (error) {
+      // The input failed (a corrupt record, a read error): what was read before it is still written.
+      await drain();
+      throw error;
+    }
     if (read.done) break;
     if (batch.length === 0) batchStarted = Date.now();
     await take(() => input.take(read.value, batch));
