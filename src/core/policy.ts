@@ -3,7 +3,7 @@ import { CqpError } from './errors.js';
 
 export type ErrorMode = 'fail' | 'skip' | 'dead-letter';
 
-/** What happens to a bad line or an event a component rejects (DESIGN §2). */
+/** What happens to a bad line or an event a component rejects. */
 export interface ErrorPolicy {
   readonly mode: ErrorMode;
   /** Bad lines and rejected events so far. */

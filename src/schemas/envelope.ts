@@ -1,4 +1,4 @@
-/** The built-in event envelope (DESIGN §3): what `validate` checks when given no --schema. */
+/** The built-in event envelope: what `validate` checks when given no --schema. */
 export const envelopeSchema = {
   $id: 'cqp:envelope',
   type: 'object',

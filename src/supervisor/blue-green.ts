@@ -1,5 +1,5 @@
 /**
- * Blue/green files for `cqp replay` (DESIGN §8): a sink that writes a file is pointed at a new file
+ * Blue/green files for `cqp replay`: a sink that writes a file is pointed at a new file
  * beside its target, `<target>.replay-<pid>`, and only when the whole replay has succeeded is that file
  * made complete on disk and renamed over the target. Until then the target is never opened, so a failed
  * or killed replay leaves it byte for byte as it was; the next replay removes what the dead one left.

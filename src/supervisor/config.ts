@@ -1,5 +1,5 @@
 /**
- * Pipeline files (`cqp run pipeline.yaml`, DESIGN §7): YAML → a validated, fully resolved plan in which
+ * Pipeline files (`cqp run pipeline.yaml`): YAML → a validated, fully resolved plan in which
  * every component is the exact command line the supervisor will spawn. Validation collects every
  * problem it finds and reports each as `FILE:LINE: field: message`, with a did-you-mean when a name is
  * close to a valid one.
@@ -27,7 +27,7 @@ export interface Command {
   signalsReady?: boolean;
 }
 
-/** Options every component takes besides its own (DESIGN §2); allowed beside a component's options. */
+/** Options every component takes besides its own; allowed beside a component's options. */
 export interface RuntimeSettings {
   onError?: 'fail' | 'skip' | 'dead-letter';
   deadLetter?: string;

@@ -1,5 +1,5 @@
 /**
- * `cqp replay` (DESIGN §8): the command log takes the place of a pipeline's source, and the same
+ * `cqp replay`: the command log takes the place of a pipeline's source, and the same
  * supervisor that runs `cqp run` runs the pipeline's stages and sinks until the log (up to `--until`)
  * is drained. Sinks that write files are rebuilt blue/green (`blue-green.ts`); sinks that publish
  * outside cqp are skipped unless asked for.

@@ -1,5 +1,5 @@
 /**
- * The supervisor behind `cqp run` (DESIGN §7). Every source, stage and sink is its own process, started
+ * The supervisor behind `cqp run`. Every source, stage and sink is its own process, started
  * as the command a user could type; the supervisor owns every connection between them (a `Link` per
  * stdout: cqp stages write straight into the next one's pipe, steered over a control channel, and the
  * supervisor pumps the rest), so it can stop the flow between two lines, swap a stage and go on. Reloads, crash recovery

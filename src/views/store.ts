@@ -402,7 +402,7 @@ function openError(dbFile: string, error: unknown): CqpError {
 }
 
 /**
- * SQLite query views maintained from events (DESIGN §6): each view keeps its own positions, and each
+ * SQLite query views maintained from events: each view keeps its own positions, and each
  * batch is applied in one transaction together with the new positions, so every event counts once.
  */
 export class ViewStore {
