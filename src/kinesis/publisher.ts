@@ -1,7 +1,8 @@
 import { type KinesisClient, PutRecordsCommand, type PutRecordsRequestEntry } from '@aws-sdk/client-kinesis';
 import { CqpError, messageOf } from '../core/errors.js';
 import { awsErrorName, describeTarget, type KinesisTarget, streamNotFound } from './client.js';
-import { backoffMs, isRetryable, sleep } from './retry.js';
+import { backoffMs, sleep } from '../core/backoff.js';
+import { isRetryable } from './retry.js';
 
 /** Kinesis limits on one PutRecords call and one record (data plus partition key). */
 export const MAX_BATCH_RECORDS = 500;

@@ -9,7 +9,8 @@ import {
 import { compareN } from '../core/position.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { awsErrorName, describeTarget, type KinesisTarget, streamNotFound } from './client.js';
-import { backoffMs, isRetryable, sleep } from './retry.js';
+import { backoffMs, sleep } from '../core/backoff.js';
+import { isRetryable } from './retry.js';
 
 /** One Kinesis record as the reader yields it. */
 export interface KinesisRecord {

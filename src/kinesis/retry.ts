@@ -1,3 +1,4 @@
+/** Which Kinesis errors are worth a retry; the delays between tries are core/backoff.ts's. */
 import { awsErrorName } from './client.js';
 
 /** Errors that mean "slow down": retried without limit, with growing delays. */
@@ -38,29 +39,4 @@ export function isRetryable(error: unknown): boolean {
     }
   }
   return false;
-}
-
-/** Exponential backoff with full jitter: attempt 0 waits up to `baseMs`, doubling to `maxMs`. */
-export function backoffMs(attempt: number, baseMs = 100, maxMs = 5000): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
-  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
-}
-
-/** Waits `ms`, or less when `signal` aborts (resolves false then). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) {
-      resolve(false);
-      return;
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve(true);
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -4,15 +4,13 @@
  * within a window stop the pipeline.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffMs } from '../core/backoff.js';
 import type { PositionMap } from '../core/position.js';
 import { readsLog, type Context, type SinkUnit } from './context.js';
 import { resumePositions } from './positions.js';
 import type { StageProcess } from './process.js';
 import { killAll } from './shutdown.js';
 import { spawnUnit, startMain } from './wiring.js';
-
-const BACKOFF_START_MS = 100;
-const BACKOFF_MAX_MS = 5000;
 
 /** The delay before the next restart, or undefined when there were too many crashes (the pipeline is then stopped). */
 async function noteCrash(ctx: Context, name: string): Promise<number | undefined> {
@@ -26,7 +24,7 @@ async function noteCrash(ctx: Context, name: string): Promise<number | undefined
     killAll(ctx, 1);
     return undefined;
   }
-  return Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (ctx.crashes.length - 1));
+  return backoffMs(ctx.crashes.length - 1);
 }
 
 /**
