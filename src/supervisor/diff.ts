@@ -9,9 +9,9 @@ export interface ReloadDiff {
   orderChanged: boolean;
   sourceChanged: boolean;
   /**
-   * The stretch of stages that has to be rebuilt: old stages [prefix, oldEnd) give way to new stages
-   * [prefix, newEnd); the stages before and after it keep their processes. Undefined when the stages
-   * are the same.
+   * The stretch of stages that is rewired: old stages [prefix, oldEnd) give way to new stages
+   * [prefix, newEnd). Only the changed, added and removed ones in it start or stop; the rest, and the
+   * stages before and after it, keep their processes. Undefined when the stages are the same.
    */
   stages: { prefix: number; oldEnd: number; newEnd: number } | undefined;
   sinks: { added: string[]; changed: string[]; removed: string[] };

@@ -79,10 +79,10 @@ async function reload(ctx: Context): Promise<void> {
     return;
   }
   // Start the new processes first; if one fails, nothing has been touched yet.
-  let fresh: FreshStage[] = [];
+  const fresh: FreshStage[] = [];
   const added: SinkUnit[] = [];
   try {
-    if (diff.stages) fresh = startStages(ctx, diff.stages, next);
+    if (diff.stages) startStages(ctx, diff.stages, next, fresh);
     for (const name of diff.sinks.added) added.push(await spawnUnit(ctx, next.sinks.find((s) => s.name === name) as SinkPlan, false));
     const procs = [...fresh.map((f) => f.proc), ...added.flatMap((u) => ctx.unitProcs(u))];
     await Promise.all(procs.map((p) => p.started(ctx.graceMs)));
@@ -90,7 +90,7 @@ async function reload(ctx: Context): Promise<void> {
     for (const f of fresh) f.proc.stop('SIGKILL');
     for (const u of added) for (const p of ctx.unitProcs(u)) p.stop('SIGKILL');
     await ctx.exited([...fresh.map((f) => f.proc), ...added.flatMap((u) => ctx.unitProcs(u))]);
-    restoreStats(ctx, diff, next);
+    restoreStats(ctx, fresh, diff);
     ctx.refusedText = text;
     refuse(ctx, n, messageOf(error));
     return;
@@ -100,7 +100,7 @@ async function reload(ctx: Context): Promise<void> {
   for (const u of added) for (const p of ctx.unitProcs(u)) watch(ctx, p, u);
   const problems: string[] = [];
   if (diff.sourceChanged) await swapSource(ctx, next.source, problems);
-  if (diff.stages) await swapStages(ctx, diff.stages, fresh);
+  if (diff.stages) await swapStages(ctx, diff.stages, fresh, next);
   await swapSinks(ctx, diff, next, added, problems);
   for (const name of diff.removed) if (!next.stages.some((s) => s.name === name) && !next.sinks.some((s) => s.name === name) && next.source.name !== name) ctx.stats.delete(name);
   ctx.plan = next;
@@ -114,18 +114,16 @@ async function reload(ctx: Context): Promise<void> {
 }
 
 /** After a refused reload: the generations counted for processes that never ran are given back. */
-function restoreStats(ctx: Context, diff: ReloadDiff, next: PipelinePlan): void {
-  if (diff.stages) {
-    for (const plan of next.stages.slice(diff.stages.prefix, diff.stages.newEnd)) {
-      const stats = ctx.stats.get(plan.name);
-      const running = ctx.stages.find((s) => s.plan.name === plan.name);
-      if (!stats) continue;
-      if (running) {
-        stats.generation--;
-        stats.pid = running.proc.pid;
-      } else {
-        ctx.stats.delete(plan.name);
-      }
+function restoreStats(ctx: Context, fresh: FreshStage[], diff: ReloadDiff): void {
+  for (const { plan } of fresh) {
+    const stats = ctx.stats.get(plan.name);
+    const running = ctx.stages.find((s) => s.plan.name === plan.name);
+    if (!stats) continue;
+    if (running) {
+      stats.generation--;
+      stats.pid = running.proc.pid;
+    } else {
+      ctx.stats.delete(plan.name);
     }
   }
   for (const name of diff.sinks.added) ctx.stats.delete(name);
