@@ -68,6 +68,7 @@ export function readsLog(unit: SinkUnit): boolean {
   return unit.plan.logInput !== undefined;
 }
 
+/** The running pipeline as every part of the supervisor sees it. */
 export class Context {
   plan: PipelinePlan;
   readonly reloads = { ok: 0, failed: 0 };
