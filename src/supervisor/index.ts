@@ -8,10 +8,6 @@ import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, 
 import { nothingNewNote } from './nothing-new.js';
 import { Supervisor } from './supervisor.js';
 
-export { loadPipeline, parsePipeline } from './config.js';
-export { reloadDiff } from './diff.js';
-export { Supervisor } from './supervisor.js';
-
 function reportError(error: unknown): number {
   const message = messageOf(error);
   process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
