@@ -1,18 +1,12 @@
 import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from './config.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { nothingNewNote } from './nothing-new.js';
 import { Supervisor } from './supervisor.js';
-
-function reportError(error: unknown): number {
-  const message = messageOf(error);
-  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
-  return exitCodeFor(error);
-}
 
 /** One line saying what a valid pipeline holds. */
 export function describePlan(plan: PipelinePlan): string {

@@ -1,30 +1,7 @@
 import { existsSync } from 'node:fs';
-import { compareN, type PositionMap } from '../core/position.js';
+import { compareN, minimumPositions, type PositionMap } from '../core/position.js';
 import { readLogApplied } from '../log/reader.js';
 import type { SinkPlan } from './config.js';
-
-/**
- * Per source, the smallest of the maps; a source some map lacks is left out, because that sink needs
- * everything from it.
- */
-export function minimumPositions(maps: readonly PositionMap[]): PositionMap {
-  const [first, ...rest] = maps;
-  if (!first) return {};
-  const out: PositionMap = {};
-  for (const [source, n] of Object.entries(first)) {
-    let min: string | undefined = n;
-    for (const m of rest) {
-      const other = m[source];
-      if (other === undefined) {
-        min = undefined;
-        break;
-      }
-      if (compareN(other, min) < 0) min = other;
-    }
-    if (min !== undefined) out[source] = min;
-  }
-  return out;
-}
 
 /** Per source, the larger of two maps' positions. */
 export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {

@@ -6,7 +6,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { parsePath } from '../core/paths.js';
 import { findComponent } from '../core/registry.js';
 import { parseLogBounds, type LogPos } from '../log/format.js';
@@ -295,12 +295,6 @@ async function replayEnds(plan: ReplayPlan): Promise<SinkEnd[]> {
   const end = await readLogEnd(plan.log);
   if (!end) return [];
   return sinkEnds(plan.run.sinks, { end: { key: end.key, seq: plan.range.last?.seq ?? 0 } });
-}
-
-function reportError(error: unknown): number {
-  const message = messageOf(error);
-  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
-  return exitCodeFor(error);
 }
 
 /** `cqp replay`: runs the log through the pipeline into its sinks; resolves with the exit code. */
