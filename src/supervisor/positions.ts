@@ -1,6 +1,5 @@
-import { existsSync } from 'node:fs';
 import { compareN, minimumPositions, type PositionMap } from '../core/position.js';
-import { readLogApplied } from '../log/reader.js';
+import { findComponent } from '../core/registry.js';
 import type { SinkPlan } from './config.js';
 
 /** Per source, the larger of two maps' positions. */
@@ -13,19 +12,10 @@ export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {
   return out;
 }
 
-/** What an exactly-once sink has durably applied, read without taking its locks. */
+/** What an exactly-once sink has durably applied, read from its store (as its definition reads it) without taking its locks. */
 export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
-  if (sink.type === 'log') {
-    const path = sink.options.path as string;
-    return existsSync(path) ? readLogApplied(path) : {};
-  }
-  if (sink.type === 'sqlite') {
-    // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
-    const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);
-    const views = sink.options.views as string | undefined;
-    return readViewsApplied(sink.options.db as string, views === undefined ? undefined : loadViewsFile(views));
-  }
-  return {};
+  const store = findComponent('sink', sink.type)?.store;
+  return store?.positions ? store.positions(sink.options) : {};
 }
 
 /** Where the source resumes: the smallest durable position of the exactly-once sinks it feeds. */

@@ -7,13 +7,14 @@
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CqpError, messageOf, reportError } from '../core/errors.js';
+import { kebab } from '../core/options.js';
 import { parsePath } from '../core/paths.js';
 import { findComponent } from '../core/registry.js';
 import { parseLogBounds, type LogPos } from '../log/format.js';
 import { checkBoundsOnLog } from '../log/input.js';
 import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
-import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
+import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { formatCount as count } from './status.js';
@@ -107,7 +108,7 @@ function sameFile(a: string, b: string): boolean {
 
 /** The sink's command with its file option pointed at `temp` instead of `target`. */
 function retarget(command: Command, option: string, target: string, temp: string): Command {
-  const flag = `--${option}`;
+  const flag = `--${kebab(option)}`;
   const args = [...command.args];
   const at = args.findIndex((a, i) => a === flag && args[i + 1] === target);
   if (at >= 0) args[at + 1] = temp;
@@ -164,18 +165,19 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
 
   const sinks: SinkDecision[] = pipeline.sinks.map((plan) => {
     const def = findComponent('sink', plan.type);
-    const external = def?.kind === 'sink' && def.external === true;
-    if (external && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
-    const option = FILE_OPTION[plan.type];
-    const target = option === undefined ? undefined : plan.options[option];
-    if (option === undefined || typeof target !== 'string') return { plan, action: 'write', file: undefined };
-    if (plan.type === 'log' && sameFile(target, log)) {
+    if (def?.external === true && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
+    const store = def?.store;
+    const target = plan.store;
+    if (store === undefined || target === undefined) return { plan, action: 'write', file: undefined };
+    if (sameFile(target, log)) {
       throw new CqpError(
         'CONFIG',
         `${pipeline.file}: sink ${plan.name} writes the log being replayed (${target}); a replay cannot rebuild its own input — give that sink another path, or remove it`,
       );
     }
-    return { plan, action: 'replace', file: { sink: plan.name, type: plan.type, target, temp: tempPathFor(target) } };
+    if (store.rebuild === undefined) return { plan, action: 'write', file: undefined };
+    const file: BlueGreenFile = { sink: plan.name, target, temp: tempPathFor(target), option: store.option, locked: store.locked === true, rebuild: store.rebuild };
+    return { plan, action: 'replace', file };
   });
 
   const targets = new Map<string, string>();
@@ -200,6 +202,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       type: 'log',
       options: { path: log, follow: false },
       resumable: true,
+      readsStdin: false,
       command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
     stages,
@@ -207,8 +210,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
       const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
       if (!file) return fed;
-      const option = FILE_OPTION[plan.type] as string;
-      return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
+      return { ...fed, options: { ...plan.options, [file.option]: file.temp }, store: file.temp, command: retarget(plan.command, file.option, file.target, file.temp) };
     }),
   };
   return { log, pipeline, range, timeFilter, sinks, run };

@@ -262,7 +262,7 @@ export class Supervisor {
     const stats = this.statsFor(plan.name, kind);
     const isSource = kind === 'source';
     const extraArgs = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
-    const inherit = isSource && (plan as SourcePlan).type === 'stdin' ? 'stdin' : undefined;
+    const inherit = isSource && (plan as SourcePlan).readsStdin ? 'stdin' : undefined;
     const proc = this.spawn(plan.command, plan.name, stats, { extraArgs, downstream, ...(inherit ? { inherit } : {}) });
     if (proc.controlled) this.countReports(proc, stats);
     stats.generation++;
@@ -386,7 +386,7 @@ export class Supervisor {
         this.endIfReadersDone();
         return;
       }
-      if (unit && proc === unit.sink && unit.plan.type === 'stdout' && status.code === 0 && this.state === 'running') {
+      if (unit && proc === unit.sink && unit.plan.writesStdout && status.code === 0 && this.state === 'running') {
         // Its stdout (the supervisor's own) was closed, as by `| head -1`: nothing more can go there.
         proc.expected = 'end';
         this.log(`cqp: ${proc.name}: stdout was closed; stopping the pipeline`);
@@ -605,7 +605,7 @@ export class Supervisor {
   async sinkEnds(): Promise<SinkEnd[]> {
     const path = this.plan.sinks.find((s) => s.logInput)?.logInput?.path;
     const end = path === undefined ? undefined : await readLogEnd(path).catch(() => undefined);
-    const writer = this.plan.sinks.find((s) => !s.logInput && s.options.path === path)?.name;
+    const writer = this.plan.sinks.find((s) => !s.logInput && s.store === path)?.name;
     return sinkEnds(this.plan.sinks, end ? { end, writer } : undefined);
   }
 

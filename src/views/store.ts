@@ -651,3 +651,17 @@ export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undef
     db.close();
   }
 }
+
+/**
+ * Makes a database file whole on its own: its WAL checkpointed into it and WAL mode left, so no `-wal`
+ * beside it can be lost when the file is renamed (a replay's new views database, before the swap).
+ */
+export function detachWal(dbFile: string): void {
+  const db = new Database(dbFile, { fileMustExist: true });
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.pragma('journal_mode = DELETE');
+  } finally {
+    db.close();
+  }
+}
