@@ -18,6 +18,7 @@ import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prep
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { formatCount as count } from './status.js';
+import { supervise } from './supervise.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
@@ -345,10 +346,6 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
     log(`cqp: ${signal}: stopping the replay; the sinks' targets stay as they were`);
     supervisor.killAll(1);
   };
-  const onExit = (): void => supervisor.killRemaining();
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const total = plan.range.count;
   const read = (): number => eventsRead(supervisor.components());
@@ -369,27 +366,23 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   let code: number;
   let ends: SinkEnd[] = [];
   try {
-    await supervisor.start();
-    code = await supervisor.result;
-    if (code === 0 && !interrupted) {
-      ends = await replayEnds(plan);
-      for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
-      if (ends.some((e) => e.short)) code = 1;
-    }
-    if (code === 0 && !interrupted) {
-      for (const f of files) await completeTemp(f);
-      for (const f of files) commitTemp(f);
-    }
-  } catch (error) {
-    supervisor.killAll(1);
-    await supervisor.result;
-    code = reportError(error);
+    code = await supervise(supervisor, { SIGINT: onSignal, SIGTERM: onSignal }, async () => {
+      await supervisor.start();
+      let result = await supervisor.result;
+      if (result === 0 && !interrupted) {
+        ends = await replayEnds(plan);
+        for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
+        if (ends.some((e) => e.short)) result = 1;
+      }
+      if (result === 0 && !interrupted) {
+        for (const f of files) await completeTemp(f);
+        for (const f of files) commitTemp(f);
+      }
+      return result;
+    });
   } finally {
     clearInterval(ticker);
     clearBar();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('exit', onExit);
   }
   if (code !== 0 || interrupted) {
     for (const f of files) discardTemp(f);
