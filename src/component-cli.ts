@@ -12,8 +12,6 @@ import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource
 import { suggestion } from './core/suggest.js';
 import { stageControl } from './stage-control.js';
 
-const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
-
 function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): RuntimeOptions {
   const max = Number(opts.maxLineBytes);
   if (!Number.isInteger(max) || max <= 0) throw new CqpError('USAGE', `--max-line-bytes: expected a positive whole number of bytes, got ${String(opts.maxLineBytes)}`);
@@ -69,7 +67,7 @@ function addKind(parent: Command, kind: ComponentKind): void {
       }
       const runtime = runtimeOptions(raw, kind);
       const own = Object.fromEntries(optionSpecs(def.options).map((s) => [s.key, raw[s.key]]));
-      const options = parseOptions(def, own, `cqp-${KIND_WORD[kind]} ${def.name}`);
+      const options = parseOptions(def, own, `cqp-${kind} ${def.name}`);
       await runComponent(def, options, runtime);
     });
   }

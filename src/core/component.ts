@@ -124,16 +124,61 @@ export interface SourceDefinition<S extends z.ZodObject = z.ZodObject> extends C
   kind: 'source';
   /** True when the source stamps positions (`stdin` does not). */
   resumable: boolean;
+  /** True when the source reads its process's stdin: `cqp run` hands it the supervisor's own. */
+  readsStdin?: boolean;
   create(options: z.infer<S>, ctx: StageContext & { resume: PositionMap }): SourceInstance | Promise<SourceInstance>;
+}
+
+/**
+ * What `cqp replay` needs to build a sink's store anew beside the old one (`<file>.replay-<pid>`) and
+ * rename it over the old one once the replay has succeeded.
+ */
+export interface StoreRebuild {
+  /** What the sink's file is when the sink never created it: empty (it had nothing to write); without this, a failure. */
+  emptyWhenUnwritten?: boolean;
+  /** Files the store keeps beside it, as suffixes of its path: the new file's go with it in the rename, the old file's are removed. */
+  companions?: readonly string[];
+  /** Makes the new file whole on its own before it is flushed and renamed (a database's WAL checkpointed into it). */
+  complete?(temp: string): void | Promise<void>;
+}
+
+/**
+ * The file or database a sink keeps, as the shared code needs to know it: `cqp run` resumes a source
+ * from the positions stored in it, other sinks follow it when it is a command log, and `cqp replay`
+ * locks it and rebuilds it.
+ */
+export interface SinkStore<O> {
+  /** The option naming the store (a file path, resolved against the pipeline's folder). */
+  option: keyof O & string;
+  /** One writer at a time, held through the lock beside the file (`log/lock.ts`): a replay holds it while it rebuilds the file. */
+  locked?: boolean;
+  /** The store is a command log: sinks that follow the log (`followsLog`) read it rather than the stages' output. */
+  commandLog?: boolean;
+  /**
+   * Exactly-once: the positions the store holds, read without taking its lock (a store not created yet
+   * holds none). A sink without it keeps no positions and is at-least-once.
+   */
+  positions?(options: O): Promise<PositionMap>;
+  /** `cqp replay` rebuilds the store blue/green; without this, the sink writes its store in place. */
+  rebuild?: StoreRebuild;
 }
 
 export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {
   kind: 'sink';
-  /** True when the sink stores positions and applies each event exactly once. */
-  exactlyOnce: boolean;
+  /** The file or database the sink keeps; none for a sink that only passes events on (stdout, kinesis). */
+  store?: SinkStore<z.infer<S>>;
+  /** True when, beside a sink that writes a command log, `cqp run` has this sink read that log (`--read-log --follow`) instead of the stages. */
+  followsLog?: boolean;
+  /** True when the sink writes to its process's stdout: `cqp run` gives it the supervisor's, and stops when that is closed. */
+  writesStdout?: boolean;
   /** True when the sink publishes outside cqp (skipped by replay unless asked). */
   external?: boolean;
   create(options: z.infer<S>, ctx: StageContext): SinkInstance | Promise<SinkInstance>;
+}
+
+/** True when the sink stores positions with what it writes and so applies each event exactly once. */
+export function isExactlyOnce(def: SinkDefinition): boolean {
+  return def.store?.positions !== undefined;
 }
 
 export type ComponentDefinition = FilterDefinition | SourceDefinition | SinkDefinition;

@@ -30,3 +30,10 @@ export function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/** Writes a failed command's message to stderr (`cqp:` in front unless it names itself) and returns its exit code. */
+export function reportError(error: unknown): number {
+  const message = messageOf(error);
+  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
+  return exitCodeFor(error);
+}

@@ -119,6 +119,24 @@ export function advance(applied: PositionMap, p: Position): void {
   if (last === undefined || compareN(p.n, last) > 0) applied[p.source] = p.n;
 }
 
+/**
+ * Per source, the smallest of the maps; a source some map lacks is left out, because whoever holds that
+ * map needs everything from it (where several sinks or views, fed by one source, all resume).
+ */
+export function minimumPositions(maps: readonly PositionMap[]): PositionMap {
+  const [first, ...rest] = maps;
+  if (!first) return {};
+  const out: PositionMap = { ...first };
+  for (const map of rest) {
+    for (const source of Object.keys(out)) {
+      const n = map[source];
+      if (n === undefined) delete out[source];
+      else if (compareN(n, out[source] as string) < 0) out[source] = n;
+    }
+  }
+  return out;
+}
+
 /** Appends a position stamp to one NDJSON object line (no trailing newline). */
 export function stampLine(line: string, p: Position): string {
   const body = line.trimEnd();

@@ -19,7 +19,8 @@ export default defineSink({
       .default('never')
       .describe('when appends reach the disk: always or batch (one fsync per batch, before the next is read), never (leave it to the OS)'),
   }),
-  exactlyOnce: false,
+  // No positions: at-least-once. A replay that wrote nothing leaves the file empty, as the sink would.
+  store: { option: 'path', rebuild: { emptyWhenUnwritten: true } },
   examples: [{ path: 'data/deletes.ndjson' }],
   async create({ path, fsync }, ctx) {
     const file = resolve(ctx.cwd, path);

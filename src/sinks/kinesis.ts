@@ -32,7 +32,6 @@ export default defineSink({
     'else id). Records Kinesis refuses are sent again with backoff, together with the later records of ' +
     'their keys, so events of one key keep their order (a retry may repeat an event: at-least-once).',
   options,
-  exactlyOnce: false,
   external: true,
   examples: [
     { stream: 'ice-creams' },

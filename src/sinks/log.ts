@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSink } from '../core/component.js';
@@ -18,7 +19,17 @@ export default defineSink({
       .default('batch')
       .describe('when appends reach the disk: always (each event), batch (one fsync per batch), never (leave it to the OS)'),
   }),
-  exactlyOnce: true,
+  store: {
+    option: 'path',
+    locked: true,
+    commandLog: true,
+    async positions({ path }) {
+      const { readLogApplied } = await import('../log/reader.js');
+      return existsSync(path) ? readLogApplied(path) : {};
+    },
+    // The index beside the log names the log's id: the old one is ignored by the new log, and replaced with it.
+    rebuild: { companions: ['.idx'] },
+  },
   // The log stores each event's bytes as they came.
   plainNumbers: true,
   examples: [{ path: 'data/events.log' }, { path: 'data/events.log', fsync: 'always' }],

@@ -18,7 +18,24 @@ export default defineSink({
     db: z.string().min(1).describe('the SQLite database file (created if missing), e.g. data/views.db'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),
   }),
-  exactlyOnce: true,
+  store: {
+    option: 'db',
+    locked: true,
+    async positions({ db, views }) {
+      // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
+      const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);
+      return readViewsApplied(db, views === undefined ? undefined : loadViewsFile(views));
+    },
+    rebuild: {
+      // A stale WAL beside the new database would be replayed into it by the next reader.
+      companions: ['-wal', '-shm', '-journal'],
+      async complete(temp) {
+        const { detachWal } = await import('../views/store.js');
+        detachWal(temp);
+      },
+    },
+  },
+  followsLog: true,
   examples: [{ db: 'data/views.db' }, { db: 'data/views.db', views: 'pipelines/views/ice-creams.yaml' }],
   checks: {
     async views(views, _options, ctx) {

@@ -6,7 +6,7 @@ export default defineSink({
   name: 'stdout',
   summary: 'write events to standard output as NDJSON, position stamps removed (at-least-once)',
   options: z.object({}),
-  exactlyOnce: false,
+  writesStdout: true,
   examples: [{}],
   create() {
     return {

@@ -14,6 +14,7 @@ export default defineSource({
     'source for exactly-once.',
   options: z.object({}),
   resumable: false,
+  readsStdin: true,
   examples: [{}],
   create(_options, ctx) {
     const max = ctx.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;

@@ -6,23 +6,21 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import type { StoreRebuild } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
 
-/** The file sink types whose output replay rebuilds blue/green, and the option naming the file. */
-export const FILE_OPTION: Readonly<Record<string, 'db' | 'path'>> = { sqlite: 'db', log: 'path', file: 'path' };
-
-/** One sink's file being rebuilt: written at `temp`, renamed over `target` at the end. */
+/** One sink's file being rebuilt: written at `temp`, renamed over `target` at the end, as its definition says. */
 export interface BlueGreenFile {
   sink: string;
-  type: string;
   target: string;
   temp: string;
+  /** The sink's option that names the file (pointed at `temp` while the replay runs). */
+  option: string;
+  /** One writer at a time (the lock beside the file): the replay holds it throughout. */
+  locked: boolean;
+  rebuild: StoreRebuild;
 }
-
-/** The files SQLite keeps beside a database while it is open. */
-const SQLITE_COMPANIONS = ['-wal', '-shm', '-journal'];
 
 /** The new file a replay by process `pid` builds for `target`. */
 export function tempPathFor(target: string, pid = process.pid): string {
@@ -93,7 +91,7 @@ export function discardTemp(file: BlueGreenFile): void {
  * hold the lock; if the replay does not replace it, that placeholder is removed again on release.
  */
 export function lockTarget(file: BlueGreenFile): WriterLock | undefined {
-  if (file.type !== 'log' && file.type !== 'sqlite') return undefined;
+  if (!file.locked) return undefined;
   mkdirSync(dirname(file.target), { recursive: true });
   const existed = existsSync(file.target);
   const lock = acquireLock(file.target);
@@ -122,46 +120,31 @@ function fsyncPath(path: string): void {
   }
 }
 
-/**
- * Makes the new file complete on its own: a SQLite database gets its WAL checkpointed into it and
- * leaves WAL mode (no `-wal` beside it to lose in the rename); then it is flushed to disk.
- */
+/** Makes the new file complete on its own (as the sink's definition says), then flushes it and its companions to disk. */
 export async function completeTemp(file: BlueGreenFile): Promise<void> {
+  const { rebuild } = file;
   if (!existsSync(file.temp)) {
-    // A sink that never started writing: the target becomes empty, as the sink would have made it.
-    if (file.type !== 'file') throw new CqpError('IO', `${file.temp}: sink ${file.sink} did not create its new file; the target ${file.target} is unchanged`);
+    // A sink that never started writing: the target becomes empty if the sink would have made it so.
+    if (!rebuild.emptyWhenUnwritten) throw new CqpError('IO', `${file.temp}: sink ${file.sink} did not create its new file; the target ${file.target} is unchanged`);
     writeFileSync(file.temp, '');
   }
-  if (file.type === 'sqlite') {
-    const db = new Database(file.temp, { fileMustExist: true });
-    try {
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      db.pragma('journal_mode = DELETE');
-    } finally {
-      db.close();
-    }
-  }
+  await rebuild.complete?.(file.temp);
   fsyncPath(file.temp);
-  const idx = `${file.temp}.idx`;
-  if (file.type === 'log' && existsSync(idx)) fsyncPath(idx);
+  for (const suffix of rebuild.companions ?? []) if (existsSync(`${file.temp}${suffix}`)) fsyncPath(`${file.temp}${suffix}`);
 }
 
 /**
  * Renames the new file over the target (atomic: readers see the old file or the new one, never a mix)
- * and moves or removes the target's companions so none of the old file's is left beside the new one.
+ * and moves or removes the target's companions so none of the old file's is left beside the new one:
+ * those the new file lacks are removed before the rename, those it has follow it.
  */
 export function commitTemp(file: BlueGreenFile): void {
+  const companions = file.rebuild.companions ?? [];
+  const moved = companions.filter((suffix) => existsSync(`${file.temp}${suffix}`));
   try {
-    if (file.type === 'sqlite') {
-      // A stale WAL beside the new database would be replayed into it by the next reader.
-      for (const suffix of SQLITE_COMPANIONS) rmSync(`${file.target}${suffix}`, { force: true });
-    }
+    for (const suffix of companions) if (!moved.includes(suffix)) rmSync(`${file.target}${suffix}`, { force: true });
     renameSync(file.temp, file.target);
-    if (file.type === 'log') {
-      // The old index names the old log's id, so it is ignored until replaced; replace it now.
-      if (existsSync(`${file.temp}.idx`)) renameSync(`${file.temp}.idx`, `${file.target}.idx`);
-      else rmSync(`${file.target}.idx`, { force: true });
-    }
+    for (const suffix of moved) renameSync(`${file.temp}${suffix}`, `${file.target}${suffix}`);
     fsyncPath(dirname(file.target));
   } catch (error) {
     throw new CqpError('IO', `${file.target}: cannot rename the replayed ${file.temp} over it (${messageOf(error)})`, { cause: error });

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import type { ComponentDefinition, ComponentKind } from '../core/component.js';
+import { isExactlyOnce, type ComponentDefinition, type ComponentKind, type SinkDefinition } from '../core/component.js';
 import type { Document } from 'yaml';
 import { CqpError, messageOf } from '../core/errors.js';
 import { compileExpression } from '../core/expression.js';
@@ -39,6 +39,8 @@ export interface SourcePlan {
   type: string;
   options: Record<string, unknown>;
   resumable: boolean;
+  /** It reads its process's stdin: the supervisor hands it its own. */
+  readsStdin: boolean;
   /** The command without `--resume` (the supervisor adds it when it starts the source). */
   command: Command;
 }
@@ -58,12 +60,17 @@ export interface SinkPlan {
   type: string;
   options: Record<string, unknown>;
   exactlyOnce: boolean;
+  /** The file or database the sink keeps (the value of the option its definition names), if any. */
+  store: string | undefined;
+  /** It writes to its process's stdout, the supervisor's own: when that is closed, the pipeline stops. */
+  writesStdout: boolean;
   where: string | undefined;
   /** The hidden `cqp filter where EXPR` in front of the sink, when it has `where:`. */
   whereCommand: Command | undefined;
   /**
-   * Set when the sink reads a command log itself (`--read-log`) instead of the stages' output: with a
-   * log sink, sqlite sinks follow that log (`follow`); a replay without stages bounds the read.
+   * Set when the sink reads a command log itself (`--read-log`) instead of the stages' output: beside a
+   * sink that writes a command log, the sinks that follow logs read it (`follow`); a replay without
+   * stages bounds the read.
    */
   logInput: LogInput | undefined;
   command: Command;
@@ -390,6 +397,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
         type: sourceType,
         options: r.options,
         resumable: sourceDef.resumable,
+        readsStdin: sourceDef.readsStdin === true,
         command: cliCommand(['source', sourceType, ...optionsToArgv(sourceDef, r.given), ...runtimeArgv(r.runtime)]),
       };
     }
@@ -455,6 +463,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
   // Sinks.
   const whereDef = findComponent('filter', 'where');
   const sinkDrafts: Array<Omit<SinkPlan, 'logInput'>> = [];
+  const sinkDefs = new Map<string, SinkDefinition>();
   pipeline.sinks.forEach((item, i) => {
     const at: YamlPath = ['sinks', i];
     const { name, type, where: expr, ...rest } = item;
@@ -472,11 +481,15 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     }
     const r = resolveOptions(def, rest, at, dir, problems, checks);
     if (!r) return;
+    const store = def.store === undefined ? undefined : r.options[def.store.option];
+    sinkDefs.set(name, def);
     sinkDrafts.push({
       name,
       type,
       options: r.options,
-      exactlyOnce: def.exactlyOnce,
+      exactlyOnce: isExactlyOnce(def),
+      store: typeof store === 'string' ? store : undefined,
+      writesStdout: def.writesStdout === true,
       where: expr,
       whereCommand,
       command: cliCommand(['sink', type, ...optionsToArgv(def, r.given), ...runtimeArgv(r.runtime)]),
@@ -485,13 +498,16 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
 
   if (problems.length > 0 || !source) return { doc, problems };
 
-  // Views follow the log: with a log sink, sqlite sinks read that log rather than the stages.
-  const logSink = sinkDrafts.find((s) => s.type === 'log');
-  const logPath = logSink ? (logSink.options.path as string) : undefined;
+  // Views follow the log: beside a sink that writes a command log, the sinks that follow logs read it rather than the stages.
+  const logSink = sinkDrafts.find((s) => sinkDefs.get(s.name)?.store?.commandLog === true);
+  const logPath = logSink?.store;
   const sinks: SinkPlan[] = sinkDrafts.map((s) => {
-    const follows = logPath !== undefined && s.type === 'sqlite';
+    const follows = logPath !== undefined && sinkDefs.get(s.name)?.followsLog === true;
     if (follows && s.where) {
-      problems.push({ path: ['sinks', pipeline.sinks.findIndex((x) => x.name === s.name), 'where'], message: 'a sqlite sink follows the log sink, so where: does not apply; filter in the view definitions instead' });
+      problems.push({
+        path: ['sinks', pipeline.sinks.findIndex((x) => x.name === s.name), 'where'],
+        message: `a ${s.type} sink follows the ${logSink?.type ?? ''} sink, so where: does not apply; filter in the view definitions instead`,
+      });
     }
     return { ...s, logInput: follows ? { path: logPath, follow: true, args: ['--read-log', logPath, '--follow'] } : undefined };
   });

@@ -42,7 +42,7 @@ export function watch(ctx: Context, proc: StageProcess, unit?: SinkUnit): void {
       endIfReadersDone(ctx);
       return;
     }
-    if (unit && proc === unit.sink && unit.plan.type === 'stdout' && status.code === 0 && ctx.state === 'running') {
+    if (unit && proc === unit.sink && unit.plan.writesStdout && status.code === 0 && ctx.state === 'running') {
       // Its stdout (the supervisor's own) was closed, as by `| head -1`: nothing more can go there.
       proc.expected = 'end';
       ctx.log(`cqp: ${proc.name}: stdout was closed; stopping the pipeline`);

@@ -1,22 +1,13 @@
 import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from './config.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { nothingNewNote } from './nothing-new.js';
+import { supervise } from './supervise.js';
 import { Supervisor } from './supervisor.js';
-
-export { loadPipeline, parsePipeline } from './config.js';
-export { reloadDiff } from './diff.js';
-export { Supervisor } from './supervisor.js';
-
-function reportError(error: unknown): number {
-  const message = messageOf(error);
-  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
-  return exitCodeFor(error);
-}
 
 /** One line saying what a valid pipeline holds. */
 export function describePlan(plan: PipelinePlan): string {
@@ -118,12 +109,6 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     void supervisor.stop();
   });
   const onHup = (): void => void supervisor.requestReload();
-  // Stages run in their own process group, so they would outlive a supervisor that dies of an error.
-  const onExit = (): void => supervisor.killRemaining();
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onHup);
   const unwatch = watchPipeline(plan.file, () => void supervisor.requestReload());
 
   const rates = new Rates();
@@ -144,21 +129,15 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
 
   let code: number;
   try {
-    await supervisor.start();
-    log(`cqp: running ${describePlan(supervisor.plan)}`);
-    code = await supervisor.result;
-  } catch (error) {
-    supervisor.killAll(1);
-    await supervisor.result;
-    code = reportError(error);
+    code = await supervise(supervisor, { SIGINT: onSignal, SIGTERM: onSignal, SIGHUP: onHup }, async () => {
+      await supervisor.start();
+      log(`cqp: running ${describePlan(supervisor.plan)}`);
+      return supervisor.result;
+    });
   } finally {
     clearInterval(ticker);
     unwatch();
     unwatchParent();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onHup);
-    process.off('exit', onExit);
     metrics?.server.close();
   }
   clearTable();

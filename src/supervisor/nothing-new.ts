@@ -2,12 +2,6 @@ import { dirname, relative } from 'node:path';
 import type { PositionMap } from '../core/position.js';
 import type { SinkPlan } from './config.js';
 
-/** The file an exactly-once sink keeps (its log or database), as the option that names it. */
-function storeOf(sink: SinkPlan): string | undefined {
-  const file = sink.options.path ?? sink.options.db;
-  return typeof file === 'string' ? file : undefined;
-}
-
 /**
  * Why a run that read nothing read nothing: its source resumed after the positions its exactly-once sinks
  * already hold (a second run of a finite source, such as `demo --count N`, has nothing left to give).
@@ -17,7 +11,7 @@ function storeOf(sink: SinkPlan): string | undefined {
 export function nothingNewNote(resumedFrom: PositionMap | undefined, sourceOut: number, sinks: readonly SinkPlan[]): string | undefined {
   const held = Object.entries(resumedFrom ?? {}).map(([source, n]) => `${source}:${n}`);
   if (sourceOut > 0 || held.length === 0) return undefined;
-  const stores = sinks.filter((s) => s.exactlyOnce).flatMap((s) => storeOf(s) ?? []);
+  const stores = sinks.filter((s) => s.exactlyOnce).flatMap((s) => s.store ?? []);
   const names = [...new Set(stores)].map((f) => relative(process.cwd(), f) || f);
   const folders = new Set(names.map((f) => dirname(f)));
   const [folder] = folders;

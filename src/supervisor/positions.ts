@@ -1,30 +1,6 @@
-import { existsSync } from 'node:fs';
-import { compareN, type PositionMap } from '../core/position.js';
-import { readLogApplied } from '../log/reader.js';
+import { compareN, minimumPositions, type PositionMap } from '../core/position.js';
+import { findComponent } from '../core/registry.js';
 import type { SinkPlan } from './config.js';
-
-/**
- * Per source, the smallest of the maps; a source some map lacks is left out, because that sink needs
- * everything from it.
- */
-export function minimumPositions(maps: readonly PositionMap[]): PositionMap {
-  const [first, ...rest] = maps;
-  if (!first) return {};
-  const out: PositionMap = {};
-  for (const [source, n] of Object.entries(first)) {
-    let min: string | undefined = n;
-    for (const m of rest) {
-      const other = m[source];
-      if (other === undefined) {
-        min = undefined;
-        break;
-      }
-      if (compareN(other, min) < 0) min = other;
-    }
-    if (min !== undefined) out[source] = min;
-  }
-  return out;
-}
 
 /** Per source, the larger of two maps' positions. */
 export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {
@@ -36,19 +12,10 @@ export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {
   return out;
 }
 
-/** What an exactly-once sink has durably applied, read without taking its locks. */
+/** What an exactly-once sink has durably applied, read from its store (as its definition reads it) without taking its locks. */
 export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
-  if (sink.type === 'log') {
-    const path = sink.options.path as string;
-    return existsSync(path) ? readLogApplied(path) : {};
-  }
-  if (sink.type === 'sqlite') {
-    // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
-    const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);
-    const views = sink.options.views as string | undefined;
-    return readViewsApplied(sink.options.db as string, views === undefined ? undefined : loadViewsFile(views));
-  }
-  return {};
+  const store = findComponent('sink', sink.type)?.store;
+  return store?.positions ? store.positions(sink.options) : {};
 }
 
 /** Where the source resumes: the smallest durable position of the exactly-once sinks it feeds. */

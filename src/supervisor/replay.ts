@@ -6,17 +6,19 @@
  */
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CqpError, exitCodeFor, messageOf } from '../core/errors.js';
+import { CqpError, messageOf, reportError } from '../core/errors.js';
+import { kebab } from '../core/options.js';
 import { parsePath } from '../core/paths.js';
 import { findComponent } from '../core/registry.js';
 import { parseLogBounds, type LogPos } from '../log/format.js';
 import { checkBoundsOnLog } from '../log/input.js';
 import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
-import { FILE_OPTION, clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
+import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { formatCount as count } from './status.js';
+import { supervise } from './supervise.js';
 import { Supervisor, type ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
@@ -107,7 +109,7 @@ function sameFile(a: string, b: string): boolean {
 
 /** The sink's command with its file option pointed at `temp` instead of `target`. */
 function retarget(command: Command, option: string, target: string, temp: string): Command {
-  const flag = `--${option}`;
+  const flag = `--${kebab(option)}`;
   const args = [...command.args];
   const at = args.findIndex((a, i) => a === flag && args[i + 1] === target);
   if (at >= 0) args[at + 1] = temp;
@@ -164,18 +166,19 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
 
   const sinks: SinkDecision[] = pipeline.sinks.map((plan) => {
     const def = findComponent('sink', plan.type);
-    const external = def?.kind === 'sink' && def.external === true;
-    if (external && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
-    const option = FILE_OPTION[plan.type];
-    const target = option === undefined ? undefined : plan.options[option];
-    if (option === undefined || typeof target !== 'string') return { plan, action: 'write', file: undefined };
-    if (plan.type === 'log' && sameFile(target, log)) {
+    if (def?.external === true && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
+    const store = def?.store;
+    const target = plan.store;
+    if (store === undefined || target === undefined) return { plan, action: 'write', file: undefined };
+    if (sameFile(target, log)) {
       throw new CqpError(
         'CONFIG',
         `${pipeline.file}: sink ${plan.name} writes the log being replayed (${target}); a replay cannot rebuild its own input — give that sink another path, or remove it`,
       );
     }
-    return { plan, action: 'replace', file: { sink: plan.name, type: plan.type, target, temp: tempPathFor(target) } };
+    if (store.rebuild === undefined) return { plan, action: 'write', file: undefined };
+    const file: BlueGreenFile = { sink: plan.name, target, temp: tempPathFor(target), option: store.option, locked: store.locked === true, rebuild: store.rebuild };
+    return { plan, action: 'replace', file };
   });
 
   const targets = new Map<string, string>();
@@ -200,6 +203,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       type: 'log',
       options: { path: log, follow: false },
       resumable: true,
+      readsStdin: false,
       command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
     stages,
@@ -207,8 +211,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
       const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
       if (!file) return fed;
-      const option = FILE_OPTION[plan.type] as string;
-      return { ...fed, options: { ...plan.options, [option]: file.temp }, command: retarget(plan.command, option, file.target, file.temp) };
+      return { ...fed, options: { ...plan.options, [file.option]: file.temp }, store: file.temp, command: retarget(plan.command, file.option, file.target, file.temp) };
     }),
   };
   return { log, pipeline, range, timeFilter, sinks, run };
@@ -297,12 +300,6 @@ async function replayEnds(plan: ReplayPlan): Promise<SinkEnd[]> {
   return sinkEnds(plan.run.sinks, { end: { key: end.key, seq: plan.range.last?.seq ?? 0 } });
 }
 
-function reportError(error: unknown): number {
-  const message = messageOf(error);
-  process.stderr.write(`${message.startsWith('cqp') ? '' : 'cqp: '}${message}\n`);
-  return exitCodeFor(error);
-}
-
 /** `cqp replay`: runs the log through the pipeline into its sinks; resolves with the exit code. */
 export async function replayCommand(options: ReplayOptions): Promise<number> {
   let plan: ReplayPlan;
@@ -349,10 +346,6 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
     log(`cqp: ${signal}: stopping the replay; the sinks' targets stay as they were`);
     supervisor.killAll(1);
   };
-  const onExit = (): void => supervisor.killRemaining();
-  process.on('exit', onExit);
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const total = plan.range.count;
   const read = (): number => eventsRead(supervisor.components());
@@ -373,27 +366,23 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   let code: number;
   let ends: SinkEnd[] = [];
   try {
-    await supervisor.start();
-    code = await supervisor.result;
-    if (code === 0 && !interrupted) {
-      ends = await replayEnds(plan);
-      for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
-      if (ends.some((e) => e.short)) code = 1;
-    }
-    if (code === 0 && !interrupted) {
-      for (const f of files) await completeTemp(f);
-      for (const f of files) commitTemp(f);
-    }
-  } catch (error) {
-    supervisor.killAll(1);
-    await supervisor.result;
-    code = reportError(error);
+    code = await supervise(supervisor, { SIGINT: onSignal, SIGTERM: onSignal }, async () => {
+      await supervisor.start();
+      let result = await supervisor.result;
+      if (result === 0 && !interrupted) {
+        ends = await replayEnds(plan);
+        for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
+        if (ends.some((e) => e.short)) result = 1;
+      }
+      if (result === 0 && !interrupted) {
+        for (const f of files) await completeTemp(f);
+        for (const f of files) commitTemp(f);
+      }
+      return result;
+    });
   } finally {
     clearInterval(ticker);
     clearBar();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('exit', onExit);
   }
   if (code !== 0 || interrupted) {
     for (const f of files) discardTemp(f);

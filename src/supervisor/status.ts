@@ -53,7 +53,7 @@ export function upstreams(plan: PipelinePlan): Map<string, string> {
     const path = sink.logInput?.path;
     if (path === undefined) up.set(sink.name, previous);
     else {
-      const writer = plan.sinks.find((s) => !s.logInput && s.options.path === path);
+      const writer = plan.sinks.find((s) => !s.logInput && s.store === path);
       if (writer) up.set(sink.name, writer.name);
     }
   }

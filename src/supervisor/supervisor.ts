@@ -93,7 +93,7 @@ export class Supervisor {
   async sinkEnds(): Promise<SinkEnd[]> {
     const path = this.plan.sinks.find((s) => s.logInput)?.logInput?.path;
     const end = path === undefined ? undefined : await readLogEnd(path).catch(() => undefined);
-    const writer = this.plan.sinks.find((s) => !s.logInput && s.options.path === path)?.name;
+    const writer = this.plan.sinks.find((s) => !s.logInput && s.store === path)?.name;
     return sinkEnds(this.plan.sinks, end ? { end, writer } : undefined);
   }
 

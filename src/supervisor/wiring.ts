@@ -103,7 +103,7 @@ export function spawnProc(ctx: Context, plan: SourcePlan | StagePlan, kind: 'sou
   const stats = ctx.statsFor(plan.name, kind);
   const isSource = kind === 'source';
   const extraArgs = isSource && (plan as SourcePlan).resumable && resume ? ['--resume', JSON.stringify(resume)] : [];
-  const inherit = isSource && (plan as SourcePlan).type === 'stdin' ? 'stdin' : undefined;
+  const inherit = isSource && (plan as SourcePlan).readsStdin ? 'stdin' : undefined;
   const proc = spawn(ctx, plan.command, plan.name, stats, { extraArgs, downstream, ...(inherit ? { inherit } : {}) });
   if (proc.controlled) countReports(proc, stats);
   stats.generation++;

@@ -6,7 +6,7 @@ import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
-import { compareN, isApplied } from '../core/position.js';
+import { compareN, isApplied, minimumPositions } from '../core/position.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
@@ -375,20 +375,6 @@ function userTables(db: SqliteDatabase): Set<string> {
   return new Set(rows);
 }
 
-function minimum(maps: PositionMap[]): PositionMap {
-  const [first, ...rest] = maps;
-  if (!first) return {};
-  const result: PositionMap = { ...first };
-  for (const map of rest) {
-    for (const source of Object.keys(result)) {
-      const n = map[source];
-      if (n === undefined) delete result[source];
-      else if (compareN(n, result[source] as string) < 0) result[source] = n;
-    }
-  }
-  return result;
-}
-
 /** A failure of SQLite itself (disk full, I/O error, a damaged file) named with the database file. */
 function storageError(dbFile: string, error: unknown): unknown {
   const code = (error as { code?: unknown }).code;
@@ -517,7 +503,7 @@ export class ViewStore {
 
   /** Per source, the smallest position every view holds; a source some view lacks is left out. */
   applied(): PositionMap {
-    return minimum(this.projections.map((p) => p.applied));
+    return minimumPositions(this.projections.map((p) => p.applied));
   }
 
   /** Positions one view holds. */
@@ -660,7 +646,21 @@ export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undef
       for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
       return map;
     });
-    return minimum(maps);
+    return minimumPositions(maps);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Makes a database file whole on its own: its WAL checkpointed into it and WAL mode left, so no `-wal`
+ * beside it can be lost when the file is renamed (a replay's new views database, before the swap).
+ */
+export function detachWal(dbFile: string): void {
+  const db = new Database(dbFile, { fileMustExist: true });
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.pragma('journal_mode = DELETE');
   } finally {
     db.close();
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { advance, compareN, isApplied, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
+import { advance, compareN, isApplied, minimumPositions, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
 
 describe('positions', () => {
   it.each([
@@ -30,6 +30,14 @@ describe('positions', () => {
   it('parses positions whose source has colons', () => {
     expect(parsePosition('kinesis:s/shardId-0:4955')).toEqual({ source: 'kinesis:s/shardId-0', n: '4955' });
     expect(parsePosition('nope')).toBeUndefined();
+  });
+
+  it('takes the smallest position per source, leaving out a source one map lacks', () => {
+    const a: PositionMap = { 'file:ab': '10', 'log:x': '7.2', only: '3' };
+    const b: PositionMap = { 'file:ab': '9', 'log:x': '7.10' };
+    expect(minimumPositions([a, b])).toEqual({ 'file:ab': '9', 'log:x': '7.2' });
+    expect(minimumPositions([a])).toEqual(a);
+    expect(minimumPositions([])).toEqual({});
   });
 
   it('tracks what a sink applied', () => {

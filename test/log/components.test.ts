@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import type { SinkEvent, SourceBatch, StageContext } from '../../src/core/component.js';
+import { isExactlyOnce, type SinkEvent, type SourceBatch, type StageContext } from '../../src/core/component.js';
 import { createPolicy } from '../../src/core/policy.js';
 import { splitStamp, type Position, type PositionMap } from '../../src/core/position.js';
 import { readLogId } from '../../src/log/reader.js';
@@ -36,7 +36,7 @@ describe('log sink and source', () => {
     expect(logSink.options.parse({ path: 'x' })).toEqual({ path: 'x', fsync: 'batch' });
     expect(() => logSink.options.parse({ path: 'x', fsync: 'sometimes' })).toThrow();
     expect(() => logSink.options.parse({})).toThrow();
-    expect(logSink.exactlyOnce).toBe(true);
+    expect(isExactlyOnce(logSink)).toBe(true);
     expect(logSource.resumable).toBe(true);
   });
 
