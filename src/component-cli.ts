@@ -8,9 +8,9 @@ import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
-import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
+import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
-import { stageControl } from './stage-control.js';
+import { outputClosed, stageControl } from './stage-control.js';
 
 const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
 
@@ -107,6 +107,10 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     if (def.kind === 'filter') await runFilter(def, options, runtime, io);
     else if (def.kind === 'source') await runSource(def, options, runtime, io);
     else await runSink(def, options, runtime, io);
+  } catch (error) {
+    // An output handed over after a cut (a socket) that closed: said before the channel closes.
+    if (isBrokenPipe(error)) await outputClosed();
+    throw error;
   } finally {
     await control?.close();
     await supervisor.close();

@@ -127,6 +127,31 @@ export class SwitchableOutput extends Writable {
   }
 }
 
+/** Sends one message on the control channel while it is open; resolves once it is written (or cannot be). */
+function send(message: object): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof process.send !== 'function' || !process.connected) {
+      resolve();
+      return;
+    }
+    try {
+      process.send(message, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+/**
+ * Says, under `cqp run`, that this process's output was closed under it (the process it wrote into has
+ * exited, as a `stdout` sink does after `| head -1`): its own exit that follows is no crash, and what
+ * it means is for the supervisor to learn from the exit of that downstream process. Without a control
+ * channel it does nothing.
+ */
+export function outputClosed(): Promise<void> {
+  return send({ cqp: 'output-closed' });
+}
+
 export interface StageControl {
   output: SwitchableOutput | undefined;
   counts: StageCounts;
@@ -149,18 +174,6 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   const counts: StageCounts = { in: 0, out: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
-  const send = (message: object): Promise<void> =>
-    new Promise((resolve) => {
-      if (!process.connected || !process.send) {
-        resolve();
-        return;
-      }
-      try {
-        process.send(message, undefined, {}, () => resolve());
-      } catch {
-        resolve();
-      }
-    });
   let last = '';
   let ticks = 0;
   const report = (heartbeat = false): Promise<void> => {

@@ -60,6 +60,8 @@ export class StageProcess {
   /** Its last report on the control channel, and a listener for each. */
   reported: StageReport = { in: 0, out: 0, at: {} };
   onReport: ((report: StageReport) => void) | undefined;
+  /** It said its output was closed under it (the process it wrote into exited): its exit 0 that follows is no crash. */
+  outputClosed = false;
   private readonly replies = new Map<string, () => void>();
   /** The last message it wrote to stderr (what it said before it failed). */
   lastStderr: string | undefined;
@@ -109,6 +111,7 @@ export class StageProcess {
     });
     if (this.controlled) {
       this.child.on('message', (message: { cqp?: string } & Partial<StageReport>) => {
+        if (message?.cqp === 'output-closed') this.outputClosed = true;
         if (message?.cqp === 'progress') {
           this.reported = { in: Number(message.in) || 0, out: Number(message.out) || 0, at: message.at ?? {} };
           this.onReport?.(this.reported);

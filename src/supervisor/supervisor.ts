@@ -393,6 +393,12 @@ export class Supervisor {
         void this.stop();
         return;
       }
+      if (proc.outputClosed && status.code === 0) {
+        // What it wrote into has exited (or is exiting): that process's own exit says what happened (a
+        // sink whose stdout was closed, a crash) and what to do; this one is not restarted on its account.
+        proc.expected = 'end';
+        return;
+      }
       proc.expected = 'kill';
       if (this.state === 'stopping' || this.state === 'done') {
         // Exit 0 while the pipeline stops is a drain (or an output closed under it, as by `| head -1`).
