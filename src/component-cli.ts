@@ -10,7 +10,8 @@ import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
 import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
-import { outputClosed, stageControl } from './stage-control.js';
+import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
+import { sendToSupervisor, stageControl } from './stage-control.js';
 
 const KIND_WORD: Record<ComponentKind, string> = { filter: 'filter', source: 'source', sink: 'sink' };
 
@@ -88,6 +89,8 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   process.once('SIGINT', stop);
   const supervisor = supervisorChannel(runtime.readLog !== undefined, stop);
   const control = stageControl(def.kind !== 'sink', def.kind === 'source', stop);
+  // Anything more than ready goes on the control channel, or else on the pipe (a sink reading a log has no channel).
+  const tell = async (message: ComponentMessage): Promise<void> => (control ? sendToSupervisor(message) : supervisor.send(message));
   const io = {
     input: stdinStream(),
     // A getter: sinks never touch stdout (see main in cli.ts).
@@ -108,8 +111,10 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     else if (def.kind === 'source') await runSource(def, options, runtime, io);
     else await runSink(def, options, runtime, io);
   } catch (error) {
-    // An output handed over after a cut (a socket) that closed: said before the channel closes.
-    if (isBrokenPipe(error)) await outputClosed();
+    // Said before the channels close. An output handed over after a cut (a socket) that closed:
+    if (isBrokenPipe(error)) await tell({ cqp: 'output-closed' });
+    // Another writer holds its store: restarting this component would be refused the same way.
+    if (error instanceof CqpError && error.code === 'LOCKED') await tell({ cqp: 'locked', message: error.message });
     throw error;
   } finally {
     await control?.close();
@@ -137,12 +142,14 @@ const REPORT_FLUSH_MS = 2000;
 interface SupervisorChannel {
   ready: () => void;
   progress: (p: SinkProgress) => void;
+  /** Writes one message while the pipe is open. */
+  send: (message: ComponentMessage) => void;
   until: StageIo['until'];
   /** Sends what is still queued (bounded wait) and lets the pipe go. */
   close: () => Promise<void>;
 }
 
-const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, until: undefined, close: () => Promise.resolve() };
+const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, send: () => {}, until: undefined, close: () => Promise.resolve() };
 
 /**
  * The pipe a supervisor passes as CQP_READY_FD. A stage writes `ready` once its options are checked and
@@ -172,8 +179,8 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   pipe.on('error', () => {});
   // The pipe must not keep the process alive; a write in flight still does.
   pipe.unref();
-  const send = (text: string): void => {
-    if (pipe.writable) pipe.write(text);
+  const send = (message: ComponentMessage): void => {
+    if (pipe.writable) pipe.write(messageLine(message));
   };
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -195,39 +202,28 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   if (!readsLog) {
     // Nothing more to say after `ready`: the pipe closes behind it.
     const ready = (): void => {
-      send('ready\n');
+      send({ cqp: 'ready' });
       void close();
     };
-    return { ready, progress: () => {}, until: undefined, close };
+    return { ready, progress: () => {}, send, until: undefined, close };
   }
   // `ready` goes out before the pipe is closed (writes keep their order).
-  const ready = (): void => send('ready\n');
-  // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
-  // One that comes before the sink listens (it is still opening its files) is kept for when it does.
+  const ready = (): void => send({ cqp: 'ready' });
+  // The supervisor may send `until` there: the positions to stop after (its shutdown). One that comes
+  // before the sink listens (it is still opening its files) is kept for when it does.
   let stopAt: ((target: PositionMap) => void) | undefined;
   let told: PositionMap | undefined;
-  let partial = '';
-  pipe.setEncoding('utf8');
-  pipe.on('data', (text: string) => {
-    const lines = (partial + text).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      try {
-        const until = (JSON.parse(line) as { until?: PositionMap }).until;
-        if (until && typeof until === 'object') {
-          told = until;
-          stopAt?.(until);
-        }
-      } catch {
-        // Not a message for us.
-      }
-    }
+  readMessages(pipe, supervisorMessage, (message) => {
+    if (message.cqp !== 'until') return;
+    told = message.at;
+    stopAt?.(message.at);
   });
   // Ended or broken, the supervisor is gone.
   pipe.on('end', stop).on('close', stop);
   return {
     ready,
-    progress: (p) => send(`${JSON.stringify(p)}\n`),
+    send,
+    progress: (p) => send({ cqp: 'progress', in: p.in, out: 0, errors: p.errors, at: p.at }),
     until: {
       listen: (listener) => {
         stopAt = listener;

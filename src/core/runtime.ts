@@ -40,16 +40,24 @@ export interface RuntimeOptions {
   readLog?: ({ path: string } & LogReadOptions) | undefined;
 }
 
-/** How far a sink reading a log has got: events handed to it, and the last position read per source. */
+/**
+ * How far a sink reading a log has got: events handed to it, events its error policy handled (skipped
+ * or dead-lettered), and the last position read per source.
+ */
 export interface SinkProgress {
   in: number;
+  errors: number;
   at: PositionMap;
 }
 
-/** What a stage has read and written so far, for `cqp run`'s counts; `at`: a source's last position written. */
+/**
+ * What a stage has read and written so far, for `cqp run`'s counts; `errors`: events its error policy
+ * handled; `at`: a source's last position written.
+ */
 export interface StageCounts {
   in: number;
   out: number;
+  errors: number;
   at: PositionMap | undefined;
 }
 
@@ -87,7 +95,14 @@ function lastLines(splitter: LineSplitter, io: StageIo): SplitLine[] {
 function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
   // A sink reading a log names its bad events by the log and their seq, not by a stdin line.
   const input = runtime.readLog ? `${runtime.readLog.path} seq` : undefined;
-  const policy = createPolicy({ mode: runtime.onError, deadLetter: runtime.deadLetter, warn: io.warn, ...(input ? { input } : {}) });
+  const counts = io.counts;
+  const policy = createPolicy({
+    mode: runtime.onError,
+    deadLetter: runtime.deadLetter,
+    warn: io.warn,
+    ...(input ? { input } : {}),
+    ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
+  });
   return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
 }
 
@@ -337,7 +352,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
     // Unchanged, the last report is still sent again now and then: one lost on a full pipe is not the last word.
     if (read === reported && ++ticks % RESEND_TICKS !== 0) return;
     reported = read;
-    io.progress?.({ in: accepted, at: { ...applied } });
+    io.progress?.({ in: accepted, errors: policy.count, at: { ...applied } });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
   // The positions to stop after (see StageIo.until), checked as each batch is read and when they come.
@@ -394,7 +409,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   }
   const ticker = io.progress ? setInterval(report, PROGRESS_MS) : undefined;
   ticker?.unref();
-  if (io.progress) io.progress({ in: 0, at: { ...applied } });
+  if (io.progress) io.progress({ in: 0, errors: 0, at: { ...applied } });
   let failed = true;
   try {
     await feedSink(instance, input as SinkInput<unknown>);

@@ -17,6 +17,7 @@ import { lockedOut, refusalOf } from './refusals.js';
 import { readLogEnd, sinkEnds, type LogEnd, type SinkEnd } from './sink-ends.js';
 import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess, type ExitStatus } from './process.js';
+import type { Progress } from '../protocol.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
 import { runOutputChecks } from './run-output.js';
 import { stalledFor } from './status.js';
@@ -89,13 +90,6 @@ const BACKOFF_MAX_MS = 5000;
 const SETTLE_MS = 150;
 /** How long a view may read nothing new, short of the log's end, before shutdown stops it anyway (ms). */
 const FOLLOWER_STALL_MS = 30_000;
-
-/** Counts the bad lines a stage reports on stderr (the runtime's `--on-error skip` warnings). */
-function errorsIn(line: string): number {
-  const more = /(\d+) more bad lines? skipped/.exec(line);
-  if (more) return Number(more[1]);
-  return /\bskipped\b|\bdead-letter/i.test(line) ? 1 : 0;
-}
 
 export class Supervisor {
   plan: PipelinePlan;
@@ -192,10 +186,7 @@ export class Supervisor {
         inheritStdout: inherit === 'stdout',
         control,
         ...(direct ? { stdout: direct.stream } : {}),
-        stderrLine: (line) => {
-          stats.errors += errorsIn(line);
-          this.log(`[${name}] ${line}`);
-        },
+        stderrLine: (line) => this.log(`[${name}] ${line}`),
       },
     );
   }
@@ -210,14 +201,19 @@ export class Supervisor {
     };
   }
 
-  /** Counts from a process's own reports (the supervisor does not see what passes a direct link). */
-  private countReports(proc: StageProcess, stats: ComponentStats): void {
-    let last = { in: 0, out: 0 };
+  /**
+   * Counts from a process's own reports (the supervisor does not see what passes a direct link), the
+   * events its error policy handled among them; `then`: what else to do with each report.
+   */
+  private countReports(proc: StageProcess, stats: ComponentStats, then?: (report: Progress) => void): void {
+    let last = { in: 0, out: 0, errors: 0 };
     proc.onReport = (report) => {
       if (stats.pid === proc.pid) stats.heardAt = Date.now();
       stats.in += report.in - last.in;
       stats.out += report.out - last.out;
+      stats.errors += report.errors - last.errors;
       last = report;
+      then?.(report);
     };
   }
 
@@ -289,14 +285,7 @@ export class Supervisor {
       unit.where = this.spawn(plan.whereCommand, `${plan.name}:where`, stats, { downstream: feed });
       unit.whereLink = this.linkFrom(unit.where, undefined, feed);
     }
-    if (plan.logInput) {
-      const base = stats.in;
-      sink.onProgress = (p) => {
-        if (stats.pid === sink.pid) stats.heardAt = Date.now();
-        stats.in = base + p.in;
-        unit.progress = p.at;
-      };
-    }
+    if (plan.logInput) this.countReports(sink, stats, (report) => (unit.progress = report.at));
     if (watched) for (const proc of this.unitProcs(unit)) this.watch(proc, unit);
     return unit;
   }
@@ -412,12 +401,14 @@ export class Supervisor {
         void this.stop();
         return;
       }
-      void refusalOf(proc, status).then((refused) => {
-        // Queued: a refusal while the pipeline starts stops it once the start is done.
-        if (refused) return this.serial(async () => this.stopFor(proc, new CqpError('LOCKED', refused)));
-        this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
-        return this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
-      });
+      const refused = refusalOf(proc, status);
+      // Queued: a refusal while the pipeline starts stops it once the start is done.
+      if (refused) {
+        void this.serial(async () => this.stopFor(proc, new CqpError('LOCKED', refused)));
+        return;
+      }
+      this.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
+      void this.serial(() => (unit && readsLog(unit) ? this.recoverUnit(unit) : this.recoverMain(proc, unit)));
     });
   }
 
@@ -584,7 +575,7 @@ export class Supervisor {
     }
     if (target && unit.sink.running) {
       unit.sink.expected ??= 'end';
-      unit.sink.tell(JSON.stringify({ until: { [target.key]: String(target.seq) } }));
+      unit.sink.tell({ cqp: 'until', at: { [target.key]: String(target.seq) } });
       let seen: string | undefined;
       let since = Date.now();
       while (unit.sink.running) {
