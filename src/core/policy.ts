@@ -46,7 +46,8 @@ export function createPolicy(options: {
       return count;
     },
     report(no, message, raw, from = input) {
-      options.counted?.(++count);
+      count++;
+      options.counted?.(count);
       const where = `${from}:${no}`;
       if (options.mode === 'fail') {
         throw new CqpError('BAD_INPUT', `${where}: ${message}\n  ${cut(raw)}`);

@@ -343,15 +343,16 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   const max = runtime.maxLineBytes;
   const exact = def.plainNumbers !== true;
   // Events handed to the sink, and events read (a bad one is read, not handed on): a report goes out
-  // whenever either has moved.
+  // whenever either has moved, or the count of bad events (an event the sink rejects while writing it).
   let accepted = 0;
   let read = 0;
-  let reported = -1;
+  let reported = '';
   let ticks = 0;
   const report = (): void => {
     // Unchanged, the last report is still sent again now and then: one lost on a full pipe is not the last word.
-    if (read === reported && ++ticks % RESEND_TICKS !== 0) return;
-    reported = read;
+    const now = `${read} ${policy.count}`;
+    if (now === reported && ++ticks % RESEND_TICKS !== 0) return;
+    reported = now;
     io.progress?.({ in: accepted, errors: policy.count, at: { ...applied } });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
@@ -417,9 +418,14 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   } finally {
     clearInterval(ticker);
     report();
-    await instance.close().catch((error: unknown) => {
-      if (!failed) throw error;
-    });
+    try {
+      await instance.close().catch((error: unknown) => {
+        if (!failed) throw error;
+      });
+    } finally {
+      // Events the sink rejects as it commits what it was given (at close) are counted too.
+      report();
+    }
   }
 }
 
