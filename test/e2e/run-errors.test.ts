@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, runCli } from '../helpers/cli.js';
+import { BIN, collect, runCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { runPipeline, type RunningPipeline } from '../helpers/run.js';
 
@@ -68,18 +68,13 @@ sinks:
     const lines = [...Array.from({ length: BAD }, (_, i) => JSON.stringify({ kind: 'x', v: i })), ...Array.from({ length: GOOD }, (_, i) => JSON.stringify({ kind: 'x', id: i, v: i }))];
     const log = await runCli('sink', ['log', '--path', 'events.log'], { cwd: dir, input: `${lines.join('\n')}\n` });
     expect(log.code, log.stderr).toBe(0);
-    const child = spawn(process.execPath, [BIN.sink, 'sqlite', '--db', 'v.db', '--views', 'v.yaml', '--read-log', 'events.log', '--on-error', 'skip'], {
-      cwd: dir,
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-      env: { ...process.env, CQP_READY_FD: '3' },
-    });
-    let reports = '';
-    child.stdio[3]?.on('data', (d: Buffer) => (reports += d.toString()));
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-    expect(code, stderr).toBe(0);
-    const last = JSON.parse(reports.trimEnd().split('\n').at(-1) as string) as Record<string, unknown>;
+    // Its reports come on the pipe a supervisor would read (CQP_READY_FD).
+    const reports: Buffer[] = [];
+    const sqlite = spawn(process.execPath, [BIN.sink, 'sqlite', '--db', 'v.db', '--views', 'v.yaml', '--read-log', 'events.log', '--on-error', 'skip'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, CQP_READY_FD: '3' } });
+    sqlite.stdio[3]?.on('data', (d: Buffer) => reports.push(d));
+    const done = await collect(sqlite);
+    expect(done.code, done.stderr).toBe(0);
+    const last = JSON.parse(Buffer.concat(reports).toString('utf8').trimEnd().split('\n').at(-1) as string) as Record<string, unknown>;
     expect(last).toMatchObject({ cqp: 'progress', in: BAD + GOOD, errors: BAD });
   });
 });
