@@ -375,7 +375,7 @@ export class Supervisor {
         this.endIfReadersDone();
         return;
       }
-      if (unit && proc === unit.sink && unit.plan.type === 'stdout' && status.code === 0 && this.state === 'running') {
+      if (unit && proc === unit.sink && proc.outputClosed && status.code === 0 && this.state === 'running') {
         // Its stdout (the supervisor's own) was closed, as by `| head -1`: nothing more can go there.
         proc.expected = 'end';
         this.log(`cqp: ${proc.name}: stdout was closed; stopping the pipeline`);
