@@ -155,10 +155,10 @@ const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, 
  * The pipe a supervisor passes as CQP_READY_FD. A stage writes `ready` once its options are checked and
  * its files open: `cqp run` swaps a stage in on a reload only then (or refuses the reload when the stage
  * exits first), however slowly the machine starts processes. A sink reading a log (`--read-log`) keeps
- * the pipe: it reports how far it has read, one JSON line at a time (the supervisor counts its events
- * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
- * as a stage fed by the supervisor would at the end of its input. At shutdown the supervisor writes back
- * `{"until":{…}}`, where the log ends: the sink stops once it has read that far.
+ * the pipe: it reports how far it has read (the supervisor counts its events and knows when it has
+ * reached the log's end), and stops when the supervisor is gone (the pipe ends), as a stage fed by the
+ * supervisor would at the end of its input. At shutdown the supervisor sends back `until`, where the
+ * log ends: the sink stops once it has read that far. The messages are protocol.ts's, one JSON line each.
  *
  * The pipe is held as one socket, never as a descriptor number: once it has ended or failed, the socket
  * closes the descriptor and refuses writes, so a report can never land in a file that was later opened

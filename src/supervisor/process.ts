@@ -37,7 +37,6 @@ export interface SpawnOptions {
   stdout?: Writable;
 }
 
-
 /** One running stage, source, sink or helper process of a pipeline. */
 export class StageProcess {
   readonly child: ChildProcess;
@@ -78,6 +77,7 @@ export class StageProcess {
       // source and drains the stages in order (a stage that got SIGINT itself would stop reading mid-pipe).
       detached: true,
     });
+    const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.exit = new Promise((resolve) => {
       this.child.once('error', (error) => {
         // A spawn failure emits 'error' and may never emit 'exit'.
@@ -88,7 +88,6 @@ export class StageProcess {
       });
       // Its last messages are in once its channels have closed too (or soon after the exit: a program the
       // stage started may still hold them open).
-      const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
       const closed = (): Promise<unknown> => new Promise((done) => this.child.once('exit', () => setTimeout(done, CHANNEL_CLOSE_MS).unref()));
       const channelClosed = this.controlled && this.child.connected ? Promise.race([new Promise((done) => this.child.once('disconnect', done)), closed()]) : undefined;
       const pipeClosed = readyPipe && !readyPipe.destroyed ? Promise.race([new Promise((done) => readyPipe.once('close', done)), closed()]) : undefined;
@@ -108,7 +107,6 @@ export class StageProcess {
       // A process that exits or closes the channel answers nothing more.
       this.child.on('error', () => {});
     }
-    const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.ready = readyPipe
       ? new Promise((resolve) => {
           this.readyNow = resolve;
