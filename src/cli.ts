@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
 import { isBrokenPipe } from './core/runtime.js';
+import { outputClosed } from './stage-control.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
 const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
@@ -115,7 +116,8 @@ export async function main(argv: string[]): Promise<void> {
   const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !argv.includes('--help') && !argv.includes('-h'));
   if (usesStdout) {
     process.stdout.on('error', (error) => {
-      if (isBrokenPipe(error)) process.exit(0);
+      // Under `cqp run` it says so first: the supervisor must not take the exit for a crash.
+      if (isBrokenPipe(error)) void outputClosed().then(() => process.exit(0));
     });
   }
   const program = await buildProgram(argv);

@@ -8,9 +8,10 @@ import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
 import { componentNames, registry } from './core/registry.js';
-import { DEFAULT_MAX_LINE_BYTES, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
+import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
-import { stageControl } from './stage-control.js';
+import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
+import { sendToSupervisor, stageControl } from './stage-control.js';
 
 function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): RuntimeOptions {
   const max = Number(opts.maxLineBytes);
@@ -86,6 +87,8 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
   process.once('SIGINT', stop);
   const supervisor = supervisorChannel(runtime.readLog !== undefined, stop);
   const control = stageControl(def.kind !== 'sink', def.kind === 'source', stop);
+  // Anything more than ready goes on the control channel, or else on the pipe (a sink reading a log has no channel).
+  const tell = async (message: ComponentMessage): Promise<void> => (control ? sendToSupervisor(message) : supervisor.send(message));
   const io = {
     input: stdinStream(),
     // A getter: sinks never touch stdout (see main in cli.ts).
@@ -105,6 +108,12 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     if (def.kind === 'filter') await runFilter(def, options, runtime, io);
     else if (def.kind === 'source') await runSource(def, options, runtime, io);
     else await runSink(def, options, runtime, io);
+  } catch (error) {
+    // Said before the channels close. An output handed over after a cut (a socket) that closed:
+    if (isBrokenPipe(error)) await tell({ cqp: 'output-closed' });
+    // Another writer holds its store: restarting this component would be refused the same way.
+    if (error instanceof CqpError && error.code === 'LOCKED') await tell({ cqp: 'locked', message: error.message });
+    throw error;
   } finally {
     await control?.close();
     await supervisor.close();
@@ -131,21 +140,23 @@ const REPORT_FLUSH_MS = 2000;
 interface SupervisorChannel {
   ready: () => void;
   progress: (p: SinkProgress) => void;
+  /** Writes one message while the pipe is open. */
+  send: (message: ComponentMessage) => void;
   until: StageIo['until'];
   /** Sends what is still queued (bounded wait) and lets the pipe go. */
   close: () => Promise<void>;
 }
 
-const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, until: undefined, close: () => Promise.resolve() };
+const NO_SUPERVISOR: SupervisorChannel = { ready: () => {}, progress: () => {}, send: () => {}, until: undefined, close: () => Promise.resolve() };
 
 /**
  * The pipe a supervisor passes as CQP_READY_FD. A stage writes `ready` once its options are checked and
  * its files open: `cqp run` swaps a stage in on a reload only then (or refuses the reload when the stage
  * exits first), however slowly the machine starts processes. A sink reading a log (`--read-log`) keeps
- * the pipe: it reports how far it has read, one JSON line at a time (the supervisor counts its events
- * and knows when it has reached the log's end), and stops when the supervisor is gone (the pipe ends),
- * as a stage fed by the supervisor would at the end of its input. At shutdown the supervisor writes back
- * `{"until":{…}}`, where the log ends: the sink stops once it has read that far.
+ * the pipe: it reports how far it has read (the supervisor counts its events and knows when it has
+ * reached the log's end), and stops when the supervisor is gone (the pipe ends), as a stage fed by the
+ * supervisor would at the end of its input. At shutdown the supervisor sends back `until`, where the
+ * log ends: the sink stops once it has read that far. The messages are protocol.ts's, one JSON line each.
  *
  * The pipe is held as one socket, never as a descriptor number: once it has ended or failed, the socket
  * closes the descriptor and refuses writes, so a report can never land in a file that was later opened
@@ -166,8 +177,8 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   pipe.on('error', () => {});
   // The pipe must not keep the process alive; a write in flight still does.
   pipe.unref();
-  const send = (text: string): void => {
-    if (pipe.writable) pipe.write(text);
+  const send = (message: ComponentMessage): void => {
+    if (pipe.writable) pipe.write(messageLine(message));
   };
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -189,39 +200,28 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   if (!readsLog) {
     // Nothing more to say after `ready`: the pipe closes behind it.
     const ready = (): void => {
-      send('ready\n');
+      send({ cqp: 'ready' });
       void close();
     };
-    return { ready, progress: () => {}, until: undefined, close };
+    return { ready, progress: () => {}, send, until: undefined, close };
   }
   // `ready` goes out before the pipe is closed (writes keep their order).
-  const ready = (): void => send('ready\n');
-  // The supervisor may write `{"until":{…}}` there: the positions to stop after (its shutdown).
-  // One that comes before the sink listens (it is still opening its files) is kept for when it does.
+  const ready = (): void => send({ cqp: 'ready' });
+  // The supervisor may send `until` there: the positions to stop after (its shutdown). One that comes
+  // before the sink listens (it is still opening its files) is kept for when it does.
   let stopAt: ((target: PositionMap) => void) | undefined;
   let told: PositionMap | undefined;
-  let partial = '';
-  pipe.setEncoding('utf8');
-  pipe.on('data', (text: string) => {
-    const lines = (partial + text).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      try {
-        const until = (JSON.parse(line) as { until?: PositionMap }).until;
-        if (until && typeof until === 'object') {
-          told = until;
-          stopAt?.(until);
-        }
-      } catch {
-        // Not a message for us.
-      }
-    }
+  readMessages(pipe, supervisorMessage, (message) => {
+    if (message.cqp !== 'until') return;
+    told = message.at;
+    stopAt?.(message.at);
   });
   // Ended or broken, the supervisor is gone.
   pipe.on('end', stop).on('close', stop);
   return {
     ready,
-    progress: (p) => send(`${JSON.stringify(p)}\n`),
+    send,
+    progress: (p) => send({ cqp: 'progress', in: p.in, out: 0, errors: p.errors, at: p.at }),
     until: {
       listen: (listener) => {
         stopAt = listener;

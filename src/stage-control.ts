@@ -9,14 +9,16 @@
  * - `upstream-lost`: the process feeding this one died; an unfinished last line at the end of the input
  *   is its half-written line, dropped rather than read. Answered with `ack`.
  *
- * The stage reports `{"cqp":"progress","in","out","at"}` as it goes and at its end: the supervisor's
- * counts, and for a source the last position written (where it resumes when no sink holds positions).
+ * The stage reports its progress (protocol.ts) as it goes and at its end: the supervisor's counts, the
+ * events its error policy handled, and for a source the last position written (where it resumes when
+ * no sink holds positions).
  * Unchanged counts are sent again about once a second, so a stage that falls silent is one that is
  * stopped or hung (shown as stalled), not one that is merely idle.
  */
 import { Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
+import { supervisorMessage, type ComponentMessage } from './protocol.js';
 
 /** How often a stage reports its counts (ms) when they moved. */
 const REPORT_MS = 250;
@@ -127,6 +129,31 @@ export class SwitchableOutput extends Writable {
   }
 }
 
+/** Sends one message on the control channel while it is open; resolves once it is written (or cannot be). */
+export function sendToSupervisor(message: ComponentMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof process.send !== 'function' || !process.connected) {
+      resolve();
+      return;
+    }
+    try {
+      process.send(message, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+/**
+ * Says, under `cqp run`, that this process's output was closed under it (the process it wrote into has
+ * exited, as a `stdout` sink does after `| head -1`): its own exit that follows is no crash, and what
+ * it means is for the supervisor to learn from the exit of that downstream process. Without a control
+ * channel it does nothing.
+ */
+export function outputClosed(): Promise<void> {
+  return sendToSupervisor({ cqp: 'output-closed' });
+}
+
 export interface StageControl {
   output: SwitchableOutput | undefined;
   counts: StageCounts;
@@ -146,43 +173,31 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   // `process.send` exists only when the process was started with a channel; `connected` says whether it
   // is still open. Node may have seen it close before this code was loaded (no event left to wait for).
   if (typeof process.send !== 'function') return undefined;
-  const counts: StageCounts = { in: 0, out: 0, at: undefined };
+  const counts: StageCounts = { in: 0, out: 0, errors: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
-  const send = (message: object): Promise<void> =>
-    new Promise((resolve) => {
-      if (!process.connected || !process.send) {
-        resolve();
-        return;
-      }
-      try {
-        process.send(message, undefined, {}, () => resolve());
-      } catch {
-        resolve();
-      }
-    });
   let last = '';
   let ticks = 0;
   const report = (heartbeat = false): Promise<void> => {
-    const message = { cqp: 'progress', in: counts.in, out: counts.out, at: counts.at ?? {} };
+    const message: ComponentMessage = { cqp: 'progress', in: counts.in, out: counts.out, errors: counts.errors, at: counts.at ?? {} };
     const text = JSON.stringify(message);
     if (text === last && !(heartbeat && ++ticks % HEARTBEAT_TICKS === 0)) return Promise.resolve();
     last = text;
-    return send(message);
+    return sendToSupervisor(message);
   };
-  const onMessage = (message: unknown, handle: unknown): void => {
-    const kind = (message as { cqp?: string } | null)?.cqp;
-    if (kind === 'cut') {
+  const onMessage = (value: unknown, handle: unknown): void => {
+    const message = supervisorMessage(value);
+    if (message?.cqp === 'cut') {
       // A sink has no output to cut: it answers at once.
       void (output?.cut() ?? Promise.resolve()).then(async () => {
         await report();
-        await send({ cqp: 'cut' });
+        await sendToSupervisor({ cqp: 'cut' });
       });
-    } else if (kind === 'output' && output && handle) {
+    } else if (message?.cqp === 'output' && output && handle) {
       output.connect(handle as Socket);
-    } else if (kind === 'upstream-lost') {
+    } else if (message?.cqp === 'upstream-lost') {
       lost = true;
-      void send({ cqp: 'ack' });
+      void sendToSupervisor({ cqp: 'ack' });
     }
   };
   let gone = false;

@@ -29,6 +29,8 @@ export function createPolicy(options: {
   deadLetter?: string | undefined;
   input?: string;
   warn: (message: string) => void;
+  /** Called with the count after each failure reported (`cqp run` counts them where they happen). */
+  counted?: (count: number) => void;
 }): ErrorPolicy {
   const input = options.input ?? 'stdin';
   if (options.mode === 'dead-letter' && !options.deadLetter) {
@@ -45,6 +47,7 @@ export function createPolicy(options: {
     },
     report(no, message, raw, from = input) {
       count++;
+      options.counted?.(count);
       const where = `${from}:${no}`;
       if (options.mode === 'fail') {
         throw new CqpError('BAD_INPUT', `${where}: ${message}\n  ${cut(raw)}`);

@@ -40,16 +40,24 @@ export interface RuntimeOptions {
   readLog?: ({ path: string } & LogReadOptions) | undefined;
 }
 
-/** How far a sink reading a log has got: events handed to it, and the last position read per source. */
+/**
+ * How far a sink reading a log has got: events handed to it, events its error policy handled (skipped
+ * or dead-lettered), and the last position read per source.
+ */
 export interface SinkProgress {
   in: number;
+  errors: number;
   at: PositionMap;
 }
 
-/** What a stage has read and written so far, for `cqp run`'s counts; `at`: a source's last position written. */
+/**
+ * What a stage has read and written so far, for `cqp run`'s counts; `errors`: events its error policy
+ * handled; `at`: a source's last position written.
+ */
 export interface StageCounts {
   in: number;
   out: number;
+  errors: number;
   at: PositionMap | undefined;
 }
 
@@ -87,7 +95,14 @@ function lastLines(splitter: LineSplitter, io: StageIo): SplitLine[] {
 function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
   // A sink reading a log names its bad events by the log and their seq, not by a stdin line.
   const input = runtime.readLog ? `${runtime.readLog.path} seq` : undefined;
-  const policy = createPolicy({ mode: runtime.onError, deadLetter: runtime.deadLetter, warn: io.warn, ...(input ? { input } : {}) });
+  const counts = io.counts;
+  const policy = createPolicy({
+    mode: runtime.onError,
+    deadLetter: runtime.deadLetter,
+    warn: io.warn,
+    ...(input ? { input } : {}),
+    ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
+  });
   return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
 }
 
@@ -328,16 +343,17 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   const max = runtime.maxLineBytes;
   const exact = def.plainNumbers !== true;
   // Events handed to the sink, and events read (a bad one is read, not handed on): a report goes out
-  // whenever either has moved.
+  // whenever either has moved, or the count of bad events (an event the sink rejects while writing it).
   let accepted = 0;
   let read = 0;
-  let reported = -1;
+  let reported = '';
   let ticks = 0;
   const report = (): void => {
     // Unchanged, the last report is still sent again now and then: one lost on a full pipe is not the last word.
-    if (read === reported && ++ticks % RESEND_TICKS !== 0) return;
-    reported = read;
-    io.progress?.({ in: accepted, at: { ...applied } });
+    const now = `${read} ${policy.count}`;
+    if (now === reported && ++ticks % RESEND_TICKS !== 0) return;
+    reported = now;
+    io.progress?.({ in: accepted, errors: policy.count, at: { ...applied } });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
   // The positions to stop after (see StageIo.until), checked as each batch is read and when they come.
@@ -394,7 +410,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   }
   const ticker = io.progress ? setInterval(report, PROGRESS_MS) : undefined;
   ticker?.unref();
-  if (io.progress) io.progress({ in: 0, at: { ...applied } });
+  if (io.progress) io.progress({ in: 0, errors: 0, at: { ...applied } });
   let failed = true;
   try {
     await feedSink(instance, input as SinkInput<unknown>);
@@ -402,9 +418,14 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   } finally {
     clearInterval(ticker);
     report();
-    await instance.close().catch((error: unknown) => {
-      if (!failed) throw error;
-    });
+    try {
+      await instance.close().catch((error: unknown) => {
+        if (!failed) throw error;
+      });
+    } finally {
+      // Events the sink rejects as it commits what it was given (at close) are counted too.
+      report();
+    }
   }
 }
 

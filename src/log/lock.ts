@@ -47,8 +47,7 @@ function holderPid(fd: number, pidPath: string): string {
   return 'pid unknown';
 }
 
-/** The words of every LOCKED message: `cqp run` knows a sink refused this way by them (see supervisor/refusals.ts). */
-export const LOCKED_BY_ANOTHER_WRITER = 'is locked by another writer';
+const LOCKED_BY_ANOTHER_WRITER = 'is locked by another writer';
 
 function lockedError(fd: number, path: string, what: string): CqpError {
   return new CqpError(

@@ -42,11 +42,17 @@ export function watch(ctx: Context, proc: StageProcess, unit?: SinkUnit): void {
       endIfReadersDone(ctx);
       return;
     }
-    if (unit && proc === unit.sink && unit.plan.writesStdout && status.code === 0 && ctx.state === 'running') {
+    if (unit && proc === unit.sink && proc.outputClosed && status.code === 0 && ctx.state === 'running') {
       // Its stdout (the supervisor's own) was closed, as by `| head -1`: nothing more can go there.
       proc.expected = 'end';
       ctx.log(`cqp: ${proc.name}: stdout was closed; stopping the pipeline`);
       void stop(ctx);
+      return;
+    }
+    if (proc.outputClosed && status.code === 0) {
+      // What it wrote into has exited (or is exiting): that process's own exit says what happened (a
+      // sink whose stdout was closed, a crash) and what to do; this one is not restarted on its account.
+      proc.expected = 'end';
       return;
     }
     proc.expected = 'kill';
@@ -62,12 +68,14 @@ export function watch(ctx: Context, proc: StageProcess, unit?: SinkUnit): void {
       void stop(ctx);
       return;
     }
-    void refusalOf(proc, status).then((refused) => {
-      // Queued: a refusal while the pipeline starts stops it once the start is done.
-      if (refused) return ctx.serial(async () => stopFor(ctx, proc, new CqpError('LOCKED', refused)));
-      ctx.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
-      return ctx.serial(() => (unit && readsLog(unit) ? recoverUnit(ctx, unit) : recoverMain(ctx, proc, unit)));
-    });
+    const refused = refusalOf(proc, status);
+    // Queued: a refusal while the pipeline starts stops it once the start is done.
+    if (refused) {
+      void ctx.serial(async () => stopFor(ctx, proc, new CqpError('LOCKED', refused)));
+      return;
+    }
+    ctx.log(`cqp: ${proc.name} exited unexpectedly (${how}); restarting it`);
+    void ctx.serial(() => (unit && readsLog(unit) ? recoverUnit(ctx, unit) : recoverMain(ctx, proc, unit)));
   });
 }
 

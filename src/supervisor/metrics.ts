@@ -46,7 +46,7 @@ export async function serveMetrics(supervisor: Supervisor, host: string, port: n
   };
   counter('cqp_stage_events_in_total', 'Events written into the stage.', (c) => c.in);
   counter('cqp_stage_events_out_total', 'Events the stage wrote out.', (c) => c.out);
-  counter('cqp_stage_errors_total', 'Bad lines and rejected events the stage reported.', (c) => c.errors);
+  counter('cqp_stage_errors_total', 'Bad lines and rejected events the error policy of the stage skipped or dead-lettered.', (c) => c.errors);
   counter('cqp_stage_restarts_total', 'Restarts of the stage after crashes.', (c) => c.restarts);
   gauge('cqp_stage_generation', 'Process generation of the stage (1 + replacements).', (c) => c.generation);
   new Counter({

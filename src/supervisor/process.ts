@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CqpError, messageOf } from '../core/errors.js';
-import type { PositionMap } from '../core/position.js';
-import type { SinkProgress } from '../core/runtime.js';
+import { componentMessage, messageLine, readMessages, type ComponentMessage, type Progress, type Reply, type SupervisorMessage } from '../protocol.js';
 import type { Command } from './config.js';
 
 /** How long after a process's exit its control channel may stay open before the exit counts anyway (ms). */
@@ -38,13 +37,6 @@ export interface SpawnOptions {
   stdout?: Writable;
 }
 
-/** A stage's report on the control channel. */
-export interface StageReport {
-  in: number;
-  out: number;
-  at: PositionMap;
-}
-
 /** One running stage, source, sink or helper process of a pipeline. */
 export class StageProcess {
   readonly child: ChildProcess;
@@ -57,14 +49,17 @@ export class StageProcess {
   exited: ExitStatus | undefined;
   /** The process has a control channel (see SpawnOptions.control). */
   readonly controlled: boolean;
-  /** Its last report on the control channel, and a listener for each. */
-  reported: StageReport = { in: 0, out: 0, at: {} };
-  onReport: ((report: StageReport) => void) | undefined;
-  private readonly replies = new Map<string, () => void>();
+  /** Its last progress report (on either transport), and a listener for each. */
+  reported: Progress = { in: 0, out: 0, errors: 0, at: {} };
+  onReport: ((report: Progress) => void) | undefined;
+  /** It said its output was closed under it (the process it wrote into exited): its exit 0 that follows is no crash. */
+  outputClosed = false;
+  /** What it said when it was refused its log or database because another writer holds it. */
+  locked: string | undefined;
+  private readonly replies = new Map<Reply, () => void>();
+  private readyNow: (ready: boolean) => void = () => {};
   /** The last message it wrote to stderr (what it said before it failed). */
   lastStderr: string | undefined;
-  /** Called with each progress report of a sink reading a log (`{"in":N,"at":{…}}` lines after `ready`). */
-  onProgress: ((progress: SinkProgress) => void) | undefined;
 
   constructor(
     readonly command: Command,
@@ -82,6 +77,7 @@ export class StageProcess {
       // source and drains the stages in order (a stage that got SIGINT itself would stop reading mid-pipe).
       detached: true,
     });
+    const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.exit = new Promise((resolve) => {
       this.child.once('error', (error) => {
         // A spawn failure emits 'error' and may never emit 'exit'.
@@ -90,54 +86,31 @@ export class StageProcess {
           resolve(this.exited);
         }
       });
-      // With a control channel, its last report is in once the channel has closed too (or soon after the
-      // exit: a program the stage started may still hold the channel open).
-      const channelClosed =
-        this.controlled && this.child.connected
-          ? new Promise((done) => {
-              this.child.once('disconnect', done);
-              this.child.once('exit', () => setTimeout(done, CHANNEL_CLOSE_MS).unref());
-            })
-          : undefined;
+      // Its last messages are in once its channels have closed too (or soon after the exit: a program the
+      // stage started may still hold them open).
+      const closed = (): Promise<unknown> => new Promise((done) => this.child.once('exit', () => setTimeout(done, CHANNEL_CLOSE_MS).unref()));
+      const channelClosed = this.controlled && this.child.connected ? Promise.race([new Promise((done) => this.child.once('disconnect', done)), closed()]) : undefined;
+      const pipeClosed = readyPipe && !readyPipe.destroyed ? Promise.race([new Promise((done) => readyPipe.once('close', done)), closed()]) : undefined;
       this.child.once('exit', (code, signal) => {
         const status = { code, signal };
-        void Promise.resolve(channelClosed).then(() => {
+        void Promise.all([channelClosed, pipeClosed]).then(() => {
           this.exited = status;
           resolve(status);
         });
       });
     });
     if (this.controlled) {
-      this.child.on('message', (message: { cqp?: string } & Partial<StageReport>) => {
-        if (message?.cqp === 'progress') {
-          this.reported = { in: Number(message.in) || 0, out: Number(message.out) || 0, at: message.at ?? {} };
-          this.onReport?.(this.reported);
-        }
-        const waiting = this.replies.get(message?.cqp ?? '');
-        if (waiting) {
-          this.replies.delete(message?.cqp ?? '');
-          waiting();
-        }
+      this.child.on('message', (value: unknown) => {
+        const message = componentMessage(value);
+        if (message) this.receive(message);
       });
       // A process that exits or closes the channel answers nothing more.
       this.child.on('error', () => {});
     }
-    const readyPipe = command.signalsReady ? (this.child.stdio[3] as Readable | null) : null;
     this.ready = readyPipe
       ? new Promise((resolve) => {
-          let partial = '';
-          readyPipe.setEncoding('utf8');
-          readyPipe.on('data', (text: string) => {
-            const lines = (partial + text).split('\n');
-            partial = lines.pop() ?? '';
-            for (const line of lines) {
-              if (line === 'ready') {
-                this.wasReady = true;
-                resolve(true);
-              }
-              else if (line.startsWith('{')) this.noteProgress(line);
-            }
-          });
+          this.readyNow = resolve;
+          readMessages(readyPipe, componentMessage, (message) => this.receive(message));
           readyPipe.on('error', () => resolve(false));
           readyPipe.on('close', () => resolve(false));
         })
@@ -169,13 +142,27 @@ export class StageProcess {
     return this.lastStderr === undefined ? how : `${how}: ${this.lastStderr.trim()}`;
   }
 
-  private noteProgress(line: string): void {
-    try {
-      const progress = JSON.parse(line) as SinkProgress;
-      if (typeof progress.in !== 'number' || typeof progress.at !== 'object') return;
-      this.onProgress?.(progress);
-    } catch {
-      // Not a report: ignore it.
+  /** One message from the process, on either transport. */
+  private receive(message: ComponentMessage): void {
+    switch (message.cqp) {
+      case 'ready':
+        this.wasReady = true;
+        this.readyNow(true);
+        return;
+      case 'progress':
+        this.reported = { in: message.in, out: message.out, errors: message.errors, at: message.at };
+        this.onReport?.(this.reported);
+        return;
+      case 'output-closed':
+        this.outputClosed = true;
+        return;
+      case 'locked':
+        this.locked = message.message;
+        return;
+      case 'cut':
+      case 'ack':
+        this.replies.get(message.cqp)?.();
+        this.replies.delete(message.cqp);
     }
   }
 
@@ -227,7 +214,7 @@ export class StageProcess {
    * Sends a control message (with a socket to hand over; `keepOpen`: the supervisor keeps its copy) and, with
    * `reply`, resolves once the process answers so or has exited.
    */
-  async request(message: object, reply?: string, handle?: Writable, keepOpen = true): Promise<void> {
+  async request(message: SupervisorMessage, reply?: Reply, handle?: Writable, keepOpen = true): Promise<void> {
     if (!this.controlled || !this.child.connected) return;
     const answered = reply ? new Promise<void>((resolve) => this.replies.set(reply, resolve)) : undefined;
     try {
@@ -238,10 +225,10 @@ export class StageProcess {
     if (answered) await Promise.race([answered, this.exit]);
   }
 
-  /** Writes one line to a cqp component on its CQP_READY_FD pipe (a sink reading a log listens there). */
-  tell(line: string): void {
+  /** Writes one message to a cqp component on its CQP_READY_FD pipe (a sink reading a log listens there). */
+  tell(message: SupervisorMessage): void {
     const pipe = this.child.stdio[3] as Writable | null | undefined;
-    if (pipe && !pipe.destroyed && pipe.writable) pipe.write(`${line}\n`);
+    if (pipe && !pipe.destroyed && pipe.writable) pipe.write(messageLine(message));
   }
 
   /** Sends a signal, recording that the exit is expected. */

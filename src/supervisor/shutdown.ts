@@ -72,7 +72,7 @@ async function stopFollower(ctx: Context, unit: SinkUnit, target: LogEnd | undef
   }
   if (target && unit.sink.running) {
     unit.sink.expected ??= 'end';
-    unit.sink.tell(JSON.stringify({ until: { [target.key]: String(target.seq) } }));
+    unit.sink.tell({ cqp: 'until', at: { [target.key]: String(target.seq) } });
     let seen: string | undefined;
     let since = Date.now();
     while (unit.sink.running) {

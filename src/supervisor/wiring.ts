@@ -5,6 +5,7 @@
  * supervisor pumps the rest).
  */
 import type { PositionMap } from '../core/position.js';
+import type { Progress } from '../protocol.js';
 import type { Command, SinkPlan, SourcePlan, StagePlan } from './config.js';
 import { readsLog, type ComponentStats, type Context, type Node, type SinkUnit } from './context.js';
 import { stopFor, watch } from './exits.js';
@@ -12,13 +13,6 @@ import { DirectLink, directTarget, type Link } from './link.js';
 import { StageProcess } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
 import { runOutputChecks } from './run-output.js';
-
-/** Counts the bad lines a stage reports on stderr (the runtime's `--on-error skip` warnings). */
-function errorsIn(line: string): number {
-  const more = /(\d+) more bad lines? skipped/.exec(line);
-  if (more) return Number(more[1]);
-  return /\bskipped\b|\bdead-letter/i.test(line) ? 1 : 0;
-}
 
 /**
  * Spawns one process. `downstream`: where its output goes; a cqp process writes straight into the
@@ -41,10 +35,7 @@ function spawn(
       inheritStdout: inherit === 'stdout',
       control,
       ...(direct ? { stdout: direct.stream } : {}),
-      stderrLine: (line) => {
-        stats.errors += errorsIn(line);
-        ctx.log(`[${name}] ${line}`);
-      },
+      stderrLine: (line) => ctx.log(`[${name}] ${line}`),
     },
   );
 }
@@ -59,14 +50,19 @@ export function target(proc: StageProcess, stats: ComponentStats | undefined): P
   };
 }
 
-/** Counts from a process's own reports (the supervisor does not see what passes a direct link). */
-function countReports(proc: StageProcess, stats: ComponentStats): void {
-  let last = { in: 0, out: 0 };
+/**
+ * Counts from a process's own reports (the supervisor does not see what passes a direct link), the
+ * events its error policy handled among them; `then`: what else to do with each report.
+ */
+function countReports(proc: StageProcess, stats: ComponentStats, then?: (report: Progress) => void): void {
+  let last = { in: 0, out: 0, errors: 0 };
   proc.onReport = (report) => {
     if (stats.pid === proc.pid) stats.heardAt = Date.now();
     stats.in += report.in - last.in;
     stats.out += report.out - last.out;
+    stats.errors += report.errors - last.errors;
     last = report;
+    then?.(report);
   };
 }
 
@@ -130,14 +126,7 @@ export async function spawnUnit(ctx: Context, plan: SinkPlan, watched = true): P
     unit.where = spawn(ctx, plan.whereCommand, `${plan.name}:where`, stats, { downstream: feed });
     unit.whereLink = linkFrom(ctx, unit.where, undefined, feed);
   }
-  if (plan.logInput) {
-    const base = stats.in;
-    sink.onProgress = (p) => {
-      if (stats.pid === sink.pid) stats.heardAt = Date.now();
-      stats.in = base + p.in;
-      unit.progress = p.at;
-    };
-  }
+  if (plan.logInput) countReports(sink, stats, (report) => (unit.progress = report.at));
   if (watched) for (const proc of ctx.unitProcs(unit)) watch(ctx, proc, unit);
   return unit;
 }

@@ -86,8 +86,9 @@ describe('a sink reading the log itself (--read-log)', () => {
     expect(await exited, stderr).toBe(0);
     expect(readFileSync(join(dir, 'out.ndjson'), 'utf8').trimEnd().split('\n')).toEqual([...events, ...demoLog(dir, 1500).slice(1000)]);
     const lines = reports.trimEnd().split('\n');
-    expect(lines[0]).toBe('ready');
-    const last = JSON.parse(lines.at(-1) as string) as { in: number; at: Record<string, string> };
+    expect(JSON.parse(lines[0] as string)).toEqual({ cqp: 'ready' });
+    const last = JSON.parse(lines.at(-1) as string) as { cqp: string; in: number; at: Record<string, string> };
+    expect(last.cqp).toBe('progress');
     expect(last.in).toBe(1500);
     expect(Object.values(last.at)).toEqual(['1500']);
   });

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { socketPair } from '../../src/supervisor/link.js';
 import { BIN } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 
 /** A cqp filter with the control channel `cqp run` gives it (Node IPC on fd 3). */
 function controlled(args: string[]): { child: ChildProcess; stdout: () => string; stderr: () => string; messages: Array<Record<string, unknown>>; reply: (kind: string) => Promise<void> } {
@@ -79,5 +80,31 @@ describe('a stage under cqp run (the control channel)', () => {
     expect(await exited).toBe(0);
     expect(stage.stdout()).toBe('{"i":1,"n":1}\n');
     expect(stage.stderr()).toMatch(/dropped an unfinished last line from a process that died \(line 2\)/);
+  });
+
+  it('output-closed: a stage whose stdout closes under it says so before it exits 0, and counts what it handled', async () => {
+    const stage = controlled(['map', 'e.n = e.i.x.y', '--on-error', 'skip']);
+    const exited = exit(stage.child);
+    const closed = stage.reply('output-closed');
+    // Bad events first (the policy skips them), then good ones until the closed stdout stops the stage.
+    stage.child.stdin?.write('{"i":1}\n{"i":2}\n');
+    await eventually(() => stage.messages.some((m) => m.cqp === 'progress' && m.errors === 2), { what: 'a report of the 2 skipped events' });
+    stage.child.stdout?.destroy();
+    stage.child.stdin?.on('error', () => {});
+    const good = lines(0, 2000).replace(/"i":(\d+)/g, '"i":{"x":{"y":$1}}');
+    // Written on until it notices (the first write after the close fails).
+    await eventually(
+      () => {
+        if (stage.child.exitCode !== null || !stage.child.stdin?.writable) return true;
+        stage.child.stdin.write(good);
+        return false;
+      },
+      { what: () => `the stage to exit once its stdout closed; stderr: ${stage.stderr()}`, everyMs: 20 },
+    );
+    await closed;
+    expect(await exited).toBe(0);
+    const kinds = stage.messages.map((m) => m.cqp);
+    expect(kinds).toContain('output-closed');
+    expect(stage.messages.filter((m) => m.cqp === 'progress').at(-1)).toMatchObject({ errors: 2 });
   });
 });

@@ -1,0 +1,128 @@
+/**
+ * Every message between `cqp run` and the cqp components it starts, in both directions, with its type.
+ * They travel on one of two transports, as objects in both:
+ *
+ * - the control channel (Node IPC), given to the stages and sinks fed by the stages: `cut`, `output`
+ *   and `upstream-lost` one way; the answers, progress, `output-closed` and `locked` the other;
+ * - the pipe named by CQP_READY_FD, given to every cqp component: `ready`; a sink reading the log
+ *   (`--read-log`), which has no control channel, keeps it for its progress and `locked`, and hears
+ *   `until` on it. There each message is one JSON line.
+ *
+ * Both sides build messages with the types below and read them with `componentMessage` and
+ * `supervisorMessage`, which turn anything else into undefined.
+ */
+import type { Readable } from 'node:stream';
+import type { PositionMap } from './core/position.js';
+
+/**
+ * What a component has done so far: lines read and written, the events its error policy handled
+ * (skipped or dead-lettered) and, for a source or a sink reading the log, the last position per source.
+ */
+export interface Progress {
+  in: number;
+  out: number;
+  errors: number;
+  at: PositionMap;
+}
+
+/** What a component says to the supervisor. */
+export type ComponentMessage =
+  /** Its options are checked and its files open: a reload may swap it in. */
+  | { cqp: 'ready' }
+  /** Its counts, as it goes and at its end (unchanged counts are repeated now and then: it lives). */
+  | ({ cqp: 'progress' } & Progress)
+  /** The answer to `cut`: everything before it was written, and the output let go. */
+  | { cqp: 'cut' }
+  /** The answer to `upstream-lost`. */
+  | { cqp: 'ack' }
+  /** Its output was closed under it (the process it wrote into exited): its exit that follows is no crash. */
+  | { cqp: 'output-closed' }
+  /** Another writer holds its log or database: a new process would be refused the same way. */
+  | { cqp: 'locked'; message: string };
+
+/** What the supervisor says to a component. */
+export type SupervisorMessage =
+  /** Stop writing after the last whole line, flush, let the output go; answered with `cut`. */
+  | { cqp: 'cut' }
+  /** Write into the socket sent with this message from now on. */
+  | { cqp: 'output' }
+  /** The process feeding this one died: an unfinished last line is its half-written line. Answered with `ack`. */
+  | { cqp: 'upstream-lost' }
+  /** A sink following the log: stop once the log has been read up to these positions (the shutdown). */
+  | { cqp: 'until'; at: PositionMap };
+
+/** The answers a supervisor waits for. */
+export type Reply = Extract<ComponentMessage, { cqp: 'cut' | 'ack' }>['cqp'];
+
+type Fields = Record<string, unknown>;
+
+function fields(value: unknown): Fields | undefined {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Fields) : undefined;
+}
+
+function positions(value: unknown): PositionMap | undefined {
+  const map = fields(value);
+  return map && Object.values(map).every((v) => typeof v === 'string') ? (map as PositionMap) : undefined;
+}
+
+const count = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
+
+/** A message from a component, or undefined when `value` is none. */
+export function componentMessage(value: unknown): ComponentMessage | undefined {
+  const m = fields(value);
+  switch (m?.cqp) {
+    case 'ready':
+    case 'cut':
+    case 'ack':
+    case 'output-closed':
+      return { cqp: m.cqp };
+    case 'progress':
+      return { cqp: 'progress', in: count(m.in), out: count(m.out), errors: count(m.errors), at: positions(m.at) ?? {} };
+    case 'locked':
+      return typeof m.message === 'string' ? { cqp: 'locked', message: m.message } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** A message from the supervisor, or undefined when `value` is none. */
+export function supervisorMessage(value: unknown): SupervisorMessage | undefined {
+  const m = fields(value);
+  switch (m?.cqp) {
+    case 'cut':
+    case 'output':
+    case 'upstream-lost':
+      return { cqp: m.cqp };
+    case 'until': {
+      const at = positions(m.at);
+      return at ? { cqp: 'until', at } : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** A message as one line of the CQP_READY_FD pipe. */
+export function messageLine(message: ComponentMessage | SupervisorMessage): string {
+  return `${JSON.stringify(message)}\n`;
+}
+
+/** Calls `receive` with each message read from a pipe of JSON lines; lines that are no message are skipped. */
+export function readMessages<T>(pipe: Readable, read: (value: unknown) => T | undefined, receive: (message: T) => void): void {
+  let partial = '';
+  pipe.setEncoding('utf8');
+  pipe.on('data', (text: string) => {
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      const message = read(value);
+      if (message) receive(message);
+    }
+  });
+}
