@@ -13,7 +13,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     .exitOverride();
   if (!PLAIN_COMMANDS.has(argv[0] ?? '')) {
     const { addComponentCommands } = await import('./component-cli.js');
-    addComponentCommands(program);
+    await addComponentCommands(program, argv);
   }
   addLogCommands(program);
   program
