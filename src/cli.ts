@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
 import { isBrokenPipe } from './core/runtime.js';
+import { packageVersion } from './core/version.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
 const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
@@ -112,15 +113,19 @@ function addLogCommands(program: Command): void {
 export async function main(argv: string[]): Promise<void> {
   // Node makes a stdout pipe non-blocking once it is touched. A sink other than `stdout` writes nothing
   // there, so it leaves stdout alone: programs sharing that pipe (`tee >(cqp-sink …) | …`) keep theirs.
-  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !argv.includes('--help') && !argv.includes('-h'));
+  const printsOnly = ['--help', '-h', '--version', '-V'].some((flag) => argv.includes(flag));
+  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !printsOnly);
   if (usesStdout) {
     process.stdout.on('error', (error) => {
       if (isBrokenPipe(error)) process.exit(0);
     });
   }
   const program = await buildProgram(argv);
+  const version = packageVersion();
+  // Every command answers --version (`cqp-filter --version`, `cqp run --version`), not only `cqp`.
   const override = (cmd: Command): void => {
     cmd.exitOverride();
+    cmd.version(version, '-V, --version', 'print the cqp version');
     cmd.commands.forEach(override);
   };
   override(program);
