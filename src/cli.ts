@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
 import { isBrokenPipe } from './core/runtime.js';
 import { outputClosed } from './stage-control.js';
+import { packageVersion } from './core/version.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
 const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
@@ -14,7 +15,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     .exitOverride();
   if (!PLAIN_COMMANDS.has(argv[0] ?? '')) {
     const { addComponentCommands } = await import('./component-cli.js');
-    addComponentCommands(program);
+    await addComponentCommands(program, argv);
   }
   addLogCommands(program);
   program
@@ -113,7 +114,8 @@ function addLogCommands(program: Command): void {
 export async function main(argv: string[]): Promise<void> {
   // Node makes a stdout pipe non-blocking once it is touched. A sink other than `stdout` writes nothing
   // there, so it leaves stdout alone: programs sharing that pipe (`tee >(cqp-sink …) | …`) keep theirs.
-  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !argv.includes('--help') && !argv.includes('-h'));
+  const printsOnly = ['--help', '-h', '--version', '-V'].some((flag) => argv.includes(flag));
+  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !printsOnly);
   if (usesStdout) {
     process.stdout.on('error', (error) => {
       // Under `cqp run` it says so first: the supervisor must not take the exit for a crash.
@@ -121,8 +123,11 @@ export async function main(argv: string[]): Promise<void> {
     });
   }
   const program = await buildProgram(argv);
+  const version = packageVersion();
+  // Every command answers --version (`cqp-filter --version`, `cqp run --version`), not only `cqp`.
   const override = (cmd: Command): void => {
     cmd.exitOverride();
+    cmd.version(version, '-V, --version', 'print the cqp version');
     cmd.commands.forEach(override);
   };
   override(program);

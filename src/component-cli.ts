@@ -3,11 +3,11 @@ import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Option, type Command } from 'commander';
+import { componentNames, loadComponents } from './components.js';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
-import { componentNames, registry } from './core/registry.js';
 import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
 import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
@@ -48,9 +48,13 @@ function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
   }
 }
 
-/** Adds `cqp <kind> <name>` for every component of a kind, with flags generated from its schema. */
-function addKind(parent: Command, kind: ComponentKind): void {
-  for (const def of registry[kind]) {
+/**
+ * Adds `cqp <kind> <name>` with flags generated from its schema: for the component the arguments name
+ * (only its file is loaded), or for every component of the kind (`cqp filter --help`, a misspelt name).
+ */
+async function addKind(parent: Command, kind: ComponentKind, named: string | undefined): Promise<void> {
+  const names = componentNames(kind);
+  for (const def of await loadComponents(kind, named !== undefined && names.includes(named) ? [named] : names)) {
     const cmd = parent.command(def.name).description(def.summary);
     if (def.positional) cmd.argument(`[${def.positional}]`, `the --${def.positional} option`);
     for (const option of commanderOptions(def.options, def.positional)) cmd.addOption(option);
@@ -233,18 +237,30 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   };
 }
 
-function listCommand(): void {
-  const width = Math.max(...Object.values(registry).flat().map((c) => c.name.length));
-  for (const kind of ['source', 'filter', 'sink'] as const) {
+async function listCommand(): Promise<void> {
+  const kinds = ['source', 'filter', 'sink'] as const;
+  const loaded = await Promise.all(kinds.map((kind) => loadComponents(kind)));
+  const width = Math.max(...loaded.flat().map((c) => c.name.length));
+  kinds.forEach((kind, i) => {
     process.stdout.write(`${kind}s:\n`);
-    for (const c of registry[kind]) process.stdout.write(`  ${c.name.padEnd(width)}  ${c.summary}\n`);
-  }
+    for (const c of loaded[i] ?? []) process.stdout.write(`  ${c.name.padEnd(width)}  ${c.summary}\n`);
+  });
 }
 
-/** Adds `cqp list` and `cqp filter|source|sink NAME`, generated from the registry. */
-export function addComponentCommands(program: Command): void {
+/**
+ * Adds `cqp list` and `cqp filter|source|sink NAME`, generated from the registry. Only the kind the
+ * arguments name is loaded (`filter map …` loads map alone; `help filter` every filter).
+ */
+export async function addComponentCommands(program: Command, argv: readonly string[]): Promise<void> {
   program.command('list').description('list every source, filter and sink').action(listCommand);
-  addKind(program.command('filter').description('run a filter: NDJSON stdin → stdout (cqp filter NAME --help)'), 'filter');
-  addKind(program.command('source').description('run a source: events → NDJSON stdout (cqp source KIND --help)'), 'source');
-  addKind(program.command('sink').description('run a sink: NDJSON stdin → a destination (cqp sink KIND --help)'), 'sink');
+  const kinds = [
+    ['filter', 'run a filter: NDJSON stdin → stdout (cqp filter NAME --help)'],
+    ['source', 'run a source: events → NDJSON stdout (cqp source KIND --help)'],
+    ['sink', 'run a sink: NDJSON stdin → a destination (cqp sink KIND --help)'],
+  ] as const;
+  for (const [kind, description] of kinds) {
+    const parent = program.command(kind).description(description);
+    const [first, second, third] = argv[0] === 'help' ? argv.slice(1) : argv;
+    if (first === kind) await addKind(parent, kind, argv[0] === 'help' ? third : second);
+  }
 }

@@ -1,22 +1,45 @@
-import type { FilterDefinition, SinkDefinition, SourceDefinition } from './core/component.js';
-import dedupe from './filters/dedupe.js';
-import enrich from './filters/enrich.js';
-import map from './filters/map.js';
-import module from './filters/module.js';
-import validate from './filters/validate.js';
-import where from './filters/where.js';
-import fileSink from './sinks/file.js';
-import kinesisSink from './sinks/kinesis.js';
-import logSink from './sinks/log.js';
-import sqlite from './sinks/sqlite.js';
-import stdout from './sinks/stdout.js';
-import demo from './sources/demo.js';
-import fileSource from './sources/file.js';
-import kinesisSource from './sources/kinesis.js';
-import logSource from './sources/log.js';
-import stdin from './sources/stdin.js';
+import type { ComponentDefinition, ComponentKind } from './core/component.js';
 
-/** The static registry: add a component by importing its file here. */
-export const filters: readonly FilterDefinition[] = [enrich, validate, where, map, dedupe, module];
-export const sources: readonly SourceDefinition[] = [stdin, fileSource, demo, logSource, kinesisSource];
-export const sinks: readonly SinkDefinition[] = [stdout, fileSink, logSink, sqlite, kinesisSink];
+type Loader = () => Promise<{ default: ComponentDefinition }>;
+
+/**
+ * The static registry: add a component by adding its file here, under its CLI word. A file is imported
+ * only when a command needs it, so `cqp-filter map` loads map's code, not every component's (start-up
+ * time is mostly module loading).
+ */
+export const componentFiles: Record<ComponentKind, Record<string, Loader>> = {
+  filter: {
+    enrich: () => import('./filters/enrich.js'),
+    validate: () => import('./filters/validate.js'),
+    where: () => import('./filters/where.js'),
+    map: () => import('./filters/map.js'),
+    dedupe: () => import('./filters/dedupe.js'),
+    module: () => import('./filters/module.js'),
+  },
+  source: {
+    stdin: () => import('./sources/stdin.js'),
+    file: () => import('./sources/file.js'),
+    demo: () => import('./sources/demo.js'),
+    log: () => import('./sources/log.js'),
+    kinesis: () => import('./sources/kinesis.js'),
+  },
+  sink: {
+    stdout: () => import('./sinks/stdout.js'),
+    file: () => import('./sinks/file.js'),
+    log: () => import('./sinks/log.js'),
+    sqlite: () => import('./sinks/sqlite.js'),
+    kinesis: () => import('./sinks/kinesis.js'),
+  },
+};
+
+/** Names of the components of one kind, in registry order, without loading any. */
+export function componentNames(kind: ComponentKind): string[] {
+  return Object.keys(componentFiles[kind]);
+}
+
+/** Loads the named components of one kind (all of them without names), in registry order. */
+export async function loadComponents(kind: ComponentKind, names: readonly string[] = componentNames(kind)): Promise<ComponentDefinition[]> {
+  const files = componentFiles[kind];
+  const loaded = await Promise.all(names.flatMap((name) => (Object.hasOwn(files, name) ? [files[name]?.()] : [])));
+  return loaded.flatMap((m) => (m ? [m.default] : []));
+}

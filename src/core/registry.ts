@@ -1,11 +1,16 @@
 import type { ComponentDefinition, ComponentKind, FilterDefinition, SinkDefinition, SourceDefinition } from './component.js';
-import { filters, sinks, sources } from '../components.js';
+import { componentNames, loadComponents } from '../components.js';
 
-/** Every built-in component, by kind. */
+export { componentNames };
+
+/**
+ * Every built-in component, by kind, loaded: for the commands that check or run whole pipelines
+ * (`cqp run`, `replay`, `lint`). A component's own process loads only its file (see component-cli.ts).
+ */
 export const registry: Record<ComponentKind, readonly ComponentDefinition[]> = {
-  filter: filters,
-  source: sources,
-  sink: sinks,
+  filter: await loadComponents('filter'),
+  source: await loadComponents('source'),
+  sink: await loadComponents('sink'),
 };
 
 /** The component of this kind and name, if there is one. */
@@ -15,9 +20,4 @@ export function findComponent(kind: 'sink', name: string): SinkDefinition | unde
 export function findComponent(kind: ComponentKind, name: string): ComponentDefinition | undefined;
 export function findComponent(kind: ComponentKind, name: string): ComponentDefinition | undefined {
   return registry[kind].find((c) => c.name === name);
-}
-
-/** Names of the components of one kind, for suggestions and listings. */
-export function componentNames(kind: ComponentKind): string[] {
-  return registry[kind].map((c) => c.name);
 }

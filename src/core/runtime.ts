@@ -335,7 +335,7 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   const ctx = contextFor(runtime, io);
   // The log's bounds are checked before anything is opened; the log reader loads only when asked for.
   const readLog = runtime.readLog;
-  const logReader = readLog ? (await import('../log/input.js')).logEventReaderInWorker(readLog.path, readLog) : undefined;
+  const logReader = readLog ? (await import('../log/input.js')).sinkLogReader(readLog.path, readLog) : undefined;
   const instance = await def.create(options, ctx);
   io.ready?.();
   const applied = instance.applied?.() ?? {};

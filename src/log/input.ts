@@ -162,3 +162,18 @@ export function logEventReaderInWorker(file: string, options: LogReadOptions): L
     }
   };
 }
+
+/** Below this many events, a bounded read (`--from SEQ --until SEQ`) stays on the sink's own thread. */
+const WORKER_MIN_EVENTS = 20_000;
+
+/**
+ * The reader for a sink reading a log: on a worker thread, except for a short stretch given by seq
+ * (a short replay), where starting the thread and loading the reader into it would cost more time
+ * than reading beside the sink saves.
+ */
+export function sinkLogReader(file: string, options: LogReadOptions): LogEventReader {
+  const seq = (bound: string | undefined): number => (bound !== undefined && /^\d+$/.test(bound) ? Number(bound) : NaN);
+  const short = !options.follow && seq(options.until) - (seq(options.from) || 1) < WORKER_MIN_EVENTS;
+  return short ? logEventReader(file, options) : logEventReaderInWorker(file, options);
+}
+

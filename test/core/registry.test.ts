@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { optionSpecs, optionsToArgv, parseOptions } from '../../src/core/options.js';
+import { componentFiles } from '../../src/components.js';
 import { registry } from '../../src/core/registry.js';
 
 const all = Object.values(registry).flat();
@@ -22,6 +23,12 @@ describe('the component registry', () => {
       for (const key of Object.keys(c.checks ?? {})) expect(keys, `${c.kind} ${c.name} checks ${key}`).toContain(key);
     }
     expect(all.filter((c) => c.checks !== undefined).map((c) => c.name).sort()).toEqual(['enrich', 'map', 'module', 'sqlite', 'validate', 'where']);
+  });
+
+  it('files each one component, of the kind and under the name they are listed as (the bins load a component by that name)', async () => {
+    for (const [kind, files] of Object.entries(componentFiles)) {
+      for (const [name, load] of Object.entries(files)) expect((await load()).default, `${kind} ${name}`).toMatchObject({ kind, name });
+    }
   });
 
   it('names are unique per kind and kebab-case', () => {
