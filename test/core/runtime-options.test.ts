@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ComponentKind } from '../../src/core/component.js';
 import { RUNTIME_OPTIONS } from '../../src/core/runtime-options.js';
 import { parsePipeline } from '../../src/supervisor/config.js';
-import { runCli } from '../helpers/cli.js';
+import { cqpAsync } from '../helpers/cli.js';
 
 // A value for each runtime option, as a flag takes it and as a pipeline file writes it. A new option
 // without a sample fails the first test: add one here.
@@ -30,8 +30,8 @@ describe('the runtime options, one table for the CLI and the pipeline file', () 
   let dir: string;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cqp-runtime-options-'));
-    const log = await runCli('cqp', ['sink', 'log', '--path', 'e.log'], { cwd: dir, input: '{"a":1}\n{"a":2}\n{"a":3}\n' });
-    expect(log.code, log.stderr).toBe(0);
+    const log = await cqpAsync(['sink', 'log', '--path', 'e.log'], { cwd: dir, input: '{"a":1}\n{"a":2}\n{"a":3}\n' });
+    expect(log.status, log.stderr).toBe(0);
   });
 
   it('has a sample value for every option', () => {
@@ -41,12 +41,12 @@ describe('the runtime options, one table for the CLI and the pipeline file', () 
   it.each(cases)('%s is a flag of cqp %s', async (_flag, kind, spec) => {
     const required = RUNTIME_OPTIONS.find((o) => o.key === spec.requires);
     const args = [...COMPONENT[kind], spec.flag, ...(SAMPLES[spec.key]?.cli ?? []), ...(required ? [required.flag, ...(SAMPLES[required.key]?.cli ?? [])] : [])];
-    const r = await runCli('cqp', [kind, ...args], { cwd: dir, input: '{"a":1}\n' });
-    expect(r.code, `cqp ${kind} ${args.join(' ')}: ${r.stderr}`).toBe(0);
+    const r = await cqpAsync([kind, ...args], { cwd: dir, input: '{"a":1}\n' });
+    expect(r.status, `cqp ${kind} ${args.join(' ')}: ${r.stderr}`).toBe(0);
   });
 
   it.each((['source', 'filter', 'sink'] as const).map((kind) => [kind]))('cqp %s NAME --help lists the options it takes, not the hidden ones', async (kind) => {
-    const r = await runCli('cqp', [kind, ...(COMPONENT[kind].slice(0, 1)), '--help']);
+    const r = await cqpAsync([kind, ...(COMPONENT[kind].slice(0, 1)), '--help']);
     for (const spec of RUNTIME_OPTIONS) {
       const listed = r.stdout.includes(`${spec.flag} `) || r.stdout.includes(`${spec.flag}\n`);
       expect(listed, `${spec.flag} in cqp ${kind} --help`).toBe(spec.kinds.includes(kind) && spec.hidden !== true);
