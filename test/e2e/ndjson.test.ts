@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { BIN, collect, parseLines, rssMiB, cqpAsync, spawnCli } from '../helpers/cli.js';
+import { collect, cqpAsync, parseLines, rssMiB, shellCommand, spawnCli } from '../helpers/cli.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'cqp-ndjson-'));
 const good = '{"id":1,"v":"a"}\n{"id":2,"v":"b"}\n';
@@ -138,7 +138,7 @@ describe('JSONTestSuite cases wrapped as {"v": CASE}', () => {
 
 describe('pipes and signals', () => {
   it('| head -1 exits 0 with nothing on stderr', async () => {
-    const script = `set -o pipefail; "${process.execPath}" "${BIN.source}" demo --count 200000 | "${process.execPath}" "${BIN.filter}" map 'e.x = 1' | head -1`;
+    const script = `set -o pipefail; ${shellCommand('source', 'demo --count 200000')} | ${shellCommand('filter', "map 'e.x = 1'")} | head -1`;
     const r = await collect(spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
@@ -194,7 +194,7 @@ describe('pipes and signals', () => {
 
 describe('sharing pipes with other programs', () => {
   it('a sink leaves its stdout blocking, so `tee >(cqp-sink …) | next` keeps working', async () => {
-    const script = `sleep 2 | "${process.execPath}" "${BIN.sink}" file --path /dev/null & pid=$!; sleep 1; grep flags /proc/$pid/fdinfo/1; wait`;
+    const script = `sleep 2 | ${shellCommand('sink', 'file --path /dev/null')} & pid=$!; sleep 1; grep flags /proc/$pid/fdinfo/1; wait`;
     const r = await collect(spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
     const flags = Number.parseInt(/flags:\s+(\d+)/.exec(r.stdout)?.[1] ?? 'x', 8);
     expect(Number.isNaN(flags)).toBe(false);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, collect, cqpAsync, spawnCli, type CliResult } from '../helpers/cli.js';
+import { collect, cqpAsync, shellCommand, spawnCli, type CliResult } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { noProcessesLeftIn } from '../helpers/processes.js';
 
@@ -135,7 +135,7 @@ function snapshot(dir: string): Record<string, string> {
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'cqp-replay-'));
   log = join(root, 'e.log');
-  sh(`"${process.execPath}" "${BIN.source}" demo --count 200000 --seed 1 | "${process.execPath}" "${BIN.sink}" log --path e.log`, root);
+  sh(`${shellCommand('source', 'demo --count 200000 --seed 1')} | ${shellCommand('sink', 'log --path e.log')}`, root);
   const cat = await cqpAsync(['log', 'cat', 'e.log', '--meta'], { cwd: root });
   expect(cat.status, cat.stderr).toBe(0);
   logged = cat.stdout
