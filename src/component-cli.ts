@@ -8,12 +8,19 @@ import type { ComponentDefinition, ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
-import { DEFAULT_MAX_LINE_BYTES, isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
+import { RUNTIME_OPTIONS, runtimeOptionsFor } from './core/runtime-options.js';
+import { isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
 import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
 import { sendToSupervisor, stageControl } from './stage-control.js';
 
 function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): RuntimeOptions {
+  for (const option of runtimeOptionsFor(kind)) {
+    const needed = RUNTIME_OPTIONS.find((o) => o.key === option.requires);
+    if (needed && opts[option.key] !== undefined && opts[needed.key] === undefined) {
+      throw new CqpError('USAGE', `${option.flag} applies to ${needed.flag} (give ${needed.flag} ${needed.value ?? ''} too)`);
+    }
+  }
   const max = Number(opts.maxLineBytes);
   if (!Number.isInteger(max) || max <= 0) throw new CqpError('USAGE', `--max-line-bytes: expected a positive whole number of bytes, got ${String(opts.maxLineBytes)}`);
   let resume: PositionMap | undefined;
@@ -25,26 +32,20 @@ function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): Run
     }
   }
   const runtime: RuntimeOptions = { onError: opts.onError as RuntimeOptions['onError'], deadLetter: opts.deadLetter as string | undefined, maxLineBytes: max, resume };
-  if (kind !== 'sink') return runtime;
   if (typeof opts.readLog === 'string') {
     runtime.readLog = { path: resolve(opts.readLog), follow: opts.follow === true, from: opts.from as string | undefined, until: opts.until as string | undefined };
-  } else {
-    const stray = (['follow', 'from', 'until'] as const).find((k) => opts[k] !== undefined);
-    if (stray) throw new CqpError('USAGE', `--${stray} applies to --read-log (give the log to read)`);
   }
   return runtime;
 }
 
+/** Adds the runtime options of the table in runtime-options.ts that `kind` takes. */
 function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
-  cmd.addOption(new Option('--on-error <mode>', 'what to do with a bad line or a rejected event').choices(['fail', 'skip', 'dead-letter']).default('fail'));
-  cmd.addOption(new Option('--dead-letter <file>', 'with --on-error dead-letter: append {"line","error","raw"} records here'));
-  cmd.addOption(new Option('--max-line-bytes <n>', 'longest line accepted; longer lines are bad lines').default(DEFAULT_MAX_LINE_BYTES));
-  if (kind === 'source') cmd.addOption(new Option('--resume <json>', 'positions to resume after (set by cqp run)').hideHelp());
-  if (kind === 'sink') {
-    cmd.addOption(new Option('--read-log <file>', 'read the events from this command log instead of stdin, after the last one the sink holds'));
-    cmd.addOption(new Option('--follow', 'with --read-log: keep reading new appends until stopped'));
-    cmd.addOption(new Option('--from <pos>', 'with --read-log: the first event to read (a seq or an ISO-8601 append time)'));
-    cmd.addOption(new Option('--until <pos>', 'with --read-log: the last event to read (a seq or an ISO-8601 append time)'));
+  for (const spec of runtimeOptionsFor(kind)) {
+    const option = new Option(spec.value ? `${spec.flag} ${spec.value}` : spec.flag, spec.description);
+    if (spec.choices) option.choices(spec.choices);
+    if (spec.default !== undefined) option.default(spec.default);
+    if (spec.hidden) option.hideHelp();
+    cmd.addOption(option);
   }
 }
 

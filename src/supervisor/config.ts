@@ -18,6 +18,7 @@ import { suggestion } from '../core/suggest.js';
 import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
+import { FILE_RUNTIME_OPTIONS, runtimeArgv, type RuntimeFileValue, type RuntimeOptionSpec, type RuntimeSettings } from '../core/runtime-options.js';
 
 /** How a process is started: an executable and its arguments. */
 export interface Command {
@@ -27,12 +28,7 @@ export interface Command {
   signalsReady?: boolean;
 }
 
-/** Options every component takes besides its own; allowed beside a component's options. */
-export interface RuntimeSettings {
-  onError?: 'fail' | 'skip' | 'dead-letter';
-  deadLetter?: string;
-  maxLineBytes?: number;
-}
+export type { RuntimeSettings };
 
 export interface SourcePlan {
   name: string;
@@ -167,12 +163,15 @@ export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
   });
 }
 
-const runtimeShape = {
-  onError: z.enum(['fail', 'skip', 'dead-letter']).optional(),
-  deadLetter: z.string().min(1).optional(),
-  maxLineBytes: z.number().int().positive().optional(),
+const FILE_VALUE: Record<RuntimeFileValue, (spec: RuntimeOptionSpec) => z.ZodType> = {
+  choice: (spec) => z.enum(spec.choices ?? []),
+  path: () => z.string().min(1),
+  count: () => z.number().int().positive(),
 };
-const RUNTIME_KEYS = Object.keys(runtimeShape);
+/** The runtime options a pipeline file may give beside a component's own (see runtime-options.ts). */
+const runtimeShape = Object.fromEntries(FILE_RUNTIME_OPTIONS.map((spec) => [spec.key, FILE_VALUE[spec.file](spec).optional()]));
+const RUNTIME_KEYS = FILE_RUNTIME_OPTIONS.map((spec) => spec.key);
+const PROGRAM_RUNTIME_OPTIONS = FILE_RUNTIME_OPTIONS.filter((spec) => spec.programs);
 
 const stageSchema = z.strictObject({
   name: z.string().min(1),
@@ -281,23 +280,21 @@ function resolveOptions(
   const given: Record<string, unknown> = {};
   for (const key of Object.keys(options)) if (parsed[key] !== undefined) given[key] = parsed[key];
   if (checks) queueChecks(def, parsed, Object.keys(given), at, dir, checks);
-  const settings: RuntimeSettings = {};
-  if (rt.data.onError) settings.onError = rt.data.onError;
-  if (rt.data.deadLetter) settings.deadLetter = resolvePath(dir, rt.data.deadLetter);
-  if (rt.data.maxLineBytes) settings.maxLineBytes = rt.data.maxLineBytes;
-  return { options: parsed, given, runtime: settings };
+  return { options: parsed, given, runtime: runtimeSettings(rt.data, dir, FILE_RUNTIME_OPTIONS) };
+}
+
+/** The runtime options of `specs` that `values` gives, with paths resolved against the pipeline's folder. */
+function runtimeSettings(values: Record<string, unknown>, dir: string, specs: readonly (RuntimeOptionSpec & { file: RuntimeFileValue })[]): RuntimeSettings {
+  const settings: Record<string, unknown> = {};
+  for (const spec of specs) {
+    const value = values[spec.key];
+    if (value !== undefined) settings[spec.key] = spec.file === 'path' ? resolvePath(dir, value as string) : value;
+  }
+  return settings as RuntimeSettings;
 }
 
 function resolvePath(dir: string, path: string): string {
   return isAbsolute(path) ? path : resolve(dir, path);
-}
-
-function runtimeArgv(runtime: RuntimeSettings): string[] {
-  const argv: string[] = [];
-  if (runtime.onError) argv.push('--on-error', runtime.onError);
-  if (runtime.deadLetter) argv.push('--dead-letter', runtime.deadLetter);
-  if (runtime.maxLineBytes) argv.push('--max-line-bytes', String(runtime.maxLineBytes));
-  return argv;
 }
 
 function unknownComponent(kind: ComponentKind, name: string): string {
@@ -433,12 +430,12 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
         problems.push({ path: [...at, 'run'], message: 'run: needs a command' });
         return;
       }
-      const settings: RuntimeSettings = {};
-      if (s.onError) settings.onError = s.onError;
-      if (s.deadLetter) settings.deadLetter = resolvePath(dir, s.deadLetter);
-      if (s.onError === 'dead-letter' && !s.deadLetter) problems.push({ path: [...at, 'onError'], message: 'onError: dead-letter needs deadLetter: FILE (where rejected lines are appended)' });
-      // The runtime's line bound is a cqp component's; the supervisor does not cut a program's lines.
-      if (s.maxLineBytes !== undefined) problems.push({ path: [...at, 'maxLineBytes'], message: 'maxLineBytes applies to built-in filters, not to run: programs; remove it' });
+      const settings = runtimeSettings(runtime, dir, PROGRAM_RUNTIME_OPTIONS);
+      if (settings.onError === 'dead-letter' && !settings.deadLetter) problems.push({ path: [...at, 'onError'], message: 'onError: dead-letter needs deadLetter: FILE (where rejected lines are appended)' });
+      // The supervisor applies only some runtime options to what a program writes (it does not cut a program's lines, say).
+      for (const spec of FILE_RUNTIME_OPTIONS) {
+        if (!spec.programs && runtime[spec.key] !== undefined) problems.push({ path: [...at, spec.key], message: `${spec.key} applies to built-in filters, not to run: programs; remove it` });
+      }
       const program = argv[0] as string;
       checks?.push({ path: [...at, 'run'], run: () => findProgram(program, dir, env) });
       stages.push({ name: s.name, filter: undefined, options: {}, command: { file: program, args: argv.slice(1) }, runtime: settings });

@@ -4,13 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN } from '../helpers/cli.js';
+import { shellCommand } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-cqrs-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const VIEWS = join(import.meta.dirname, '../../pipelines/views/ice-creams.yaml');
 const sh = (script: string): string => execFileSync('bash', ['-o', 'pipefail', '-c', script], { cwd: dir, encoding: 'utf8', maxBuffer: 1 << 30 });
-const node = `"${process.execPath}"`;
 
 interface Event {
   header: { eventName: string[]; rel: { id: string } };
@@ -19,10 +18,10 @@ interface Event {
 
 describe('command log → query views, checked against an independent computation', () => {
   it('100k demo events: log, then views from the log, equal plain-JS folds of the same events', () => {
-    sh(`${node} "${BIN.source}" demo --count 100000 --seed 1 | ${node} "${BIN.sink}" log --path e.log`);
-    sh(`${node} "${BIN.source}" log --path e.log | ${node} "${BIN.sink}" sqlite --db v.db --views "${VIEWS}"`);
+    sh(`${shellCommand('source', 'demo --count 100000 --seed 1')} | ${shellCommand('sink', 'log --path e.log')}`);
+    sh(`${shellCommand('source', 'log --path e.log')} | ${shellCommand('sink', `sqlite --db v.db --views "${VIEWS}"`)}`);
     // The same events, as the log holds them, folded by hand (no cqp code involved).
-    const events = sh(`${node} "${BIN.cqp}" log cat e.log`).trimEnd().split('\n').map((l) => JSON.parse(l) as Event);
+    const events = sh(shellCommand('cqp', 'log cat e.log')).trimEnd().split('\n').map((l) => JSON.parse(l) as Event);
     expect(events).toHaveLength(100_000);
 
     const iceCreams = new Map<string, { name: string | undefined; price: number | undefined; product_id: string | undefined; sold: number }>();
@@ -55,7 +54,7 @@ describe('command log → query views, checked against an independent computatio
     db.close();
 
     // Feeding the same log again changes nothing.
-    sh(`${node} "${BIN.source}" log --path e.log | ${node} "${BIN.sink}" sqlite --db v.db --views "${VIEWS}"`);
+    sh(`${shellCommand('source', 'log --path e.log')} | ${shellCommand('sink', `sqlite --db v.db --views "${VIEWS}"`)}`);
     const again = new Database(join(dir, 'v.db'), { readonly: true });
     expect(again.prepare('SELECT id, name, price, product_id, sold FROM ice_creams ORDER BY id').all()).toEqual(expected);
     again.close();

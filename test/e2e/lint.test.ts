@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { cqpSync } from '../helpers/pipeline.js';
+import { cqp } from '../helpers/cli.js';
 
 // `cqp lint` refuses what `cqp run` would refuse, each problem as FILE:LINE: field: message (exit 2).
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -116,7 +116,7 @@ describe('cqp lint', () => {
       for (const name of c.executable ?? []) chmodSync(join(dir, name), 0o755);
       const file = join(dir, 'p.yaml');
       writeFileSync(file, c.pipeline);
-      const r = cqpSync(['lint', file]);
+      const r = cqp(['lint', file]);
       if (c.problems.length === 0) {
         expect(r.stderr).toBe('');
         expect(r.status).toBe(0);
@@ -139,7 +139,7 @@ describe('cqp lint', () => {
     const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
     expect(files.length).toBeGreaterThan(2);
     for (const name of files) {
-      const r = cqpSync(['lint', join(dir, name)]);
+      const r = cqp(['lint', join(dir, name)]);
       expect(r.stderr, name).toBe('');
       expect(r.status, name).toBe(0);
     }
@@ -153,7 +153,7 @@ describe('cqp lint', () => {
     const shipped = readFileSync(join(ROOT, 'pipelines/example.yaml'), 'utf8');
     // The shipped file is the README's block, after its own comment lines.
     expect(shipped.replace(/^(#.*\n)+/, '')).toBe(block);
-    const r = cqpSync(['lint', join(ROOT, 'pipelines/example.yaml')]);
+    const r = cqp(['lint', join(ROOT, 'pipelines/example.yaml')]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline } from '../helpers/run.js';
+import { runPipeline } from '../helpers/pipeline.js';
 
 /**
  * A strict reader of the Prometheus text format (0.0.4): the problems it finds, one line each. Every
@@ -63,9 +63,7 @@ export function metricsProblems(text: string): string[] {
 const promtool = spawnSync('promtool', ['--version'], { encoding: 'utf8' }).status === 0;
 
 const dirs: string[] = [];
-const running: RunningPipeline[] = [];
 afterAll(() => {
-  for (const p of running) if (p.exited() === undefined) p.child.kill('SIGKILL');
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -85,8 +83,7 @@ sinks:
   - { name: log, type: log, path: out/events.log }
 `,
     );
-    const p = runPipeline(file);
-    running.push(p);
+    const p = runPipeline(file, { metrics: true });
     const address = (await p.waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
     text = await eventually(
       async () => {
@@ -96,7 +93,7 @@ sinks:
       { timeoutMs: 60_000, what: 'events counted into the log sink on /metrics' },
     );
     p.child.kill('SIGTERM');
-    expect(await p.exit(60_000)).toBe(0);
+    expect(await p.exitWithin(60_000)).toBe(0);
   });
 
   it('passes a strict reading of the Prometheus text format: counters are counters', () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { BIN, collect, parseLines, rssMiB, runCli, spawnCli } from '../helpers/cli.js';
+import { collect, cqpAsync, parseLines, rssMiB, shellCommand, spawnCli } from '../helpers/cli.js';
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), 'cqp-ndjson-'));
 const good = '{"id":1,"v":"a"}\n{"id":2,"v":"b"}\n';
@@ -14,15 +14,15 @@ describe('bad lines under each --on-error mode', () => {
   const input = '{"id":1}\nnot json\n[1,2]\n{"id":4}\n';
 
   it('fail: prints stdin:LINE with the line, exits 1, keeps the events before it', async () => {
-    const r = await runCli('filter', ['map', 'e.ok = true'], { input });
-    expect(r.code).toBe(1);
+    const r = await cqpAsync(['map', 'e.ok = true'], { bin: 'filter', input });
+    expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^stdin:2: invalid JSON: .*\n {2}not json\n$/);
     expect(parseLines(r.stdout)).toEqual([{ id: 1, ok: true }]);
   });
 
   it('skip: warns per bad line and carries on', async () => {
-    const r = await runCli('filter', ['map', 'e.ok = true', '--on-error', 'skip'], { input });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['map', 'e.ok = true', '--on-error', 'skip'], { bin: 'filter', input });
+    expect(r.status).toBe(0);
     expect(r.stderr).toContain('stdin:2: invalid JSON');
     expect(r.stderr).toContain('stdin:3: not a JSON object (got an array)');
     expect(parseLines(r.stdout)).toEqual([{ id: 1, ok: true }, { id: 4, ok: true }]);
@@ -30,8 +30,8 @@ describe('bad lines under each --on-error mode', () => {
 
   it('dead-letter: appends line, error and raw text to the file', async () => {
     const file = join(tmp(), 'dead.ndjson');
-    const r = await runCli('filter', ['where', 'true', '--on-error', 'dead-letter', '--dead-letter', file], { input });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['where', 'true', '--on-error', 'dead-letter', '--dead-letter', file], { bin: 'filter', input });
+    expect(r.status).toBe(0);
     const dead = parseLines(readFileSync(file, 'utf8'));
     expect(dead.map((d) => [d.line, d.raw])).toEqual([[2, 'not json'], [3, '[1,2]']]);
     expect(String(dead[0]?.error)).toContain('invalid JSON');
@@ -39,8 +39,8 @@ describe('bad lines under each --on-error mode', () => {
   });
 
   it('dead-letter without a file is a usage error', async () => {
-    const r = await runCli('filter', ['where', 'true', '--on-error', 'dead-letter'], { input });
-    expect(r.code).toBe(2);
+    const r = await cqpAsync(['where', 'true', '--on-error', 'dead-letter'], { bin: 'filter', input });
+    expect(r.status).toBe(2);
     expect(r.stderr).toContain('--dead-letter FILE');
   });
 
@@ -50,14 +50,14 @@ describe('bad lines under each --on-error mode', () => {
     ['null', 'null'],
     ['true', 'a boolean'],
   ])('a non-object line %s is a bad line', async (line, what) => {
-    const r = await runCli('filter', ['enrich'], { input: `${line}\n` });
-    expect(r.code).toBe(1);
+    const r = await cqpAsync(['enrich'], { bin: 'filter', input: `${line}\n` });
+    expect(r.status).toBe(1);
     expect(r.stderr).toContain(`stdin:1: not a JSON object (got ${what.replace(/^an? /, '')})`);
   });
 
   it('an exception in a user expression follows the policy', async () => {
-    const r = await runCli('filter', ['map', 'e.x = e.missing.deep', '--on-error', 'skip'], { input: good });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['map', 'e.x = e.missing.deep', '--on-error', 'skip'], { bin: 'filter', input: good });
+    expect(r.status).toBe(0);
     expect(r.stderr).toContain('stdin:1: map: Cannot read properties of undefined');
     expect(r.stdout).toBe('');
   });
@@ -73,9 +73,9 @@ describe('input edge cases', () => {
     ['empty lines between events', '{"a":1}\n\n\n{"a":2}\n', '{"a":1}\n{"a":2}\n'],
     ['multi-byte text', '{"a":"héllo ☃ 𝄞"}\n', '{"a":"héllo ☃ 𝄞"}\n'],
   ])('%s', async (_name, input, expected) => {
-    const r = await runCli('filter', ['where', 'true'], { input });
+    const r = await cqpAsync(['where', 'true'], { bin: 'filter', input });
     expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(r.stdout).toBe(expected);
   });
 
@@ -90,28 +90,28 @@ describe('input edge cases', () => {
     await sleep(100);
     child.stdin?.end(bytes.subarray(cut + 3));
     const r = await done;
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(parseLines(r.stdout)).toEqual([{ s: 'a☃𝄞b', n: 5 }]);
   });
 
   const big = `{"big":"${'x'.repeat(20 * 1024 * 1024)}"}`;
 
   it('a 20 MB line over --max-line-bytes is a bad line and the stream goes on', async () => {
-    const r = await runCli('filter', ['where', 'true', '--on-error', 'skip'], { input: `{"a":1}\n${big}\n{"a":3}\n` });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['where', 'true', '--on-error', 'skip'], { bin: 'filter', input: `{"a":1}\n${big}\n{"a":3}\n` });
+    expect(r.status).toBe(0);
     expect(r.stderr).toContain('stdin:2: line is 20971530 bytes, longer than --max-line-bytes 16777216');
     expect(r.stdout).toBe('{"a":1}\n{"a":3}\n');
   });
 
   it('a 20 MB line under a raised --max-line-bytes passes whole', async () => {
-    const r = await runCli('filter', ['where', 'true', '--max-line-bytes', String(32 * 1024 * 1024)], { input: `${big}\n{"a":2}\n` });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['where', 'true', '--max-line-bytes', String(32 * 1024 * 1024)], { bin: 'filter', input: `${big}\n{"a":2}\n` });
+    expect(r.status).toBe(0);
     expect(r.stdout.length).toBe(big.length + 1 + 8);
   });
 
   it('an oversized line fails by default, naming the line', async () => {
-    const r = await runCli('filter', ['map', 'e.x = 1'], { input: `{"a":1}\n${big}\n` });
-    expect(r.code).toBe(1);
+    const r = await cqpAsync(['map', 'e.x = 1'], { bin: 'filter', input: `{"a":1}\n${big}\n` });
+    expect(r.status).toBe(1);
     expect(r.stderr.split('\n')[0]).toBe('stdin:2: line is 20971530 bytes, longer than --max-line-bytes 16777216');
     expect(r.stdout).toBe('{"a":1,"x":1}\n');
   });
@@ -127,8 +127,8 @@ describe('JSONTestSuite cases wrapped as {"v": CASE}', () => {
   it('accepts every y_ case and rejects every n_ case, never crashing', async () => {
     const input = Buffer.concat(cases.map((c) => Buffer.concat([Buffer.from('{"v": '), c.text, Buffer.from('}\n')])));
     const deadLetter = join(tmp(), 'dead.ndjson');
-    const r = await runCli('filter', ['where', 'true', '--on-error', 'dead-letter', '--dead-letter', deadLetter], { input });
-    expect(r.code).toBe(0);
+    const r = await cqpAsync(['where', 'true', '--on-error', 'dead-letter', '--dead-letter', deadLetter], { bin: 'filter', input });
+    expect(r.status).toBe(0);
     const rejected = new Set(parseLines(readFileSync(deadLetter, 'utf8')).map((d) => d.line));
     const wrong = cases.filter((c, i) => rejected.has(i + 1) !== c.name.startsWith('n_')).map((c) => c.name);
     // n_ cases whose bytes are valid once wrapped (e.g. a lone value that only breaks at top level) are none.
@@ -138,10 +138,10 @@ describe('JSONTestSuite cases wrapped as {"v": CASE}', () => {
 
 describe('pipes and signals', () => {
   it('| head -1 exits 0 with nothing on stderr', async () => {
-    const script = `set -o pipefail; "${process.execPath}" "${BIN.source}" demo --count 200000 | "${process.execPath}" "${BIN.filter}" map 'e.x = 1' | head -1`;
+    const script = `set -o pipefail; ${shellCommand('source', 'demo --count 200000')} | ${shellCommand('filter', "map 'e.x = 1'")} | head -1`;
     const r = await collect(spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(parseLines(r.stdout)).toHaveLength(1);
   });
 
@@ -161,7 +161,7 @@ describe('pipes and signals', () => {
     }
     child.kill('SIGTERM');
     const r = await done;
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     const out = parseLines(r.stdout);
     expect(out.length).toBeGreaterThanOrEqual(5000);
     expect(out.map((e) => e.n)).toEqual(Array.from({ length: out.length }, (_, i) => i));
@@ -194,7 +194,7 @@ describe('pipes and signals', () => {
 
 describe('sharing pipes with other programs', () => {
   it('a sink leaves its stdout blocking, so `tee >(cqp-sink …) | next` keeps working', async () => {
-    const script = `sleep 2 | "${process.execPath}" "${BIN.sink}" file --path /dev/null & pid=$!; sleep 1; grep flags /proc/$pid/fdinfo/1; wait`;
+    const script = `sleep 2 | ${shellCommand('sink', 'file --path /dev/null')} & pid=$!; sleep 1; grep flags /proc/$pid/fdinfo/1; wait`;
     const r = await collect(spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
     const flags = Number.parseInt(/flags:\s+(\d+)/.exec(r.stdout)?.[1] ?? 'x', 8);
     expect(Number.isNaN(flags)).toBe(false);
@@ -224,8 +224,8 @@ describe('memory over a long stream', () => {
       await sleep(100);
     }
     const [, f, s] = await done;
-    expect(f.code).toBe(0);
-    expect(s.code).toBe(0);
+    expect(f.status).toBe(0);
+    expect(s.status).toBe(0);
     // Keeping each chunk alive would take the stream's size (120 MB) on top of the ~60 MB a Node process needs.
     expect(peaks.filter).toBeLessThan(150);
     expect(peaks.sink).toBeLessThan(150);

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseLines, runCli } from '../helpers/cli.js';
+import { parseLines, cqpAsync } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-numbers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,9 +21,9 @@ describe('numbers go through re-serialising filters unchanged', () => {
   ];
   it.each(filters)('%s keeps the value of every number', async (_name, args, added) => {
     const input = CASES.map(([n]) => `{"header":{"eventId":"a","detectionTimestamp":"t"},"n":${n},"list":[${n}, {"m": ${n}}]}`).join('\n');
-    const r = await runCli('filter', args, { input: `${input}\n` });
+    const r = await cqpAsync(args, { bin: 'filter', input: `${input}\n` });
     expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     const lines = r.stdout.trimEnd().split('\n');
     CASES.forEach(([, n], i) => {
       expect(lines[i]).toBe(`{"header":{"eventId":"a","detectionTimestamp":"t"},"n":${n},"list":[${n},{"m":${n}}]${added}}`);
@@ -31,24 +31,24 @@ describe('numbers go through re-serialising filters unchanged', () => {
   });
 
   it('enrich --set keeps the exact text of the value it adds', async () => {
-    const r = await runCli('filter', ['enrich', '--set', 'big=12345678901234567890', '--set', 'neg=-0'], { input: '{"header":{"eventId":"a","detectionTimestamp":"t"}}\n' });
+    const r = await cqpAsync(['enrich', '--set', 'big=12345678901234567890', '--set', 'neg=-0'], { bin: 'filter', input: '{"header":{"eventId":"a","detectionTimestamp":"t"}}\n' });
     expect(r.stdout).toBe('{"header":{"eventId":"a","detectionTimestamp":"t"},"big":12345678901234567890,"neg":-0}\n');
   });
 
   it('user expressions see safe numbers as numbers and unsafe ones as a class with Number() and String()', async () => {
     const input = '{"a":1.5,"b":9007199254740993}\n';
-    const r = await runCli('filter', ['map', 'e.ta = typeof e.a, e.s = String(e.b), e.n = Number(e.b) > 9007199254740990, e.sum = e.b + 1 > 0'], { input });
+    const r = await cqpAsync(['map', 'e.ta = typeof e.a, e.s = String(e.b), e.n = Number(e.b) > 9007199254740990, e.sum = e.b + 1 > 0'], { bin: 'filter', input });
     expect(r.stdout).toBe('{"a":1.5,"b":9007199254740993,"ta":"number","s":"9007199254740993","n":true,"sum":true}\n');
   });
 
   it('a copied unsafe number keeps its text too', async () => {
-    const r = await runCli('filter', ['map', '({id: e.b, both: [e.b, e.b]})'], { input: '{"b":12345678901234567890}\n' });
+    const r = await cqpAsync(['map', '({id: e.b, both: [e.b, e.b]})'], { bin: 'filter', input: '{"b":12345678901234567890}\n' });
     expect(r.stdout).toBe('{"id":12345678901234567890,"both":[12345678901234567890,12345678901234567890]}\n');
   });
 
   it('a NaN or Infinity an expression computes is written as null, as JSON.stringify does', async () => {
-    const r = await runCli('filter', ['map', 'e.x = 1/0, e.y = e.missing * 2, e.p = {q: [1, -1/0]}'], { input: '{"id":1}\n' });
-    expect(r.code, r.stderr).toBe(0);
+    const r = await cqpAsync(['map', 'e.x = 1/0, e.y = e.missing * 2, e.p = {q: [1, -1/0]}'], { bin: 'filter', input: '{"id":1}\n' });
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe('{"id":1,"x":null,"y":null,"p":{"q":[1,null]}}\n');
   });
 });
@@ -86,12 +86,12 @@ describe('the sqlite sink stores numbers exactly or rejects them', () => {
       '{"kind":"put","id":"g","r":1e400}',
       '{"kind":"put","id":"h","n":42,"r":0.5,"i":7}',
     ];
-    const sink = await runCli('sink', ['sqlite', '--db', db, '--views', views, '--on-error', 'skip'], { input: `${events.join('\n')}\n` });
-    expect(sink.code).toBe(0);
+    const sink = await cqpAsync(['sqlite', '--db', db, '--views', views, '--on-error', 'skip'], { bin: 'sink', input: `${events.join('\n')}\n` });
+    expect(sink.status).toBe(0);
     expect(sink.stderr).toContain('stdin:5: view t: column int (i): 12345678901234567890 is not an integer SQLite can hold exactly');
     expect(sink.stderr).toContain('stdin:6: view t: column dbl (r): 9007199254740993 cannot be stored exactly as a real');
     expect(sink.stderr).toContain('stdin:7: view t: column dbl (r): 1e400 cannot be stored exactly as a real');
-    const q = await runCli('cqp', ['query', db, 'SELECT id, any, typeof(any) AS ta, int, dbl, txt, js FROM t ORDER BY id', '--json']);
+    const q = await cqpAsync(['query', db, 'SELECT id, any, typeof(any) AS ta, int, dbl, txt, js FROM t ORDER BY id', '--json']);
     expect(q.stderr).toBe('');
     expect(q.stdout.trimEnd().split('\n')).toEqual([
       '{"id":"a","any":9007199254740993,"ta":"integer","int":9223372036854775807,"dbl":null,"txt":"9007199254740993","js":"{\\"x\\":12345678901234567890}"}',
@@ -100,7 +100,7 @@ describe('the sqlite sink stores numbers exactly or rejects them', () => {
       '{"id":"d","any":"-0","ta":"text","int":null,"dbl":null,"txt":null,"js":null}',
       '{"id":"h","any":42,"ta":"integer","int":7,"dbl":0.5,"txt":null,"js":null}',
     ]);
-    const table = await runCli('cqp', ['query', db, "SELECT int FROM t WHERE id IN ('a', 'b') ORDER BY id"]);
+    const table = await cqpAsync(['query', db, "SELECT int FROM t WHERE id IN ('a', 'b') ORDER BY id"]);
     expect(table.stdout).toContain('9223372036854775807');
     expect(table.stdout).toContain('-9007199254740993');
     expect(parseLines(q.stdout)).toHaveLength(5);

@@ -2,16 +2,16 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runCli } from '../helpers/cli.js';
+import { cqpAsync } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline, type StageStatus } from '../helpers/run.js';
+import { runPipeline, type RunningPipeline, type StageStatus } from '../helpers/pipeline.js';
 
 const started: RunningPipeline[] = [];
 afterEach(async () => {
   for (const p of started.splice(0)) {
     if (p.exited() !== undefined) continue;
     p.child.kill('SIGTERM');
-    await p.exit(30_000);
+    await p.exitWithin(30_000);
   }
 });
 
@@ -37,7 +37,7 @@ async function reloadWhileFlowing(first: string[], second: string[]): Promise<{ 
   const write = (stages: string[]): void =>
     writeFileSync(file, `source: { type: demo, count: 0, rate: 20000 }\nstages:\n${stages.join('\n')}\nsinks:\n  - { name: log, type: log, path: events.log }\n`);
   write(first);
-  const p = runPipeline(file);
+  const p = runPipeline(file, { metrics: true });
   started.push(p);
   const logged = async (): Promise<number> => (await p.stages()).find((s) => s.name === 'log')?.in ?? 0;
   // More events than the pipes between the stages hold, before and after the reload.
@@ -52,11 +52,11 @@ async function reloadWhileFlowing(first: string[], second: string[]): Promise<{ 
   await flow();
   const after = await p.stages();
   p.child.kill('SIGTERM');
-  expect(await p.exit(60_000), p.stderr()).toBe(0);
-  const cat = await runCli('cqp', ['log', 'cat', join(dir, 'events.log')]);
-  expect(cat.code, cat.stderr).toBe(0);
+  expect(await p.exitWithin(60_000), p.stderr()).toBe(0);
+  const cat = await cqpAsync(['log', 'cat', join(dir, 'events.log')]);
+  expect(cat.status, cat.stderr).toBe(0);
   const events = cat.stdout.trim().split('\n').map((l) => JSON.parse(l) as Logged);
-  const ids = await runCli('cqp', ['source', 'demo', '--count', String(events.length)]);
+  const ids = await cqpAsync(['source', 'demo', '--count', String(events.length)]);
   // Every event once, in order: the log holds exactly the demo source's first N events.
   expect(events.map((e) => e.header.eventId)).toEqual(ids.stdout.trim().split('\n').map((l) => (JSON.parse(l) as Logged).header.eventId));
   return { before, after, events };

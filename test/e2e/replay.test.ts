@@ -1,12 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, collect, runCli, spawnCli, type CliResult } from '../helpers/cli.js';
+import { collect, cqpAsync, shellCommand, spawnCli, type CliResult } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
+import { noProcessesLeftIn } from '../helpers/processes.js';
 
 interface DemoEvent {
   header: { eventId: string; eventType: string[]; eventName: string[]; createdTimestamp: string; rel: { id: string } };
@@ -67,7 +69,7 @@ const VIEW_SINK = '  - { name: views, type: sqlite, db: out/v2.db, views: views/
 const KINESIS_SINK = '  - { name: publish, type: kinesis, stream: ice-creams, endpoint: "http://127.0.0.1:9" }\n';
 
 function replay(args: string[], cwd = root): Promise<CliResult> {
-  return runCli('cqp', ['replay', ...args], { cwd });
+  return cqpAsync(['replay', ...args], { cwd });
 }
 
 /** The views v2 should hold after `events`, computed in plain JS from the logged events. */
@@ -130,33 +132,12 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-/** Processes running in `dir` or naming it on their command line (stages a killed replay left running). */
-function processesIn(dir: string): number[] {
-  const pids: number[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir) || readlinkSync(`/proc/${pid}/cwd`).startsWith(dir)) pids.push(Number(pid));
-    } catch {
-      // Gone meanwhile, or not ours to look at.
-    }
-  }
-  return pids;
-}
-
-async function waitFor(check: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'cqp-replay-'));
   log = join(root, 'e.log');
-  sh(`"${process.execPath}" "${BIN.source}" demo --count 200000 --seed 1 | "${process.execPath}" "${BIN.sink}" log --path e.log`, root);
-  const cat = await runCli('cqp', ['log', 'cat', 'e.log', '--meta'], { cwd: root });
-  expect(cat.code, cat.stderr).toBe(0);
+  sh(`${shellCommand('source', 'demo --count 200000 --seed 1')} | ${shellCommand('sink', 'log --path e.log')}`, root);
+  const cat = await cqpAsync(['log', 'cat', 'e.log', '--meta'], { cwd: root });
+  expect(cat.status, cat.stderr).toBe(0);
   logged = cat.stdout
     .split('\n')
     .filter((l) => l !== '')
@@ -172,7 +153,7 @@ describe('cqp replay', () => {
   it('replays 200k events through a new filter into a new view equal to a fold of the logged events; kinesis is skipped', async () => {
     const p = pipelineIn('full', VIEW_SINK + KINESIS_SINK);
     const r = await replay(['--log', 'e.log', '--pipeline', p.file]);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/200,000 events read/);
     expect(r.stderr).toMatch(/views \(sqlite\): [\d,]+ events written, .*v2\.db replaced/);
     expect(r.stderr).toMatch(/publish \(kinesis\): skipped/);
@@ -193,7 +174,7 @@ describe('cqp replay', () => {
     ];
     for (const c of cases) {
       const r = await replay(['--log', log, '--pipeline', p.file, '--until', c.until]);
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       expect(r.stderr).toContain(`${c.upTo.length.toLocaleString('en-US')} events read`);
       expect(viewRows(p.db), `--until ${c.until}`).toEqual(expectedViews(c.upTo));
     }
@@ -204,7 +185,7 @@ describe('cqp replay', () => {
     const from = '2022-05-30T12:00:00Z';
     const until = '2022-05-30T18:00:00Z';
     const r = await replay(['--log', log, '--pipeline', p.file, '--time-field', 'header.createdTimestamp', '--from', from, '--until', until]);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     const inside = logged.filter((l) => {
       const t = Date.parse(l.event.header.createdTimestamp);
       return t >= Date.parse(from) && t <= Date.parse(until);
@@ -217,7 +198,7 @@ describe('cqp replay', () => {
     const p = pipelineIn('time-field-quoted', VIEW_SINK);
     const path = 'payload.x"]) || true || (e["y';
     const r = await replay(['--log', log, '--pipeline', p.file, '--from', '195001', '--time-field', path, '--until', '2030-01-01T00:00:00Z']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain('5,000 events read');
     expect(r.stderr).toMatch(/time-field: 5,000 in, 0 out/);
     expect(viewRows(p.db)).toEqual({ sales: [], creams: [] });
@@ -229,10 +210,10 @@ describe('cqp replay', () => {
     const copies: string[] = [];
     for (let i = 0; i < 2; i++) {
       const r = await replay(['--log', log, '--pipeline', p.file, '--until', '30000']);
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       dumps.push(dump(p.db));
-      const cat = await runCli('cqp', ['log', 'cat', join(p.dir, 'out/copy.log')]);
-      expect(cat.code, cat.stderr).toBe(0);
+      const cat = await cqpAsync(['log', 'cat', join(p.dir, 'out/copy.log')]);
+      expect(cat.status, cat.stderr).toBe(0);
       copies.push(cat.stdout);
     }
     expect(dumps[1]).toEqual(dumps[0]);
@@ -246,24 +227,24 @@ describe('cqp replay', () => {
   it('kill -9 mid-replay leaves the old view byte-identical; the next replay clears the leftovers and completes', async () => {
     const p = pipelineIn('kill', VIEW_SINK);
     const first = await replay(['--log', log, '--pipeline', p.file, '--until', '1000']);
-    expect(first.code, first.stderr).toBe(0);
+    expect(first.status, first.stderr).toBe(0);
     const before = readFileSync(p.db);
 
     const child = spawnCli('cqp', ['replay', '--log', log, '--pipeline', p.file], { cwd: root });
     const done = collect(child);
     const temp = `${p.db}.replay-${child.pid}`;
     // Mid-way: the new database is being written.
-    await waitFor(() => existsSync(`${temp}-wal`) && statSync(`${temp}-wal`).size > 1 << 20, 'the replay to write its new database');
+    await eventually(() => existsSync(`${temp}-wal`) && statSync(`${temp}-wal`).size > 1 << 20, { timeoutMs: 20_000, everyMs: 20, what: 'the replay to write its new database' });
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     expect(readFileSync(p.db).equals(before)).toBe(true);
     expect(existsSync(`${p.db}-wal`)).toBe(false);
     // The stages it started notice their input is gone and exit.
-    await waitFor(() => processesIn(root).length === 0, 'the killed replay’s stages to exit');
+    await noProcessesLeftIn(root, { timeoutMs: 20_000, what: 'the killed replay’s stages to exit' });
     expect(existsSync(temp)).toBe(true);
 
     const second = await replay(['--log', log, '--pipeline', p.file, '--until', '40000']);
-    expect(second.code, second.stderr).toBe(0);
+    expect(second.status, second.stderr).toBe(0);
     expect(second.stderr).toContain('left by an interrupted replay');
     expect(readdirSync(join(p.dir, 'out'))).toEqual(['v2.db']);
     expect(viewRows(p.db)).toEqual(expectedViews(logged.slice(0, 40_000)));
@@ -274,7 +255,7 @@ describe('cqp replay', () => {
     // Without the v2 stages there is no total to add up: the ice_creams view alone.
     writeFileSync(join(p.dir, 'views/v2.yaml'), VIEWS.slice(VIEWS.indexOf('  - table: ice_creams')).replace(/^/, 'views:\n'));
     const r = await replay(['--log', log, '--pipeline', p.file, '--until', '25000']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain('25,000 events read');
     expect(r.stderr).toContain('views (sqlite): 25,000 events written, at seq 25000 of 25000,');
     // Without the v2 filter, deletes apply: a fold of the first 25,000 logged events.
@@ -298,11 +279,11 @@ describe('cqp replay', () => {
     const child = spawnCli('cqp', ['replay', '--log', log, '--pipeline', p.file], { cwd: root });
     const done = collect(child);
     const temp = `${p.db}.replay-${child.pid}`;
-    await waitFor(() => existsSync(`${temp}-wal`) && statSync(`${temp}-wal`).size > 1 << 20, 'the replay to write its new database');
+    await eventually(() => existsSync(`${temp}-wal`) && statSync(`${temp}-wal`).size > 1 << 20, { timeoutMs: 20_000, everyMs: 20, what: 'the replay to write its new database' });
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     // The sinks see their supervisor go (its pipe ends) and stop.
-    await waitFor(() => processesIn(root).length === 0, 'the killed replay’s sinks to exit', 5000);
+    await noProcessesLeftIn(root, { timeoutMs: 5000, what: 'the killed replay’s sinks to exit' });
     expect(readFileSync(p.db).equals(before)).toBe(true);
   });
 
@@ -312,7 +293,7 @@ describe('cqp replay', () => {
     mkdirSync(join(p.dir, 'out'));
     writeFileSync(p.db, 'the previous views');
     const r = await replay(['--log', log, '--pipeline', p.file, '--until', '30000']);
-    expect(r.code).toBe(1);
+    expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/failed; .*v2\.db unchanged/);
     expect(readFileSync(p.db, 'utf8')).toBe('the previous views');
     expect(readdirSync(join(p.dir, 'out'))).toEqual(['v2.db']);
@@ -322,7 +303,7 @@ describe('cqp replay', () => {
     const p = pipelineIn('dry', `${VIEW_SINK}  - { name: out, type: stdout }\n${KINESIS_SINK}`);
     const before = snapshot(root);
     const r = await replay(['--log', 'e.log', '--pipeline', p.file, '--from', '101', '--until', '5000', '--dry-run']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain('4,900 events, seq 101–5000');
     expect(r.stdout).toMatch(/views \(sqlite\): replaced: built into .*v2\.db\.replay-\d+, then renamed over .*v2\.db/);
     expect(r.stdout).toMatch(/out \(stdout\): written/);
@@ -334,7 +315,7 @@ describe('cqp replay', () => {
   it('bounds that name no record, or a --from after the --until, are refused (exit 2) before anything is touched', async () => {
     const p = pipelineIn('bad-bounds', VIEW_SINK);
     const built = await replay(['--log', log, '--pipeline', p.file, '--until', '1000']);
-    expect(built.code, built.stderr).toBe(0);
+    expect(built.status, built.stderr).toBe(0);
     const before = snapshot(p.dir);
     const late = (logged[150_000] as Logged).time;
     const early = (logged[1_000] as Logged).time;
@@ -353,7 +334,7 @@ describe('cqp replay', () => {
     ];
     for (const c of cases) {
       const r = await replay(['--log', log, '--pipeline', p.file, ...c.args]);
-      expect(r.code, `${c.args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.status, `${c.args.join(' ')}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toContain(c.says);
       expect(snapshot(p.dir), c.args.join(' ')).toEqual(before);
     }
@@ -363,7 +344,7 @@ describe('cqp replay', () => {
     for (const [name, stages] of [['empty-staged', STAGES], ['empty-direct', '']] as const) {
       const p = pipelineIn(name, VIEW_SINK, stages);
       const r = await replay(['--log', log, '--pipeline', p.file, '--until', '2020-01-01T00:00:00Z']);
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.status, r.stderr).toBe(0);
       expect(r.stderr).toContain('0 events read');
       expect(viewRows(p.db)).toEqual({ sales: [], creams: [] });
     }
@@ -373,20 +354,20 @@ describe('cqp replay', () => {
     const dir = join(root, 'readme');
     const pipelines = fileURLToPath(new URL('../../pipelines/', import.meta.url));
     for (const f of ['ice-creams.yaml', 'ice-creams-v2.yaml', 'views']) cpSync(join(pipelines, f), join(dir, 'pipelines', f), { recursive: true });
-    const v1 = await runCli('cqp', ['run', 'pipelines/ice-creams.yaml'], { cwd: dir, env: { COUNT: '3000' } });
-    expect(v1.code, v1.stderr).toBe(0);
+    const v1 = await cqpAsync(['run', 'pipelines/ice-creams.yaml'], { cwd: dir, env: { COUNT: '3000' } });
+    expect(v1.status, v1.stderr).toBe(0);
     const r = await replay(['--log', 'pipelines/data/events.log', '--pipeline', 'pipelines/ice-creams-v2.yaml'], dir);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain('3,000 events read');
     const query = async (db: string, sql: string): Promise<unknown[]> => {
-      const q = await runCli('cqp', ['query', join(dir, 'pipelines/data', db), sql, '--json']);
-      expect(q.code, q.stderr).toBe(0);
+      const q = await cqpAsync(['query', join(dir, 'pipelines/data', db), sql, '--json']);
+      expect(q.status, q.stderr).toBe(0);
       return q.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as unknown);
     };
     const v1Sales = await query('views.db', 'SELECT product_id, units FROM sales ORDER BY product_id');
     expect(v1Sales.length).toBeGreaterThan(10);
     expect(await query('views-v2.db', 'SELECT product_id, units FROM sales_by_product ORDER BY product_id')).toEqual(v1Sales);
-    const cat = await runCli('cqp', ['log', 'cat', join(dir, 'pipelines/data/events.log')]);
+    const cat = await cqpAsync(['log', 'cat', join(dir, 'pipelines/data/events.log')]);
     const events = cat.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as DemoEvent);
     const made = new Set(events.filter((e) => e.header.eventName[0] === 'create.ice_cream').map((e) => e.header.rel.id));
     expect(await query('views-v2.db', 'SELECT count(*) AS n FROM ice_creams_ever')).toEqual([{ n: made.size }]);
@@ -395,7 +376,7 @@ describe('cqp replay', () => {
   it('refuses a log sink that writes the log being replayed', async () => {
     const p = pipelineIn('own-log', `  - { name: log, type: log, path: ../e.log }\n`);
     const r = await replay(['--log', 'e.log', '--pipeline', p.file]);
-    expect(r.code).toBe(2);
+    expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/sink log writes the log being replayed/);
   });
 });

@@ -1,23 +1,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline } from '../helpers/run.js';
+import { runPipeline, type RunningPipeline } from '../helpers/pipeline.js';
 
 // A component that refuses its configuration at start is not a crash: restarting it cannot help.
 const BAD_VIEWS = 'views:\n  - table: t\n    key: header.rel.id\n    columns:\n      name: payload.name\n    on:\n      create.ice_cream: upsret\n';
 const GOOD_VIEWS = 'views:\n  - table: t\n    key: header.rel.id\n    columns:\n      name: payload.name\n    on:\n      create.ice_cream: upsert\n';
-
-const started: RunningPipeline[] = [];
-afterEach(async () => {
-  for (const p of started.splice(0)) {
-    if (p.exited() !== undefined) continue;
-    p.child.kill('SIGTERM');
-    setTimeout(() => p.child.kill('SIGTERM'), 100).unref();
-    await p.exit(60_000);
-  }
-});
 
 function setUp(pipeline: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'cqp-config-error-'));
@@ -29,9 +19,7 @@ function setUp(pipeline: string): string {
 }
 
 function run(file: string): RunningPipeline {
-  const p = runPipeline(file);
-  started.push(p);
-  return p;
+  return runPipeline(file, { metrics: true });
 }
 
 // An endless source: without the fix, the run would go on restarting the component.
@@ -48,7 +36,7 @@ describe('cqp run with a configuration error found by a component at start', () 
   for (const [what, pipeline, reason] of cases) {
     it(`stops with exit 2 and the reason, without restarts: ${what}`, async () => {
       const p = run(setUp(pipeline));
-      expect(await p.exit(120_000), p.stderr()).toBe(2);
+      expect(await p.exitWithin(120_000), p.stderr()).toBe(2);
       expect(p.stderr()).toMatch(reason);
       expect(p.stderr()).not.toMatch(/restarting/);
     }, 150_000);

@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, collect, runCli } from '../helpers/cli.js';
+import { BIN, collect, cqpAsync } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline } from '../helpers/run.js';
+import { runPipeline, type RunningPipeline } from '../helpers/pipeline.js';
 
 const dirs: string[] = [];
 const running: RunningPipeline[] = [];
@@ -38,7 +38,7 @@ sinks:
   - { name: out, type: file, path: out.ndjson }
 `,
     );
-    const p = runPipeline(join(dir, 'p.yaml'));
+    const p = runPipeline(join(dir, 'p.yaml'), { metrics: true });
     running.push(p);
     const byName = await eventually(
       async () => {
@@ -57,7 +57,7 @@ sinks:
     const errors = (stage: string): number => Number(new RegExp(`^cqp_stage_errors_total\\{stage="${stage}"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
     expect([errors('skipper'), errors('lettered'), errors('talker')]).toEqual([BAD, BAD, 0]);
     p.child.kill('SIGTERM');
-    expect(await p.exit(30_000)).toBe(0);
+    expect(await p.exitWithin(30_000)).toBe(0);
   });
 
   it('a sink reading the log reports the events its error policy skipped with its progress', async () => {
@@ -66,14 +66,14 @@ sinks:
     // An event without the key its view needs is one the views sink rejects.
     writeFileSync(join(dir, 'v.yaml'), 'views:\n  - table: t\n    key: id\n    type: kind\n    columns:\n      v: v\n    on:\n      x: upsert\n');
     const lines = [...Array.from({ length: BAD }, (_, i) => JSON.stringify({ kind: 'x', v: i })), ...Array.from({ length: GOOD }, (_, i) => JSON.stringify({ kind: 'x', id: i, v: i }))];
-    const log = await runCli('sink', ['log', '--path', 'events.log'], { cwd: dir, input: `${lines.join('\n')}\n` });
-    expect(log.code, log.stderr).toBe(0);
+    const log = await cqpAsync(['log', '--path', 'events.log'], { bin: 'sink', cwd: dir, input: `${lines.join('\n')}\n` });
+    expect(log.status, log.stderr).toBe(0);
     // Its reports come on the pipe a supervisor would read (CQP_READY_FD).
     const reports: Buffer[] = [];
     const sqlite = spawn(process.execPath, [BIN.sink, 'sqlite', '--db', 'v.db', '--views', 'v.yaml', '--read-log', 'events.log', '--on-error', 'skip'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, CQP_READY_FD: '3' } });
     sqlite.stdio[3]?.on('data', (d: Buffer) => reports.push(d));
     const done = await collect(sqlite);
-    expect(done.code, done.stderr).toBe(0);
+    expect(done.status, done.stderr).toBe(0);
     const last = JSON.parse(Buffer.concat(reports).toString('utf8').trimEnd().split('\n').at(-1) as string) as Record<string, unknown>;
     expect(last).toMatchObject({ cqp: 'progress', in: BAD + GOOD, errors: BAD });
   });

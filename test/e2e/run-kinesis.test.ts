@@ -1,26 +1,19 @@
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ListShardsCommand, SplitShardCommand } from '@aws-sdk/client-kinesis';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cqp, cqpAsync } from '../helpers/cli.js';
+import { eventually, GiveUp } from '../helpers/eventually.js';
+import { runPipeline, type RunningPipeline } from '../helpers/pipeline.js';
+import { describeProcesses, descendants } from '../helpers/processes.js';
 import { createStream, putRecords, startKinesalite, waitActive, type Kinesalite } from '../helpers/kinesalite.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CQP = join(ROOT, 'bin/cqp.js');
 const STREAM = 'orders';
 const EVENTS = 50_000;
 const KEYS = 200;
 
-interface Running {
-  child: ChildProcess;
-  stderr: () => string;
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const running: ChildProcess[] = [];
 let k: Kinesalite;
 /** Set when the test is over, so a putter left behind by a failure stops. */
 let over = false;
@@ -31,59 +24,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   over = true;
-  for (const child of running.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    // A second signal makes the supervisor kill every stage.
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGTERM'), 100);
-    await exited;
-  }
   await k?.close();
 });
-
-function cqp(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CQP, ...args], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function run(file: string): Running {
-  const child = spawn(process.execPath, [CQP, 'run', file], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-  running.push(child);
-  let err = '';
-  child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
-  child.stdout?.resume();
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return { child, stderr: () => err, exit };
-}
-
-/** Every process below `pid` (stages spawned detached, in process groups of their own, included). */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // The command name may hold spaces and parentheses: the fields after its last ')' are fixed.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const list = children.get(ppid) ?? [];
-    list.push(Number(entry));
-    children.set(ppid, list);
-  }
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length > 0) {
-    for (const c of children.get(todo.pop() as number) ?? []) {
-      out.push(c);
-      todo.push(c);
-    }
-  }
-  return out;
-}
 
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -94,7 +36,7 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 }
 
 /** A machine crash: the supervisor and every process it started die at once, none of them flushing anything. */
-async function crash(p: Running): Promise<number> {
+async function crash(p: RunningPipeline): Promise<number> {
   const root = p.child.pid as number;
   // Freeze the whole tree first, so no process sees another die (an EOF would let a sink flush and exit cleanly).
   signal(root, 'SIGSTOP');
@@ -103,31 +45,28 @@ async function crash(p: Running): Promise<number> {
   tree = descendants(root);
   for (const pid of tree) signal(pid, 'SIGSTOP');
   for (const pid of [root, ...tree]) signal(pid, 'SIGKILL');
-  const exit = await p.exit;
-  expect(exit.signal).toBe('SIGKILL');
+  await p.exit;
+  expect(p.child.signalCode).toBe('SIGKILL');
   // Wait until every one of them is gone (a stage still holding the log's lock would refuse the restart).
-  for (;;) {
-    const alive = tree.filter((pid) => {
+  const running = (): number[] =>
+    tree.filter((pid) => {
       try {
         return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
       } catch {
         return false;
       }
     });
-    if (alive.length === 0) return tree.length;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await eventually(() => running().length === 0, { everyMs: 20, what: () => `the killed processes to be gone; left:\n${describeProcesses(running())}` });
+  return tree.length;
 }
 
 /** `cqp log stat`, run without blocking the event loop kinesalite shares with this test. */
 function logStat(log: string): Promise<{ records: number; sources: string[] }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CQP, 'log', 'stat', log], { encoding: 'utf8' }, (error, stdout) => {
-      // Before the log exists there is nothing in it.
-      if (error) return resolve({ records: 0, sources: [] });
-      const sources = [...stdout.matchAll(/(kinesis:\S+):/g)].map((m) => m[1] as string);
-      resolve({ records: Number(/^records\s+(\d+)/m.exec(stdout)?.[1] ?? 0), sources });
-    });
+  return cqpAsync(['log', 'stat', log]).then(({ status, stdout }) => {
+    // Before the log exists there is nothing in it.
+    if (status !== 0) return { records: 0, sources: [] };
+    const sources = [...stdout.matchAll(/(kinesis:\S+):/g)].map((m) => m[1] as string);
+    return { records: Number(/^records\s+(\d+)/m.exec(stdout)?.[1] ?? 0), sources };
   });
 }
 
@@ -135,13 +74,16 @@ async function logCount(log: string): Promise<number> {
   return (await logStat(log)).records;
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, p?: Running): Promise<void> {
-  const deadline = Date.now() + 45_000;
-  while (!(await check())) {
-    if (p && p.child.exitCode !== null) throw new Error(`cqp run exited while waiting for ${what}:\n${p.stderr()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${p ? `:\n${p.stderr()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+/** Waits for `check`, failing at once when the run has exited. */
+function until(what: string, check: () => boolean | Promise<boolean>, p?: RunningPipeline): Promise<boolean> {
+  return eventually(
+    async () => {
+      if (await check()) return true;
+      if (p && p.exited() !== undefined) throw new GiveUp(`cqp run exited while waiting for ${what}:\n${p.stderr()}`);
+      return false;
+    },
+    { timeoutMs: 45_000, everyMs: 200, what: () => `${what}${p ? `; stderr:\n${p.stderr()}` : ''}` },
+  );
 }
 
 /**
@@ -211,7 +153,7 @@ sinks:
     const first = Math.floor(all.length / 5);
     await putRecords(k.client, STREAM, all.slice(0, first));
 
-    const p1 = run(file);
+    const p1 = runPipeline(file);
     await until('the first events in the log', async () => (await logCount(log)) > 2000, p1);
 
     // The rest, in PutRecords calls of 500, at most LEAD events ahead of the log (so records still
@@ -252,7 +194,7 @@ sinks:
     expect(progress.done).toBe(false);
     expect(atCrash).toBeLessThan(EVENTS);
 
-    const p2 = run(file);
+    const p2 = runPipeline(file);
     await putter;
     expect(progress.split).toBe(2);
     expect((await openShards()).length).toBe(6);
@@ -260,7 +202,7 @@ sinks:
     // Whatever is still in flight would show up now as a repeat.
     await new Promise((r) => setTimeout(r, 500));
     p2.child.kill('SIGTERM');
-    const exit = await p2.exit;
+    const exit = { code: await p2.exit, signal: p2.child.signalCode };
     expect(exit, p2.stderr()).toEqual({ code: 0, signal: null });
     expect(p2.stderr()).not.toMatch(/exited unexpectedly|refused/);
     // The restart resumed each shard where the log stopped, not at the trim horizon: at most one

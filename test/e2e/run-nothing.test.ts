@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { collect, spawnCli } from '../helpers/cli.js';
-import { eventually, runPipeline, tmpDir } from '../helpers/pipeline.js';
+import { eventually } from '../helpers/eventually.js';
+import { runPipeline, tmpDir } from '../helpers/pipeline.js';
 
 // `cqp run` says when nothing happens, and why: a second run of a finite source, a log another writer holds.
 
@@ -33,7 +34,7 @@ describe('cqp run when nothing happens', () => {
     const holder = spawnCli('sink', ['log', '--path', join(dir, 'data/events.log')]);
     const held = collect(holder);
     holder.stdin?.write('{"a":1}\n');
-    await eventually(() => existsSync(join(dir, 'data/events.log.lock')), { what: 'the first writer to take the lock' });
+    await eventually(() => existsSync(join(dir, 'data/events.log.lock')), { timeoutMs: 60_000, what: 'the first writer to take the lock' });
     const run = runPipeline(pipeline(dir, 0));
     expect(await run.exit, run.stderr()).toBe(1);
     expect(run.stderr()).toContain(`events.log is locked by another writer (pid ${holder.pid})`);
@@ -41,7 +42,7 @@ describe('cqp run when nothing happens', () => {
     expect(run.stderr()).not.toMatch(/restarting it|starting it again/);
     expect(run.stderr()).toMatch(/^ {2}failed: log: .*locked by another writer/m);
     holder.stdin?.end();
-    expect((await held).code).toBe(0);
+    expect((await held).status).toBe(0);
   }, 120_000);
 
   it('a second cqp run of a running pipeline stops at once, restarting neither its log nor its views', async () => {
@@ -49,7 +50,7 @@ describe('cqp run when nothing happens', () => {
     const file = join(dir, 'p.yaml');
     writeFileSync(file, `source: { type: demo, count: 0, rate: 200 }\nsinks:\n  - { name: log, type: log, path: data/events.log }\n  - { name: views, type: sqlite, db: data/views.db, views: ${VIEWS} }\n`);
     const first = runPipeline(file);
-    await eventually(() => first.stderr().includes('cqp: running'), { what: 'the first run to start' });
+    await eventually(() => first.stderr().includes('cqp: running'), { timeoutMs: 60_000, what: 'the first run to start' });
     const second = runPipeline(file);
     expect(await second.exit, second.stderr()).toBe(1);
     expect(second.stderr()).toMatch(/events\.log is locked by another writer \(pid \d+\)/);

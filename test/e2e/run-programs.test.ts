@@ -1,9 +1,11 @@
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { cqpSync as cqp, eventually, runPipeline as run, tmpDir as tmp } from '../helpers/pipeline.js';
+import { cqp } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
+import { runPipeline as run, tmpDir as tmp } from '../helpers/pipeline.js';
+import { alive, childrenOf } from '../helpers/processes.js';
 
 // `run:` programs under `cqp run`: exactly-once around them, and the blame for what they write.
 const FIXTURES = fileURLToPath(new URL('../fixtures/run', import.meta.url));
@@ -37,21 +39,6 @@ function partsOf(lines: string[]): string[] {
 /** How many records the log holds (0 before it exists). */
 function logged(log: string): number {
   return Number(/^records\s+(\d+)/m.exec(cqp(['log', 'stat', log]).stdout)?.[1] ?? 0);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Pids of the processes whose parent is `pid`. */
-function childrenOf(pid: number): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
 }
 
 describe('cqp run with run: programs', () => {
@@ -93,14 +80,14 @@ sinks:
     );
     const log = join(dir, 'events.log');
     const first = run(file);
-    await eventually(() => /cqp: running/.test(first.stderr()), { what: 'the pipeline to start' });
+    await eventually(() => /cqp: running/.test(first.stderr()), { timeoutMs: 60_000, what: 'the pipeline to start' });
     const stagePids = childrenOf(first.child.pid as number);
     expect(stagePids.length).toBeGreaterThanOrEqual(3);
-    await eventually(() => logged(log) > 3000, { what: 'more than 3000 events in the log' });
+    await eventually(() => logged(log) > 3000, { timeoutMs: 60_000, what: 'more than 3000 events in the log' });
     first.child.kill('SIGKILL');
     await first.exit;
     // Its stages see their input end and exit on their own; the log's writer lock goes with the sink.
-    await eventually(() => stagePids.every((pid) => !alive(pid)), { what: 'the stages of the killed supervisor to exit' });
+    await eventually(() => stagePids.every((pid) => !alive(pid)), { timeoutMs: 60_000, what: 'the stages of the killed supervisor to exit' });
     const partial = logLines(log).length;
     expect(partial).toBeLessThan(expectedParts(COUNT).length);
     const second = run(file);
@@ -113,7 +100,7 @@ sinks:
   it('replays a log through such a program into a new log: every event once', () => {
     const dir = tmp();
     const source = join(dir, 'source.log');
-    const sink = cqp(['sink', 'log', '--path', source], cqp(['source', 'demo', '--count', '300']).stdout);
+    const sink = cqp(['sink', 'log', '--path', source], { input: cqp(['source', 'demo', '--count', '300']).stdout });
     expect(sink.status, sink.stderr).toBe(0);
     const file = join(dir, 'v2.yaml');
     writeFileSync(

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline } from '../helpers/run.js';
+import { runPipeline, type RunningPipeline } from '../helpers/pipeline.js';
 
 const dirs: string[] = [];
 const running: RunningPipeline[] = [];
@@ -20,7 +20,7 @@ describe('cqp run: a sink that crashes', () => {
     dirs.push(dir);
     const file = join(dir, 'p.yaml');
     writeFileSync(file, 'source: { type: demo, count: 0 }\nstages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: out, type: file, path: out.ndjson }\n');
-    const p = runPipeline(file);
+    const p = runPipeline(file, { metrics: true });
     running.push(p);
     const first = await eventually(async () => (await p.stages()).find((s) => s.name === 'out' && s.in > 0 && s.pid !== null), { what: 'the sink to read events' });
     process.kill(first.pid as number, 'SIGKILL');
@@ -29,7 +29,7 @@ describe('cqp run: a sink that crashes', () => {
     expect(again.pid).not.toBe(first.pid);
     expect(p.stderr()).not.toMatch(/\bm exited/);
     p.child.kill('SIGTERM');
-    expect(await p.exit(30_000)).toBe(0);
+    expect(await p.exitWithin(30_000)).toBe(0);
     expect(p.stderr().match(/restarting it/g)).toHaveLength(1);
   });
 });

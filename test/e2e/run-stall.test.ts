@@ -3,30 +3,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
-import { runPipeline, type RunningPipeline, type StageStatus } from '../helpers/run.js';
+import { runPipeline, type RunningPipeline, type StageStatus } from '../helpers/pipeline.js';
+import { alive } from '../helpers/processes.js';
 
 // A stage that stops answering (SIGSTOP, a hung loop) is shown as stalled, and it cannot hold a
 // shutdown forever: the drain has a limit, after which the supervisor names it and kills what is left.
-const runs: RunningPipeline[] = [];
 const stopped: number[] = [];
-afterEach(async () => {
+// Before the shared afterEach of pipeline.ts stops the run (hooks after a test run last-registered first).
+afterEach(() => {
   for (const pid of stopped.splice(0)) if (alive(pid)) process.kill(pid, 'SIGCONT');
-  for (const run of runs.splice(0)) {
-    if (run.exited() !== undefined) continue;
-    run.child.kill('SIGTERM');
-    setTimeout(() => run.child.kill('SIGTERM'), 200).unref();
-    await run.exit(30_000);
-  }
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** An endless pipeline: demo → a → b → a log. */
 function pipeline(): string {
@@ -46,9 +32,7 @@ sinks:
 }
 
 function start(args: string[]): RunningPipeline {
-  const run = runPipeline(pipeline(), args);
-  runs.push(run);
-  return run;
+  return runPipeline(pipeline(), { metrics: true, args });
 }
 
 async function stage(run: RunningPipeline, name: string): Promise<StageStatus> {
@@ -85,7 +69,7 @@ describe('a stage that stops answering', () => {
     process.kill(pid, 'SIGCONT');
     await eventually(async () => (await stage(run, 'b')).stalled === null, { timeoutMs: 30_000, what: 'stage b no longer stalled after SIGCONT' });
     run.child.kill('SIGTERM');
-    expect(await run.exit(60_000), run.stderr()).toBe(0);
+    expect(await run.exitWithin(60_000), run.stderr()).toBe(0);
   });
 
   test('holds the drain after SIGTERM only until --drain-timeout: it is named, everything left is killed, exit 1', async () => {
@@ -93,7 +77,7 @@ describe('a stage that stops answering', () => {
     const pid = await stopB(run);
     const pids = (await run.stages()).map((s) => s.pid).filter((p): p is number => p !== null);
     run.child.kill('SIGTERM');
-    expect(await run.exit(60_000)).toBe(1);
+    expect(await run.exitWithin(60_000)).toBe(1);
     expect(run.stderr()).toMatch(new RegExp(`the drain made no progress for 3 s: b \\(pid ${pid}\\) holds it`));
     await eventually(() => pids.every((p) => !alive(p)), { timeoutMs: 10_000, what: `every stage process gone (${pids.join(', ')})` });
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, runCli } from '../helpers/cli.js';
+import { BIN, cqpAsync } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 
 const VIEWS = fileURLToPath(new URL('../../pipelines/views/ice-creams.yaml', import.meta.url));
@@ -87,7 +87,7 @@ describe('stopping `npx cqp run` stops everything', () => {
     expect(said()).toMatch(/events in .* s/);
     expect(said()).not.toMatch(/killing/);
     // The log was closed cleanly: every record checks out, and a new writer may take it.
-    expect((await runCli('cqp', ['log', 'verify', join(dir, 'out/events.log')])).code).toBe(0);
+    expect((await cqpAsync(['log', 'verify', join(dir, 'out/events.log')])).status).toBe(0);
   });
 
   it.skipIf(!hasScript)('Ctrl-C on a terminal (skipped without `script`): the supervisor leads the drain and nothing is left', async () => {
@@ -105,6 +105,6 @@ describe('stopping `npx cqp run` stops everything', () => {
     expect(said()).toMatch(/events in .* s/);
     expect(said()).not.toMatch(/killing|failed:/);
     term.stdin?.end();
-    expect((await runCli('cqp', ['log', 'verify', join(dir, 'out/events.log')])).code).toBe(0);
+    expect((await cqpAsync(['log', 'verify', join(dir, 'out/events.log')])).status).toBe(0);
   });
 });

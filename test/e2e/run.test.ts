@@ -1,76 +1,15 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { cqp } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
+import { runPipeline, type StageStatus } from '../helpers/pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CQP = join(ROOT, 'bin/cqp.js');
 const VIEWS = join(ROOT, 'pipelines/views/ice-creams.yaml');
-
-interface Running {
-  child: ChildProcess;
-  stderr: () => string;
-  exit: Promise<number | null>;
-  /** Waits until stderr matches, failing with what stderr holds when the pipeline exits first. */
-  waitFor(pattern: RegExp): Promise<RegExpMatchArray>;
-  status(): Promise<{ stages: Array<{ name: string; pid: number; generation: number; in: number; out: number; errors: number }>; reloads: { ok: number; failed: number } }>;
-}
-
-const running: ChildProcess[] = [];
-afterEach(async () => {
-  for (const child of running.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    // A second signal makes the supervisor kill every stage (a SIGKILL would leave them running).
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGTERM'), 100);
-    await exited;
-  }
-});
-
-function cqp(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CQP, ...args], { encoding: 'utf8', input, maxBuffer: 1 << 28 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function run(file: string, env: NodeJS.ProcessEnv = {}): Running {
-  const child = spawn(process.execPath, [CQP, 'run', file, '--metrics', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  running.push(child);
-  let err = '';
-  child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
-  child.stdout?.resume();
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  let done = false;
-  void exit.then(() => (done = true));
-  const waitFor = async (pattern: RegExp): Promise<RegExpMatchArray> => {
-    for (;;) {
-      const m = err.match(pattern);
-      if (m) return m;
-      if (done) throw new Error(`cqp run exited before printing ${pattern}:\n${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  let address: string | undefined;
-  return {
-    child,
-    stderr: () => err,
-    exit,
-    waitFor,
-    async status() {
-      address ??= (await waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
-      const res = await fetch(`http://${address}/status`);
-      return (await res.json()) as Awaited<ReturnType<Running['status']>>;
-    },
-  };
-}
-
-async function until(check: () => Promise<boolean>): Promise<void> {
-  while (!(await check())) await new Promise((r) => setTimeout(r, 50));
-}
 
 function logEvents(log: string): Array<Record<string, unknown> & { header: { eventId: string } }> {
   const r = cqp(['log', 'cat', log]);
@@ -130,7 +69,7 @@ sinks:
   - { name: deletes, type: file, path: out/deletes.ndjson, where: "e.header.eventType[0] === 'delete'" }
 `,
     );
-    const p = run(file);
+    const p = runPipeline(file, { metrics: true });
     expect(await p.exit).toBe(0);
     expect(p.stderr()).toMatch(/3,000 events in .* s \([\d,]+\/s\)/);
     const events = logEvents(join(dir, 'out/events.log'));
@@ -140,14 +79,14 @@ sinks:
     expect(deletes.length).toBe(events.filter((e) => (e.header as unknown as { eventType: string[] }).eventType[0] === 'delete').length);
     const clean = join(dir, 'clean.db');
     const demo = cqp(['source', 'demo', '--count', '3000']);
-    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], demo.stdout).status).toBe(0);
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], { input: demo.stdout }).status).toBe(0);
     expect(dumpViews(join(dir, 'out/views.db'))).toEqual(dumpViews(clean));
   });
 
   it('reads its own stdin and writes the stdout sink to its own stdout', () => {
     const file = join(tmp(), 'p.yaml');
     writeFileSync(file, 'source: { type: stdin }\nstages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: out, type: stdout }\n');
-    const r = cqp(['run', file], '{"a":1}\n{"a":2}\n');
+    const r = cqp(['run', file], { input: '{"a":1}\n{"a":2}\n' });
     expect(r.status).toBe(0);
     expect(r.stdout).toBe('{"a":1,"m":1}\n{"a":2,"m":1}\n');
     expect(r.stderr).toMatch(/2 events in/);
@@ -156,17 +95,13 @@ sinks:
   it('stops quietly with exit 0 when its own stdout is closed (| head -1)', async () => {
     const file = join(tmp(), 'p.yaml');
     writeFileSync(file, 'source: { type: demo, count: 0 }\nstages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: out, type: stdout }\n');
-    const child = spawn(process.execPath, [CQP, 'run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    running.push(child);
-    let err = '';
-    child.stderr?.setEncoding('utf8').on('data', (t: string) => (err += t));
-    const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const first = await new Promise<string>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(d.toString('utf8'))));
-    child.stdout?.destroy();
-    expect(await exit).toBe(0);
+    const p = runPipeline(file);
+    const first = await new Promise<string>((resolve) => p.child.stdout?.once('data', (d: Buffer) => resolve(d.toString('utf8'))));
+    p.child.stdout?.destroy();
+    expect(await p.exit).toBe(0);
     expect((JSON.parse(first.split('\n')[0] as string) as { m: number }).m).toBe(1);
-    expect(err).toMatch(/out: stdout was closed; stopping the pipeline/);
-    expect(err).not.toMatch(/restarting|crashes|exited with/);
+    expect(p.stderr()).toMatch(/out: stdout was closed; stopping the pipeline/);
+    expect(p.stderr()).not.toMatch(/restarting|crashes|exited with/);
   });
 
   it('joins cqp stages by direct pipes: the supervisor reads none of the stream, and still counts it', async () => {
@@ -182,8 +117,8 @@ sinks:
   - { name: log, type: log, path: events.log }
 `,
     );
-    const p = run(file);
-    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) >= 60_000);
+    const p = runPipeline(file, { metrics: true });
+    await eventually(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) >= 60_000, { timeoutMs: 60_000, what: '60000 events into log' });
     // What the supervisor itself has read so far (files, pipes, sockets; its children's reads are added
     // only once they exit): with pumps it would have read the stream three times over (source → a → b → log).
     const read = Number(/rchar: (\d+)/.exec(readFileSync(`/proc/${p.child.pid}/io`, 'utf8'))?.[1]);
@@ -217,16 +152,16 @@ sinks:
     const write = (list: string[], extraSinks: string[] = []): void =>
       writeFileSync(file, `source: { type: demo, count: 0, rate: 25000 }\nstages:\n${list.join('\n')}\nsinks:\n${[...sinks, ...extraSinks].join('\n')}\n`);
     write([stages.tag, stages.keep, stages.drop, stages.x, stages.y]);
-    const p = run(file);
+    const p = runPipeline(file, { metrics: true });
     const logged = async (): Promise<number> => (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
     // Between two changes, let enough events through that each version handles some (more than the pipes hold).
     const flow = async (): Promise<void> => {
       const from = await logged();
-      await until(async () => (await logged()) > from + 8000);
+      await eventually(async () => (await logged()) > from + 8000, { timeoutMs: 60_000, what: `the log to hold more than ${from + 8000} records` });
     };
     await flow();
     const before = await p.status();
-    const pid = (name: string, s = before): number | undefined => s.stages.find((x) => x.name === name)?.pid;
+    const pid = (name: string, s = before): number | null | undefined => s.stages.find((x) => x.name === name)?.pid;
 
     const tag2 = stages.tag.replace('e.v1 = 1', 'e.v2 = 1');
     write([tag2, stages.keep, stages.drop, stages.x, stages.y]);
@@ -253,7 +188,7 @@ sinks:
     for (const name of ['source', 'keep', 'log', 'views']) expect(pid(name, after), name).toBe(pid(name));
     expect(after.stages.find((s) => s.name === 'keep')?.generation).toBe(1);
     expect(after.stages.find((s) => s.name === 'tag')?.generation).toBe(2);
-    await until(async () => (await logged()) >= MIN);
+    await eventually(async () => (await logged()) >= MIN, { timeoutMs: 60_000, what: `the log to hold ${MIN} records` });
     p.child.kill('SIGTERM');
 
     expect(await p.exit).toBe(0);
@@ -282,7 +217,7 @@ sinks:
     expect(copied.length).toBeGreaterThan(0);
     expect(copied.map((l) => (JSON.parse(l) as { header: { eventId: string } }).header.eventId)).toEqual(events.slice(-copied.length).map((e) => e.header.eventId));
     const clean = join(dir, 'clean.db');
-    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], { input: cqp(['source', 'demo', '--count', String(events.length)]).stdout }).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
   }, 120_000);
 
@@ -301,17 +236,17 @@ sinks:
 `,
       );
     write(20000, 'create');
-    const p = run(file);
+    const p = runPipeline(file, { metrics: true });
     const logged = async (): Promise<number> => (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
-    await until(async () => (await logged()) > 8000);
+    await eventually(async () => (await logged()) > 8000, { timeoutMs: 60_000, what: 'the log to hold more than 8000 records' });
     write(15000, 'create');
     await p.waitFor(/reload #1: ~source/);
     const at = await logged();
-    await until(async () => (await logged()) > at + 8000);
+    await eventually(async () => (await logged()) > at + 8000, { timeoutMs: 60_000, what: `the log to hold more than ${at + 8000} records` });
     write(15000, 'delete');
     await p.waitFor(/reload #2: ~picked/);
     const at2 = await logged();
-    await until(async () => (await logged()) > at2 + 8000);
+    await eventually(async () => (await logged()) > at2 + 8000, { timeoutMs: 60_000, what: `the log to hold more than ${at2 + 8000} records` });
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
     const events = logEvents(join(dir, 'events.log'));
@@ -343,15 +278,15 @@ sinks:
   - { name: views, type: sqlite, db: out/views.db, views: ${VIEWS} }
 `,
     );
-    const crash = run(file);
-    const stage = async (name: string): Promise<{ pid: number; generation: number; in: number }> => {
+    const crash = runPipeline(file, { metrics: true });
+    const stage = async (name: string): Promise<StageStatus> => {
       const s = (await crash.status()).stages.find((x) => x.name === name);
       if (!s) throw new Error(`no stage ${name} in /status`);
       return s;
     };
     await eventually(async () => (await stage('log')).in > 8000, { timeoutMs: 60_000, what: 'the log to hold 8000 events' });
     const victim = await stage('middle');
-    process.kill(victim.pid, 'SIGKILL');
+    process.kill(victim.pid as number, 'SIGKILL');
     await crash.waitFor(/middle exited unexpectedly \(signal SIGKILL\)/);
     const logged = (await stage('log')).in;
     await eventually(async () => (await stage('middle')).generation === 2 && (await stage('log')).in > logged + 5000, {
@@ -385,8 +320,8 @@ sinks:
   - { name: views, type: sqlite, db: views.db, views: ${VIEWS} }
 `,
     );
-    const p = run(file);
-    const views = async (): Promise<{ pid: number; generation: number; in: number }> => {
+    const p = runPipeline(file, { metrics: true });
+    const views = async (): Promise<StageStatus> => {
       const s = (await p.status()).stages.find((x) => x.name === 'views');
       if (!s) throw new Error('no sink views in /status');
       return s;
@@ -395,7 +330,7 @@ sinks:
     // fifth kill the stop below comes while the view is down, waiting to be restarted.
     for (let kill = 1; kill <= 5; kill++) {
       await eventually(async () => (await views()).generation === kill, { timeoutMs: 60_000, what: `generation ${kill} of the view` });
-      process.kill((await views()).pid, 'SIGKILL');
+      process.kill((await views()).pid as number, 'SIGKILL');
       await eventually(() => (p.stderr().match(/views exited unexpectedly/g) ?? []).length === kill, { timeoutMs: 60_000, what: `the supervisor to see kill ${kill}` });
     }
     p.child.kill('SIGTERM');
@@ -423,8 +358,8 @@ sinks:
   - { name: views, type: sqlite, db: views.db, views: ${VIEWS} }
 `,
     );
-    const p = run(file);
-    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 5000);
+    const p = runPipeline(file, { metrics: true });
+    await eventually(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 5000, { timeoutMs: 60_000, what: 'more than 5000 events into log' });
     const address = (await p.waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
     const metrics = await (await fetch(`http://${address}/metrics`)).text();
     expect(metrics).toMatch(/^cqp_stage_events_in_total\{stage="log"\} [1-9]\d*$/m);
@@ -435,7 +370,7 @@ sinks:
     expect(events.length).toBeGreaterThan(5000);
     expect(events.map((e) => e.header.eventId)).toEqual(demoIds(events.length));
     const clean = join(dir, 'clean.db');
-    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], cqp(['source', 'demo', '--count', String(events.length)]).stdout).status).toBe(0);
+    expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS], { input: cqp(['source', 'demo', '--count', String(events.length)]).stdout }).status).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(clean));
   });
 
@@ -451,7 +386,7 @@ sinks:
   - { name: out, type: file, path: out.ndjson }
 `,
     );
-    const p = run(file);
+    const p = runPipeline(file, { metrics: true });
     expect(await p.exit).toBe(1);
     expect(p.stderr()).toMatch(/flaky exited unexpectedly \(code 3\); restarting it/);
     expect(p.stderr()).toMatch(/6 crashes within 60 s \(last: flaky\); stopping the pipeline/);
@@ -466,14 +401,14 @@ sinks:
     // Every process starts 700 ms late, as on a loaded machine: longer than any fixed grace period.
     const slow = join(dir, 'slow-start.cjs');
     writeFileSync(slow, 'const end = Date.now() + 700;\nwhile (Date.now() < end);\n');
-    const p = run(file, { NODE_OPTIONS: `--require ${slow}` });
-    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 500);
+    const p = runPipeline(file, { metrics: true, env: { NODE_OPTIONS: `--require ${slow}` } });
+    await eventually(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > 500, { timeoutMs: 60_000, what: 'more than 500 events into log' });
     const before = (await p.status()).stages.find((s) => s.name === 'tag');
     // A bad expression is only found when the new process compiles it; the swap waits for its ready signal.
     writeFileSync(file, yaml('e.v = = 2'));
     await p.waitFor(/reload #1 refused: tag: exited at once \(code 2\)/);
     const seen = (await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0;
-    await until(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > seen + 500);
+    await eventually(async () => ((await p.status()).stages.find((s) => s.name === 'log')?.in ?? 0) > seen + 500, { timeoutMs: 60_000, what: `more than ${seen + 500} events into log` });
     const after = await p.status();
     expect(after.stages.find((s) => s.name === 'tag')?.pid).toBe(before?.pid);
     expect(after.reloads).toEqual({ ok: 0, failed: 1 });

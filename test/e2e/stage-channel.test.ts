@@ -4,14 +4,12 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../log/helpers.js';
-import { BIN } from '../helpers/cli.js';
+import { BIN, cqp, shellCommand as cli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 
 // A stage started by a supervisor that is already gone (killed -9 while its stages start): it must
 // see that at once, stop by itself, and never write into a file descriptor it no longer owns.
 const VIEWS = join(import.meta.dirname, '../../pipelines/views/ice-creams.yaml');
-const node = JSON.stringify(process.execPath);
-const cli = (bin: keyof typeof BIN, args: string): string => `${node} ${JSON.stringify(BIN[bin])} ${args}`;
 
 const started: ChildProcess[] = [];
 afterEach(() => {
@@ -83,7 +81,7 @@ describe('a stage whose supervisor is already gone when it starts', () => {
     const ended = await eventually(run.exit, { timeoutMs: 20_000, what: 'the following sink to stop after its supervisor was gone' });
     expect(ended, run.stderr()).toEqual({ code: 0, signal: null });
     // What it wrote is events of the log, in order, and nothing else.
-    const log = sh(cli('cqp', 'log cat events.log'), dir).stdout.trimEnd().split('\n');
+    const log = cqp(['log', 'cat', 'events.log'], { cwd: dir }).stdout.trimEnd().split('\n');
     const out = readFileSync(join(dir, 'out.ndjson'), 'utf8');
     const lines = out === '' ? [] : out.trimEnd().split('\n');
     expect(lines).toEqual(log.slice(0, lines.length));
@@ -101,7 +99,7 @@ describe('a stage whose supervisor is already gone when it starts', () => {
     const run = track(child);
     const ended = await eventually(run.exit, { timeoutMs: 30_000, what: 'the log sink to end' });
     expect(ended, run.stderr()).toEqual({ code: 0, signal: null });
-    const verify = sh(cli('cqp', 'log verify copy.log'), dir);
+    const verify = cqp(['log', 'verify', 'copy.log'], { cwd: dir });
     expect(verify.status, verify.stdout + verify.stderr).toBe(0);
   });
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { eventually, GiveUp } from '../helpers/eventually.js';
 import { CqpError } from '../../src/core/errors.js';
 import type { ErrorMode } from '../../src/core/policy.js';
 import { parseOptions } from '../../src/core/options.js';
@@ -57,14 +58,12 @@ function start(raw: Record<string, unknown>, run: RunOptions = {}): Run {
   const lines: string[] = [];
   const warnings: string[] = [];
   let partial = '';
-  let waiters: Array<() => void> = [];
   const output = new Writable({
     write(chunk: Buffer, _enc, cb) {
       const text = partial + chunk.toString('utf8');
       const parts = text.split('\n');
       partial = parts.pop() ?? '';
       lines.push(...parts);
-      for (const w of waiters) w();
       cb();
     },
   });
@@ -75,23 +74,24 @@ function start(raw: Record<string, unknown>, run: RunOptions = {}): Run {
     { onError: run.onError ?? 'fail', deadLetter: run.deadLetter, maxLineBytes: run.maxLineBytes ?? 16 * 1024 * 1024, resume: run.resume },
     { input: process.stdin, output, warn: (m) => warnings.push(m), signal: controller.signal, cwd: process.cwd() },
   );
-  const ended = done.then(
-    () => 'ended' as const,
-    () => 'ended' as const,
+  let ended = false;
+  void done.then(
+    () => (ended = true),
+    () => (ended = true),
   );
   return {
     lines,
     warnings,
     done,
     async waitFor(n) {
-      const deadline = Date.now() + 10_000;
-      while (lines.length < n) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${n} lines; got ${lines.length}: ${lines.join(' | ')}`);
-        const more = new Promise<void>((resolve) => waiters.push(resolve));
-        const r = await Promise.race([more, sleep(50), ended]);
-        waiters = [];
-        if (r === 'ended' && lines.length < n) throw new Error(`source ended with ${lines.length} lines, expected ${n}`);
-      }
+      await eventually(
+        () => {
+          if (lines.length >= n) return true;
+          if (ended) throw new GiveUp(`source ended with ${lines.length} lines, expected ${n}`);
+          return false;
+        },
+        { timeoutMs: 10_000, everyMs: 5, what: () => `${n} lines; got ${lines.length}: ${lines.join(' | ')}` },
+      );
     },
     async stop() {
       controller.abort();

@@ -3,12 +3,13 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
+import { BIN } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 import { splitStamp } from '../../src/core/position.js';
 import { seededRandom } from '../../src/core/random.js';
 
-const CLI = resolve(import.meta.dirname, '../../bin/cqp-source.js');
 
 // A failure names its seed: CQP_FOLLOW_SEED=<seed> replays it, and CQP_FOLLOW_TRACE=<file> saves the
 // writer's steps and the output there.
@@ -59,11 +60,7 @@ class Output {
 
   /** Waits until `text` has been printed (fails after 15 s). */
   async waitFor(text: string): Promise<void> {
-    const deadline = Date.now() + 15_000;
-    while (!this.has(text)) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${text}\nstderr:\n${this.stderr.join('')}`);
-      await sleep(5);
-    }
+    await eventually(() => this.has(text), { timeoutMs: 15_000, everyMs: 5, what: () => `${text} to be printed; stderr:\n${this.stderr.join('')}` });
   }
 
 }
@@ -89,7 +86,7 @@ it('keeps every line exactly once across SIGKILLs, rotations of both kinds, trun
   const trace: string[] = [];
   const startSource = (): void => {
     trace.push(`start (segment ${segments.length - 1}, out ${output.lines.length})`);
-    child = spawn(process.execPath, [CLI, 'file', '--path', path, '--follow', '--checkpoint', checkpoint, '--poll-ms', '20'], {
+    child = spawn(process.execPath, [BIN.source, 'file', '--path', path, '--follow', '--checkpoint', checkpoint, '--poll-ms', '20'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);

@@ -1,5 +1,10 @@
+/**
+ * Running one of cqp's commands to its end, as a user would: `cqp(args)` waits for it (spawnSync),
+ * `cqpAsync(args)` lets the test go on meanwhile. `bin` picks another entry point than `cqp`
+ * (`cqp-filter`, `cqp-source`, `cqp-sink`). A `cqp run` that a test drives while it runs is in pipeline.ts.
+ */
 import { readFileSync } from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /** The built entry points the tests spawn, as a user would run them. */
@@ -10,23 +15,52 @@ export const BIN = {
   sink: fileURLToPath(new URL('../../bin/cqp-sink.js', import.meta.url)),
 } as const;
 
+export type Bin = keyof typeof BIN;
+
+export interface CliOptions {
+  /** The entry point; `cqp` unless given. */
+  bin?: Bin;
+  input?: string | Buffer;
+  cwd?: string;
+  /** Added to this process's environment. */
+  env?: NodeJS.ProcessEnv;
+}
+
 export interface CliResult {
-  code: number | null;
+  /** The exit code (null when a signal ended it). */
+  status: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
 
-/** Runs one of cqp's bins with `input` on stdin and collects what it printed. */
-export function runCli(bin: keyof typeof BIN, args: string[], options: { input?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  const child = spawnCli(bin, args, options);
-  if (options.input !== undefined) child.stdin?.end(options.input);
-  else child.stdin?.end();
+/** The shell words that run an entry point, for tests that build pipelines with `|`. */
+export function shellCommand(bin: Bin, args: string): string {
+  return `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN[bin])} ${args}`;
+}
+
+/** Runs `cqp ARGS` (or another entry point) to its end, with `input` on its stdin. */
+export function cqp(args: string[], options: CliOptions = {}): CliResult {
+  const r = spawnSync(process.execPath, [BIN[options.bin ?? 'cqp'], ...args], {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env },
+    input: options.input,
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+  });
+  if (r.error) throw r.error;
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `cqp` without blocking this process: the test's own servers and timers keep running meanwhile. */
+export function cqpAsync(args: string[], options: CliOptions = {}): Promise<CliResult> {
+  const child = spawnCli(options.bin ?? 'cqp', args, options);
+  child.stdin?.end(options.input);
   return collect(child);
 }
 
-/** Spawns one of cqp's bins with piped stdio. */
-export function spawnCli(bin: keyof typeof BIN, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+/** Spawns one of cqp's bins with piped stdio, for a test that drives it while it runs. */
+export function spawnCli(bin: Bin, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
   const child = spawn(process.execPath, [BIN[bin], ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
   child.stdin?.on('error', () => undefined);
   return child;
@@ -40,7 +74,7 @@ export function collect(child: ChildProcess): Promise<CliResult> {
   child.stderr?.on('data', (d: Buffer) => err.push(d));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
+    child.on('close', (status, signal) => resolve({ status, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
   });
 }
 

@@ -1,8 +1,12 @@
+/** Thrown by an `eventually` check that knows it can never pass (the process it waits on has exited): fails at once. */
+export class GiveUp extends Error {}
+
 /**
  * Polls `check` until it returns a value other than false/undefined, or fails after `timeoutMs` with
- * `what` (and the last error `check` threw). Tests wait for events with it, never with bare sleeps.
+ * `what` (and the last error `check` threw), well before the test's own timeout would end it without a
+ * word. Tests wait for events with it, never with bare sleeps.
  */
-export async function eventually<T>(check: () => T | false | undefined | Promise<T | false | undefined>, options: { timeoutMs?: number; what: string | (() => string); everyMs?: number }): Promise<T> {
+export async function eventually<T>(check: () => T | false | undefined | Promise<T | false | undefined>, options: { timeoutMs?: number | undefined; what: string | (() => string); everyMs?: number }): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -11,6 +15,7 @@ export async function eventually<T>(check: () => T | false | undefined | Promise
       const value = await check();
       if (value !== false && value !== undefined) return value;
     } catch (error) {
+      if (error instanceof GiveUp) throw error;
       last = error;
     }
     if (Date.now() > deadline) {

@@ -11,6 +11,7 @@ import { createKinesisClient } from '../../src/kinesis/client.js';
 import { createPolicy, type ErrorMode } from '../../src/core/policy.js';
 import { advance, splitStamp, type PositionMap } from '../../src/core/position.js';
 import kinesisSource from '../../src/sources/kinesis.js';
+import { eventually } from './eventually.js';
 
 const require = createRequire(import.meta.url);
 
@@ -170,12 +171,10 @@ export async function createStream(client: KinesisClient, name: string, shards: 
 
 /** Waits until a stream is ACTIVE (after create, split or merge). */
 export async function waitActive(client: KinesisClient, name: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const out = await client.send(new DescribeStreamSummaryCommand({ StreamName: name }));
-    if (out.StreamDescriptionSummary?.StreamStatus === 'ACTIVE') return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`stream ${name} did not become ACTIVE`);
+  await eventually(async () => (await client.send(new DescribeStreamSummaryCommand({ StreamName: name }))).StreamDescriptionSummary?.StreamStatus === 'ACTIVE', {
+    everyMs: 10,
+    what: `stream ${name} to become ACTIVE`,
+  });
 }
 
 /** Puts records (key + text) in PutRecords calls of ≤ 500, in order; throws when any record fails. */

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { eventually } from '../helpers/eventually.js';
 import { ListShardsCommand, MergeShardsCommand, type Shard, SplitShardCommand } from '@aws-sdk/client-kinesis';
 import { compareN } from '../../src/core/position.js';
 import { CqpError } from '../../src/core/errors.js';
@@ -95,7 +96,7 @@ describe('cqp-source kinesis', () => {
     // can take longer than any short idle time, and the reader would end before the records arrive).
     const run = readWithSource({ stream: 'latest', endpoint: k.endpoint, pollMs: 20, maxIdleMs: 60_000, start: 'latest' }, { stopWhen: (lines) => lines.length >= 300 });
     // Once both shards have been read from, the reader holds its LATEST iterators: put the new records.
-    while ((k.calls.get('GetRecords') ?? 0) < before + 2) await new Promise((r) => setTimeout(r, 5));
+    await eventually(() => (k.calls.get('GetRecords') ?? 0) >= before + 2, { everyMs: 5, what: 'the reader to call GetRecords on both shards' });
     await putRecords(k.client, 'latest', events(500, 800, 10));
     const { lines } = await run;
     expectEachOnceInKeyOrder(

@@ -1,14 +1,10 @@
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { encodeHeader, encodeRecord, recordSize } from '../../src/log/format.js';
-import { BIN } from '../helpers/cli.js';
+import { cqp } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
-function run(bin: keyof typeof BIN, args: string[], cwd: string): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [BIN[bin], ...args], { cwd, encoding: 'utf8' });
-}
 
 // Ten records appended one minute apart from 2024-05-30T08:00Z, so that seq and time bounds compare.
 const T0 = Date.parse('2024-05-30T08:00:00Z');
@@ -56,7 +52,7 @@ describe('--from and --until', () => {
   test.each(REFUSED)('cqp log cat $args is refused with exit 2', ({ args, says }) => {
     const dir = tempDir();
     tenMinuteLog(dir);
-    const r = run('cqp', ['log', 'cat', 'events.log', ...args], dir);
+    const r = cqp(['log', 'cat', 'events.log', ...args], { cwd: dir });
     expect(r.status, r.stderr).toBe(2);
     expect(r.stderr).toMatch(says);
     expect(r.stdout).toBe('');
@@ -65,7 +61,7 @@ describe('--from and --until', () => {
   test.each(ACCEPTED)('cqp log cat $args selects $seqs', ({ args, seqs }) => {
     const dir = tempDir();
     tenMinuteLog(dir);
-    const r = run('cqp', ['log', 'cat', 'events.log', ...args], dir);
+    const r = cqp(['log', 'cat', 'events.log', ...args], { cwd: dir });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { n: number }).n)).toEqual(seqs);
   });
@@ -73,11 +69,11 @@ describe('--from and --until', () => {
   test.each(REFUSED)('cqp-source log and a --read-log sink refuse $args with exit 2, writing nothing', ({ args, says, onLog }) => {
     const dir = tempDir();
     tenMinuteLog(dir);
-    const source = run('source', ['log', '--path', 'events.log', ...args], dir);
+    const source = cqp(['log', '--path', 'events.log', ...args], { bin: 'source', cwd: dir });
     expect(source.status, `cqp-source log ${args.join(' ')}: ${source.stderr}`).toBe(2);
     expect(source.stderr).toMatch(says);
     expect(source.stdout).toBe('');
-    const sink = run('sink', ['file', '--path', 'out.ndjson', '--read-log', 'events.log', ...args], dir);
+    const sink = cqp(['file', '--path', 'out.ndjson', '--read-log', 'events.log', ...args], { bin: 'sink', cwd: dir });
     expect(sink.status, `cqp-sink file --read-log ${args.join(' ')}: ${sink.stderr}`).toBe(2);
     expect(sink.stderr).toMatch(says);
     // Bounds of one kind are refused before the sink opens its file; a seq against a time needs the

@@ -6,6 +6,7 @@ import { splitStamp, type Position, type PositionMap } from '../../src/core/posi
 import { readLogId } from '../../src/log/reader.js';
 import logSink from '../../src/sinks/log.js';
 import logSource from '../../src/sources/log.js';
+import { eventually } from '../helpers/eventually.js';
 import { event, readAll, sleep, tempDir } from './helpers.js';
 
 function context(cwd: string, signal = new AbortController().signal): StageContext {
@@ -107,9 +108,9 @@ describe('log sink and source', () => {
     const reading = (async () => {
       for await (const b of instance.batches()) seen.push(...b.lines.map((l) => splitStamp(l).text));
     })();
-    while (seen.length < 1) await sleep(10);
+    await eventually(() => seen.length >= 1, { everyMs: 10, what: 'the follower to read event 1' });
     await sink.write([sinkEvent(event(2), 2), sinkEvent(event(3), 3)]);
-    while (seen.length < 3) await sleep(10);
+    await eventually(() => seen.length >= 3, { everyMs: 10, what: 'the follower to read events 2 and 3' });
     ac.abort();
     await reading;
     await sink.close();

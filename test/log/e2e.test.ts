@@ -1,25 +1,21 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
 import { readLogApplied, readLogTail } from '../../src/log/reader.js';
+import { BIN, cqp, shellCommand } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 import { sleep, tempDir } from './helpers.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const bin = (name: string): string => join(ROOT, 'bin', `${name}.js`);
 
-function cqp(args: string[], cwd: string): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [bin('cqp'), ...args], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
-}
 
 function sh(script: string, cwd: string): SpawnSyncReturns<string> {
   return spawnSync('sh', ['-c', script], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
 }
 
-const node = JSON.stringify(process.execPath);
-const source = (args: string): string => `${node} ${JSON.stringify(bin('cqp-source'))} ${args}`;
-const sink = (args: string): string => `${node} ${JSON.stringify(bin('cqp-sink'))} ${args}`;
+const source = (args: string): string => shellCommand('source', args);
+const sink = (args: string): string => shellCommand('sink', args);
 
 describe('command log through the built CLI', () => {
   test('demo | cqp-sink log, then cat, verify, stat; a re-run appends nothing twice', () => {
@@ -28,20 +24,20 @@ describe('command log through the built CLI', () => {
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
     const expected = sh(source('demo --count 3000'), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
-    const cat = cqp(['log', 'cat', 'data/events.log'], dir);
+    const cat = cqp(['log', 'cat', 'data/events.log'], { cwd: dir });
     expect(cat.status).toBe(0);
     expect(cat.stdout.trimEnd().split('\n')).toEqual(expected);
 
     const again = sh(`${source('demo --count 3500')} | ${sink('log --path data/events.log')}`, dir);
     expect(again.status).toBe(0);
-    const verify = cqp(['log', 'verify', 'data/events.log'], dir);
+    const verify = cqp(['log', 'verify', 'data/events.log'], { cwd: dir });
     expect(verify.status).toBe(0);
     expect(verify.stdout).toContain('ok, 3500 records');
-    const stat = cqp(['log', 'stat', 'data/events.log'], dir);
+    const stat = cqp(['log', 'stat', 'data/events.log'], { cwd: dir });
     expect(stat.status).toBe(0);
     expect(stat.stdout).toMatch(/records\s+3500/);
 
-    const meta = cqp(['log', 'cat', 'data/events.log', '--meta', '--from', '3000', '--until', '3001'], dir);
+    const meta = cqp(['log', 'cat', 'data/events.log', '--meta', '--from', '3000', '--until', '3001'], { cwd: dir });
     const lines = meta.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { seq: number; time: string; event: unknown });
     expect(lines.map((l) => l.seq)).toEqual([3000, 3001]);
     expect(lines[0]?.event).toEqual(JSON.parse(expected[2999] as string));
@@ -56,29 +52,29 @@ describe('command log through the built CLI', () => {
     const at = Math.floor(bytes.length / 2);
     bytes[at] = (bytes[at] as number) ^ 0x04;
     writeFileSync(path, bytes);
-    const verify = cqp(['log', 'verify', 'events.log'], dir);
+    const verify = cqp(['log', 'verify', 'events.log'], { cwd: dir });
     expect(verify.status).toBe(1);
     expect(verify.stderr).toMatch(/CORRUPT at record \d+, byte offset \d+/);
-    const cat = cqp(['log', 'cat', 'events.log'], dir);
+    const cat = cqp(['log', 'cat', 'events.log'], { cwd: dir });
     expect(cat.status).toBe(1);
     expect(cat.stderr).toContain('cqp log repair');
     // The index covers the damaged record: the append is refused all the same.
     const appendRefused = sh(`${source('demo --count 600')} | ${sink('log --path events.log')}`, dir);
     expect(appendRefused.status).toBe(1);
     expect(appendRefused.stderr).toContain('corrupt');
-    const repair = cqp(['log', 'repair', 'events.log'], dir);
+    const repair = cqp(['log', 'repair', 'events.log'], { cwd: dir });
     expect(repair.status).toBe(0);
     expect(repair.stdout).toMatch(/cut at byte offset \d+/);
-    expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+    expect(cqp(['log', 'verify', 'events.log'], { cwd: dir }).status).toBe(0);
     // The demo source re-sends what the cut removed; the log ends whole and in order.
     expect(sh(`${source('demo --count 600')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
     const expected = sh(source('demo --count 600'), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
-    expect(cqp(['log', 'cat', 'events.log'], dir).stdout.trimEnd().split('\n')).toEqual(expected);
+    expect(cqp(['log', 'cat', 'events.log'], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(expected);
   });
 
   test('cqp-source log --follow streams stamped events as they are appended and exits 0 on SIGTERM', async () => {
     const dir = tempDir();
-    const follower = spawn(process.execPath, [bin('cqp-source'), 'log', '--path', 'events.log', '--follow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const follower = spawn(process.execPath, [BIN.source, 'log', '--path', 'events.log', '--follow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     follower.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
@@ -86,9 +82,9 @@ describe('command log through the built CLI', () => {
     const exited = new Promise<number | null>((r) => follower.on('exit', r));
     // The log does not exist yet: the follower waits for it.
     expect(sh(`${source('demo --count 100')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
-    while (out.split('\n').length <= 100) await sleep(20);
+    await eventually(() => out.split('\n').length > 100, { everyMs: 20, what: 'the follower to print 100 events' });
     expect(sh(`${source('demo --count 150')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
-    while (out.split('\n').length <= 150) await sleep(20);
+    await eventually(() => out.split('\n').length > 150, { everyMs: 20, what: 'the follower to print 150 events' });
     follower.kill('SIGTERM');
     expect(await exited).toBe(0);
     const lines = out.trimEnd().split('\n').map((l) => splitStamp(l));
@@ -100,7 +96,7 @@ describe('command log through the built CLI', () => {
 
   test('cqp-source log --follow --until SEQ ends at that record, even when it is the last one appended', async () => {
     const dir = tempDir();
-    const follower = spawn(process.execPath, [bin('cqp-source'), 'log', '--path', 'events.log', '--follow', '--until', '120'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const follower = spawn(process.execPath, [BIN.source, 'log', '--path', 'events.log', '--follow', '--until', '120'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     follower.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
@@ -115,16 +111,16 @@ describe('command log through the built CLI', () => {
 
   test('a second cqp-sink log on the same log fails at once with LOCKED naming the first pid', async () => {
     const dir = tempDir();
-    const first = spawn(process.execPath, [bin('cqp-sink'), 'log', '--path', 'events.log'], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+    const first = spawn(process.execPath, [BIN.sink, 'log', '--path', 'events.log'], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
     const exited = new Promise<number | null>((r) => first.on('exit', r));
     first.stdin.write('{"a":1}\n');
-    while (!sh('test -f events.log.lock && echo yes', dir).stdout.includes('yes')) await sleep(20);
+    await eventually(() => existsSync(join(dir, 'events.log.lock')), { everyMs: 20, what: 'the first writer to take the lock' });
     const second = sh(`echo '{"b":2}' | ${sink('log --path events.log')}`, dir);
     expect(second.status).toBe(1);
     expect(second.stderr).toContain(`events.log is locked by another writer (pid ${first.pid})`);
     first.stdin.end();
     expect(await exited).toBe(0);
-    expect(cqp(['log', 'cat', 'events.log'], dir).stdout).toBe('{"a":1}\n');
+    expect(cqp(['log', 'cat', 'events.log'], { cwd: dir }).stdout).toBe('{"a":1}\n');
   });
 
   test('kill -9 at random moments while the input grows, then a full run: every event exactly once, in order', async () => {
@@ -177,7 +173,7 @@ describe('command log through the built CLI', () => {
       else {
         const from = sizeOf();
         const target = from + (perEvent * written - from) * (0.1 + random() * 0.8);
-        while (!done && sizeOf() < target) await sleep(2);
+        await eventually(() => done || sizeOf() >= target, { everyMs: 2, what: `the log to grow to ${Math.round(target)} bytes` });
       }
       try {
         process.kill(-(child.pid as number), 'SIGKILL');
@@ -194,9 +190,9 @@ describe('command log through the built CLI', () => {
     const final = sh(`${source('file --path in.ndjson')} | ${sink('log --path events.log')}`, dir);
     expect(final.stderr).not.toContain('cqp:');
     expect(final.status).toBe(0);
-    const verify = cqp(['log', 'verify', 'events.log'], dir);
+    const verify = cqp(['log', 'verify', 'events.log'], { cwd: dir });
     expect(verify.stdout).toContain(`ok, ${count} records`);
-    const cat = cqp(['log', 'cat', 'events.log'], dir);
+    const cat = cqp(['log', 'cat', 'events.log'], { cwd: dir });
     expect(cat.stdout.trimEnd().split('\n')).toEqual(input);
   });
 });

@@ -3,20 +3,16 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { HEADER_SIZE, RECORD_OVERHEAD } from '../../src/log/format.js';
-import { BIN } from '../helpers/cli.js';
+import { cqp, shellCommand } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 
-function run(bin: keyof typeof BIN, args: string[], cwd: string, input?: string): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [BIN[bin], ...args], { cwd, input, encoding: 'utf8', maxBuffer: 256 << 20 });
-}
 
 function sh(script: string, cwd: string): SpawnSyncReturns<string> {
   return spawnSync('sh', ['-c', script], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
 }
 
-const node = JSON.stringify(process.execPath);
-const source = (args: string): string => `${node} ${JSON.stringify(BIN.source)} ${args}`;
-const sink = (args: string): string => `${node} ${JSON.stringify(BIN.sink)} ${args}`;
+const source = (args: string): string => shellCommand('source', args);
+const sink = (args: string): string => shellCommand('sink', args);
 
 /** Byte offset of record `seq`, found by walking the record lengths from the file header. */
 function offsetOf(bytes: Buffer, seq: number): number {
@@ -50,11 +46,11 @@ describe('a log corrupt in the middle, with an index that covers the damage', ()
     expect(append.stderr).toContain(`record 976 at byte offset ${bad} is corrupt`);
     expect(readFileSync(path).equals(before)).toBe(true);
 
-    const verify = run('cqp', ['log', 'verify', 'events.log'], dir);
+    const verify = cqp(['log', 'verify', 'events.log'], { cwd: dir });
     expect(verify.status).toBe(1);
     expect(verify.stderr).toContain(`CORRUPT at record 976, byte offset ${bad}`);
 
-    const repair = run('cqp', ['log', 'repair', 'events.log'], dir);
+    const repair = cqp(['log', 'repair', 'events.log'], { cwd: dir });
     expect(repair.status, repair.stderr).toBe(0);
     expect(repair.stdout).toContain(`cut at byte offset ${bad}`);
     expect(repair.stdout).toContain('975 records kept');
@@ -67,7 +63,7 @@ describe('a log corrupt in the middle, with an index that covers the damage', ()
       ['cqp', ['log', 'cat', 'events.log']],
       ['source', ['log', '--path', 'events.log']],
     ] as const) {
-      const r = run(bin, [...args], dir);
+      const r = cqp([...args], { bin, cwd: dir });
       expect(r.status, `${bin} ${args.join(' ')}`).toBe(1);
       expect(r.stderr).toContain(`record 976 at byte offset ${bad} is corrupt`);
       expect(r.stdout.trimEnd().split('\n')).toHaveLength(975);

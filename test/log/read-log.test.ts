@@ -4,28 +4,25 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
+import { BIN, cqp, shellCommand as cli, type CliResult } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
 import { sleep, tempDir } from './helpers.js';
 
 // `cqp-sink … --read-log LOG`: a sink reading the command log itself, as views following the log do in
 // `cqp run` and sinks do in a replay without stages.
 const ROOT = resolve(import.meta.dirname, '../..');
-const bin = (name: string): string => join(ROOT, 'bin', `${name}.js`);
 const VIEWS = join(ROOT, 'pipelines/views/ice-creams.yaml');
 
 function sh(script: string, cwd: string): SpawnSyncReturns<string> {
   return spawnSync('sh', ['-c', script], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
 }
-function sink(args: string[], cwd: string): SpawnSyncReturns<string> {
-  return spawnSync(process.execPath, [bin('cqp-sink'), ...args], { cwd, encoding: 'utf8', maxBuffer: 256 << 20 });
-}
-const node = JSON.stringify(process.execPath);
-const cli = (name: string, args: string): string => `${node} ${JSON.stringify(bin(name))} ${args}`;
+const sink = (args: string[], cwd: string): CliResult => cqp(args, { bin: 'sink', cwd });
 
 /** A log of the first `count` demo events, and those events' texts without stamps. */
 function demoLog(dir: string, count: number): string[] {
-  const r = sh(`${cli('cqp-source', `demo --count ${count}`)} | ${cli('cqp-sink', 'log --path events.log')}`, dir);
+  const r = sh(`${cli('source', `demo --count ${count}`)} | ${cli('sink', 'log --path events.log')}`, dir);
   expect(r.status, r.stderr).toBe(0);
-  return sh(cli('cqp-source', `demo --count ${count}`), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
+  return sh(cli('source', `demo --count ${count}`), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
 }
 
 function dump(db: string): Record<string, unknown[]> {
@@ -59,16 +56,16 @@ describe('a sink reading the log itself (--read-log)', () => {
     expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
     expect(dump(join(dir, 'views.db'))).toEqual(first);
     // The log grows (a longer run of the same demo stream skips the 3000 it holds), the views catch up.
-    expect(sh(`${cli('cqp-source', 'demo --count 5000')} | ${cli('cqp-sink', 'log --path events.log')}`, dir).status).toBe(0);
+    expect(sh(`${cli('source', 'demo --count 5000')} | ${cli('sink', 'log --path events.log')}`, dir).status).toBe(0);
     expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
-    const clean = sh(`${cli('cqp-source', 'log --path events.log')} | ${cli('cqp-sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)}`)}`, dir);
+    const clean = sh(`${cli('source', 'log --path events.log')} | ${cli('sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)}`)}`, dir);
     expect(clean.status, clean.stderr).toBe(0);
     expect(dump(join(dir, 'views.db'))).toEqual(dump(join(dir, 'clean.db')));
   });
 
   test('--follow waits for appends; --follow --until ends at that record; progress goes to CQP_READY_FD', async () => {
     const dir = tempDir();
-    const child = spawn(process.execPath, [bin('cqp-sink'), 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow', '--until', '1500'], {
+    const child = spawn(process.execPath, [BIN.sink, 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow', '--until', '1500'], {
       cwd: dir,
       stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
       env: { ...process.env, CQP_READY_FD: '3' },
@@ -96,7 +93,7 @@ describe('a sink reading the log itself (--read-log)', () => {
   test('stops, keeping what it read, when the supervisor that started it is gone (its pipe ends)', async () => {
     const dir = tempDir();
     demoLog(dir, 1000);
-    const child = spawn(process.execPath, [bin('cqp-sink'), 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow'], {
+    const child = spawn(process.execPath, [BIN.sink, 'file', '--path', 'out.ndjson', '--read-log', 'events.log', '--follow'], {
       cwd: dir,
       stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
       env: { ...process.env, CQP_READY_FD: '3' },
@@ -104,7 +101,7 @@ describe('a sink reading the log itself (--read-log)', () => {
     let reports = '';
     child.stdio[3]?.on('data', (d: Buffer) => (reports += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', r));
-    while (!reports.includes('"in":1000')) await sleep(20);
+    await eventually(() => reports.includes('"in":1000'), { everyMs: 20, what: () => `a progress report of 1000 events in; reports:\n${reports}` });
     child.stdio[3]?.destroy();
     expect(await exited).toBe(0);
     expect(readFileSync(join(dir, 'out.ndjson'), 'utf8').trimEnd().split('\n')).toHaveLength(1000);

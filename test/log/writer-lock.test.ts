@@ -1,19 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { collect, type CliResult } from '../helpers/cli.js';
+import { BIN, collect, cqp, type CliResult } from '../helpers/cli.js';
 import { tempDir } from './helpers.js';
 import { eventually } from '../helpers/eventually.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const SINK = join(ROOT, 'bin', 'cqp-sink.js');
-const CQP = join(ROOT, 'bin', 'cqp.js');
-
-
-function cqp(args: string[], cwd: string): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, [CQP, ...args], { cwd, encoding: 'utf8' });
-}
 
 const started: Writer[] = [];
 // A failed test leaves no writer behind.
@@ -29,7 +21,7 @@ interface Writer {
 
 /** Starts `cqp-sink log --path events.log` (optionally through `wrap`, e.g. unshare) with stdin kept open. */
 function startWriter(dir: string, wrap: string[] = []): Writer {
-  const argv = [...wrap, process.execPath, SINK, 'log', '--path', 'events.log'];
+  const argv = [...wrap, process.execPath, BIN.sink, 'log', '--path', 'events.log'];
   const child = spawn(argv[0] as string, argv.slice(1), { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
   child.stdin?.on('error', () => undefined);
   const writer: Writer = { child, done: collect(child), exited: false };
@@ -43,7 +35,7 @@ function startWriter(dir: string, wrap: string[] = []): Writer {
 const lines = (name: string, n: number): string => Array.from({ length: n }, (_, i) => `{"writer":"${name}","i":${i}}\n`).join('');
 
 function catLog(dir: string): string {
-  const cat = cqp(['log', 'cat', 'events.log'], dir);
+  const cat = cqp(['log', 'cat', 'events.log'], { cwd: dir });
   return cat.status === 0 ? cat.stdout : '';
 }
 
@@ -57,7 +49,7 @@ async function holder(dir: string): Promise<Writer> {
 }
 
 function expectRefused(result: CliResult, holderPid: number | undefined): void {
-  expect(result.code).toBe(1);
+  expect(result.status).toBe(1);
   expect(result.stderr).toContain(`events.log is locked by another writer (pid ${holderPid})`);
   // The lock is the OS's: removing a file is never the way out.
   expect(result.stderr).not.toMatch(/remove/i);
@@ -65,8 +57,8 @@ function expectRefused(result: CliResult, holderPid: number | undefined): void {
 
 async function finish(first: Writer, dir: string, expected: string): Promise<void> {
   first.child.stdin?.end(lines('first', 4).split('\n').slice(1).join('\n'));
-  expect((await first.done).code).toBe(0);
-  expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+  expect((await first.done).status).toBe(0);
+  expect(cqp(['log', 'verify', 'events.log'], { cwd: dir }).status).toBe(0);
   expect(catLog(dir)).toBe(expected);
 }
 
@@ -84,8 +76,8 @@ describe('the command log has one writer, held by an OS lock', () => {
       winner.child.stdin?.end();
       const result = await winner.done;
       expect(result.stderr).toBe('');
-      expect(result.code).toBe(0);
-      expect(cqp(['log', 'verify', 'events.log'], dir).status).toBe(0);
+      expect(result.status).toBe(0);
+      expect(cqp(['log', 'verify', 'events.log'], { cwd: dir }).status).toBe(0);
       expect(catLog(dir)).toBe(lines(winnerName, 50));
     }
   }, 400_000);

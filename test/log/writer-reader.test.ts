@@ -219,9 +219,7 @@ describe('command log writer and reader', () => {
     const reading = (async () => {
       for await (const batch of readLog(path, { follow: true, signal: ac.signal, pollMs: 10 })) seen.push(...batch.map((r) => r.seq));
     })();
-    const until = async (n: number): Promise<void> => {
-      while (seen.length < n) await sleep(10);
-    };
+    const until = (n: number): Promise<boolean> => eventually(() => seen.length >= n, { everyMs: 10, what: `the reader to read ${n} records` });
     await until(2);
     await w.appendBatch([{ bytes: event(3) }]);
     await until(3);

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.js';
 import { socketPair } from '../../src/supervisor/link.js';
 import { BIN } from '../helpers/cli.js';
-import { eventually } from '../helpers/eventually.js';
 
 /** A cqp filter with the control channel `cqp run` gives it (Node IPC on fd 3). */
 function controlled(args: string[]): { child: ChildProcess; stdout: () => string; stderr: () => string; messages: Array<Record<string, unknown>>; reply: (kind: string) => Promise<void> } {
@@ -24,9 +24,7 @@ function controlled(args: string[]): { child: ChildProcess; stdout: () => string
 
 const lines = (from: number, to: number): string => Array.from({ length: to - from }, (_, k) => `{"i":${from + k},"pad":"${'x'.repeat(300)}"}\n`).join('');
 const exit = (child: ChildProcess): Promise<number | null> => new Promise((resolve) => child.on('close', (code) => resolve(code)));
-const until = async (check: () => boolean): Promise<void> => {
-  for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-};
+const until = (check: () => boolean, what: string): Promise<boolean> => eventually(check, { everyMs: 10, what });
 
 describe('a stage under cqp run (the control channel)', () => {
   it('cut: stops after a whole line, holds what follows, and writes it to the output it is handed next', async () => {
@@ -36,12 +34,12 @@ describe('a stage under cqp run (the control channel)', () => {
     // Lines in odd-sized pieces, so the cut falls wherever the stage happens to be.
     const first = lines(0, 20_000);
     for (let at = 0; at < first.length; at += 70_001) stdin.write(first.slice(at, at + 70_001));
-    await until(() => stage.stdout().length > 0);
+    await until(() => stage.stdout().length > 0, 'the stage to write');
     const cut = stage.reply('cut');
     stage.child.send({ cqp: 'cut' });
     await cut;
     const before = stage.messages.filter((m) => m.cqp === 'progress').at(-1) as { out: number };
-    await until(() => stage.stdout().split('\n').length - 1 >= before.out);
+    await until(() => stage.stdout().split('\n').length - 1 >= before.out, 'the stage to write every line it reported before the cut');
     stdin.write(lines(20_000, 30_000));
     await new Promise((r) => setTimeout(r, 300));
     // Nothing goes to the old output after the cut.

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, test } from 'vitest';
-import { BIN, collect, parseLines, runCli } from '../helpers/cli.js';
+import { BIN, collect, parseLines, cqpAsync } from '../helpers/cli.js';
 import type { CliResult } from '../helpers/cli.js';
 import { seededRandom } from '../../src/core/random.js';
 
@@ -51,11 +51,11 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
     copyFileSync(join(EXAMPLES, 'flavor-counts.mjs'), join(dir, 'flavor-counts.mjs'));
     const made = await pipe(['demo', '--count', String(EVENTS), '--entities', '500'], ['log', '--path', log]);
     expect(made.sink.stderr).toBe('');
-    expect(made.sink.code).toBe(0);
+    expect(made.sink.status).toBe(0);
 
     const run = await pipe(['log', '--path', log], ['sqlite', '--db', 'clean.db', '--views', views]);
     expect(run.sink.stderr).toBe('');
-    expect(run.sink.code).toBe(0);
+    expect(run.sink.status).toBe(0);
     clean = snapshot(join(dir, 'clean.db'));
     expect(clean['ice_creams']?.length).toBeGreaterThan(100);
     expect(clean['sales']?.length).toBeGreaterThan(100);
@@ -69,11 +69,11 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
       const at = 150 + Math.floor(next() * 900);
       const run = await pipe(['log', '--path', log], ['sqlite', '--db', 'v.db', '--views', views], at);
       if (run.sink.signal === 'SIGKILL') killed++;
-      else expect(run.sink.code).toBe(0);
+      else expect(run.sink.status).toBe(0);
     }
     const last = await pipe(['log', '--path', log], ['sqlite', '--db', 'v.db', '--views', views]);
     expect(last.sink.stderr).toBe('');
-    expect(last.sink.code).toBe(0);
+    expect(last.sink.status).toBe(0);
     expect(killed).toBeGreaterThan(0);
     expect(snapshot(join(dir, 'v.db'))).toEqual(clean);
   });
@@ -109,7 +109,7 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
     w.prepare("INSERT INTO ice_creams (id, name) VALUES ('marker', 'kept')").run();
     w.close();
     const run = await pipe(['log', '--path', log], ['sqlite', '--db', 'v.db', '--views', extra]);
-    expect(run.sink.code).toBe(0);
+    expect(run.sink.status).toBe(0);
     const d = new Database(join(dir, 'v.db'), { readonly: true });
     const deletes = d.prepare('SELECT count(*) AS n FROM deletes').get() as { n: number };
     const marker = d.prepare("SELECT name FROM ice_creams WHERE id = 'marker'").get();
@@ -125,7 +125,7 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
   test('without --views the events table holds every event once', async () => {
     await pipe(['log', '--path', log], ['sqlite', '--db', 'events.db'], 400);
     const run = await pipe(['log', '--path', log], ['sqlite', '--db', 'events.db']);
-    expect(run.sink.code).toBe(0);
+    expect(run.sink.status).toBe(0);
     const d = new Database(join(dir, 'events.db'), { readonly: true });
     const stats = d.prepare('SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events').get();
     d.close();
@@ -135,28 +135,28 @@ describe('cqp-source log | cqp-sink sqlite --views', () => {
   test('a bad views file exits 2 naming the file, line and field', async () => {
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'views:\n  - table: t\n    columns: { a: payload.a }\n    on: { create.ice_cream: upsrt }\n');
-    const result = await runCli('sink', ['sqlite', '--db', 'bad.db', '--views', bad], { cwd: dir, input: '' });
-    expect(result.code).toBe(2);
+    const result = await cqpAsync(['sqlite', '--db', 'bad.db', '--views', bad], { bin: 'sink', cwd: dir, input: '' });
+    expect(result.status).toBe(2);
     expect(result.stderr).toContain(`${bad}:4: field views[0].on["create.ice_cream"]: unknown action "upsrt" — did you mean "upsert"?`);
   });
 });
 
 describe('cqp query', () => {
   test('prints a table, or NDJSON with --json', async () => {
-    const table = await runCli('cqp', ['query', join(dir, 'clean.db'), 'SELECT flavor, ice_creams FROM flavor_counts ORDER BY flavor LIMIT 2']);
-    expect(table.code).toBe(0);
+    const table = await cqpAsync(['query', join(dir, 'clean.db'), 'SELECT flavor, ice_creams FROM flavor_counts ORDER BY flavor LIMIT 2']);
+    expect(table.status).toBe(0);
     const lines = table.stdout.split('\n');
     expect(lines[0]).toMatch(/^flavor\s+ice_creams$/);
     expect(lines[3]).toBeDefined();
     expect(lines[4]).toBe('(2 rows)');
-    const json = await runCli('cqp', ['query', join(dir, 'clean.db'), 'SELECT flavor, ice_creams FROM flavor_counts ORDER BY flavor', '--json']);
-    expect(json.code).toBe(0);
+    const json = await cqpAsync(['query', join(dir, 'clean.db'), 'SELECT flavor, ice_creams FROM flavor_counts ORDER BY flavor', '--json']);
+    expect(json.status).toBe(0);
     expect(parseLines(json.stdout)).toEqual(cleanFlavors());
   });
 
   test('bad SQL is a clear error', async () => {
-    const result = await runCli('cqp', ['query', join(dir, 'clean.db'), 'SELECT * FROM nope']);
-    expect(result.code).not.toBe(0);
+    const result = await cqpAsync(['query', join(dir, 'clean.db'), 'SELECT * FROM nope']);
+    expect(result.status).not.toBe(0);
     expect(result.stderr).toContain('no such table: nope');
   });
 });

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { runCli, spawnCli } from '../helpers/cli.js';
+import { cqpAsync, spawnCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 
 // `cqp query` only reads: it leaves no `-wal`/`-shm` files beside a database no writer has open, and it
@@ -15,8 +15,8 @@ function demoLines(count: number, from = 0): string {
 }
 
 async function count(db: string): Promise<number | undefined> {
-  const r = await runCli('cqp', ['query', db, 'SELECT sum(units) AS n FROM sales', '--json']);
-  if (r.code !== 0) throw new Error(r.stderr);
+  const r = await cqpAsync(['query', db, 'SELECT sum(units) AS n FROM sales', '--json']);
+  if (r.status !== 0) throw new Error(r.stderr);
   return (JSON.parse(r.stdout) as { n: number | null }).n ?? undefined;
 }
 
@@ -24,8 +24,8 @@ describe('cqp query leaves no files behind', () => {
   test('a database whose writer has ended: the folder holds the same files after the query', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cqp-query-files-'));
     const db = join(dir, 'v.db');
-    const sink = await runCli('sink', ['sqlite', '--db', db, '--views', VIEWS], { input: demoLines(10) });
-    expect(sink.code, sink.stderr).toBe(0);
+    const sink = await cqpAsync(['sqlite', '--db', db, '--views', VIEWS], { bin: 'sink', input: demoLines(10) });
+    expect(sink.status, sink.stderr).toBe(0);
     const before = readdirSync(dir).sort();
     expect(before).not.toContain('v.db-wal');
     expect(await count(db)).toBe(10);

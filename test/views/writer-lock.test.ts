@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { BIN, collect, runCli, type CliResult } from '../helpers/cli.js';
+import { BIN, collect, cqp, cqpAsync, type CliResult } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cqp-views-lock-'));
@@ -65,9 +65,9 @@ describe('one writer per views database', () => {
   const expected: Record<string, number> = {};
   let want = 0;
   beforeAll(async () => {
-    const demo = await runCli('source', ['demo', '--count', '20000', '--seed', '7']);
-    expect((await runCli('sink', ['log', '--path', 'e.log'], { cwd: dir, input: demo.stdout })).code).toBe(0);
-    const cat = spawnSync(process.execPath, [BIN.cqp, 'log', 'cat', 'e.log'], { cwd: dir, encoding: 'utf8', maxBuffer: 256 << 20 });
+    const demo = await cqpAsync(['demo', '--count', '20000', '--seed', '7'], { bin: 'source' });
+    expect((await cqpAsync(['log', '--path', 'e.log'], { bin: 'sink', cwd: dir, input: demo.stdout })).status).toBe(0);
+    const cat = cqp(['log', 'cat', 'e.log'], { cwd: dir });
     for (const line of cat.stdout.trimEnd().split('\n')) {
       const e = JSON.parse(line) as { header: { eventName: string[]; rel: { id: string } }; payload: { qty?: number } };
       if (e.header.eventName[0] === 'sale.ice_cream') expected[e.header.rel.id] = (expected[e.header.rel.id] ?? 0) + (e.payload.qty ?? 0);
@@ -89,9 +89,9 @@ describe('one writer per views database', () => {
     for (const sink of [a, b]) if (!sink.exited) sink.child.kill('SIGTERM');
     const [lost, won] = await Promise.all([loser.done, winner.done]);
     expect(soldView(db)).toEqual(expected);
-    expect(lost.code).toBe(1);
+    expect(lost.status).toBe(1);
     expect(lost.stderr).toContain(`two.db is locked by another writer (pid ${winner.child.pid})`);
-    expect(won.code).toBe(0);
+    expect(won.status).toBe(0);
   }, 120_000);
 
   test('a replay into the database a live sink writes is refused, and runs once that sink has stopped', async () => {
@@ -99,14 +99,14 @@ describe('one writer per views database', () => {
     writeFileSync(join(dir, 'replay.yaml'), 'name: p\nsource: { type: stdin }\nsinks:\n  - { name: views, type: sqlite, db: live.db, views: views.yaml }\n');
     const live = startSink(['--db', 'live.db', '--views', 'views.yaml', '--read-log', 'e.log', '--follow']);
     await eventually(() => total(soldView(db)) === want || live.exited, { what: () => `the live sink to catch up (sold ${total(soldView(db))} of ${want})` });
-    const refused = await runCli('cqp', ['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
-    expect(refused.code).toBe(1);
+    const refused = await cqpAsync(['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
+    expect(refused.status).toBe(1);
     expect(refused.stderr).toContain(`live.db is locked by another writer (pid ${live.child.pid})`);
     live.child.kill('SIGTERM');
-    expect((await live.done).code).toBe(0);
+    expect((await live.done).status).toBe(0);
     expect(soldView(db)).toEqual(expected);
-    const replayed = await runCli('cqp', ['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
-    expect(replayed.code).toBe(0);
+    const replayed = await cqpAsync(['replay', '--log', 'e.log', '--pipeline', 'replay.yaml'], { cwd: dir });
+    expect(replayed.status).toBe(0);
     expect(soldView(db)).toEqual(expected);
   }, 120_000);
 
@@ -127,15 +127,15 @@ describe('one writer per views database', () => {
     sink.child.stdin?.end([4, 5, 6, 7, 8].map(sale).join(''));
     const result = await sink.done;
     expect(result.stderr).toBe('');
-    expect(result.code).toBe(0);
+    expect(result.status).toBe(0);
     expect(soldView(db)).toEqual({ a: 8 });
   }, 60_000);
 
   test('the sqlite sink creates the folders of its --db path', async () => {
     const input = '{"id":"x","type":"t"}\n';
-    const result = await runCli('sink', ['sqlite', '--db', 'made/by/sink/v.db'], { cwd: dir, input });
+    const result = await cqpAsync(['sqlite', '--db', 'made/by/sink/v.db'], { bin: 'sink', cwd: dir, input });
     expect(result.stderr).toBe('');
-    expect(result.code).toBe(0);
+    expect(result.status).toBe(0);
     expect(existsSync(join(dir, 'made/by/sink/v.db'))).toBe(true);
   });
 
@@ -147,9 +147,9 @@ describe('one writer per views database', () => {
   });
   test.skipIf(!mounted)('a full disk is reported naming the database file', async () => {
     // skipIf: mounting a 1 MiB tmpfs needs root, which this machine does not give.
-    const demo = await runCli('source', ['demo', '--count', '10000', '--seed', '3']);
-    const result = await runCli('sink', ['sqlite', '--db', join(mountPoint, 'full.db')], { cwd: dir, input: demo.stdout });
-    expect(result.code).toBe(1);
+    const demo = await cqpAsync(['demo', '--count', '10000', '--seed', '3'], { bin: 'source' });
+    const result = await cqpAsync(['sqlite', '--db', join(mountPoint, 'full.db')], { bin: 'sink', cwd: dir, input: demo.stdout });
+    expect(result.status).toBe(1);
     expect(result.stderr).toContain(join(mountPoint, 'full.db'));
     expect(result.stderr).toMatch(/full/);
   }, 60_000);
