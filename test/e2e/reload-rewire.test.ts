@@ -38,6 +38,8 @@ interface Setup {
   /** Events per second, and how many to see reach the log before and after the reload. */
   rate?: number;
   flow?: number;
+  /** Sinks besides the log the test reads. */
+  moreSinks?: string[];
 }
 
 /** Starts a flowing pipeline with `first`, saves `second` once events flow, and stops after more have flowed. */
@@ -46,7 +48,7 @@ async function reloadWhileFlowing(first: string[], second: string[], setup: Setu
   for (const [name, text] of Object.entries(setup.files ?? {})) writeFileSync(join(dir, name), text);
   const file = join(dir, 'p.yaml');
   const write = (stages: string[]): void =>
-    writeFileSync(file, `source: { type: demo, count: 0, rate: ${setup.rate ?? 20_000} }\nstages:\n${stages.join('\n')}\nsinks:\n  - { name: log, type: log, path: events.log }\n`);
+    writeFileSync(file, `source: { type: demo, count: 0, rate: ${setup.rate ?? 20_000} }\nstages:\n${stages.join('\n')}\nsinks:\n${['  - { name: log, type: log, path: events.log }', ...(setup.moreSinks ?? [])].join('\n')}\n`);
   write(first);
   const p = runPipeline(file);
   started.push(p);
@@ -105,6 +107,16 @@ describe('cqp run: a reload replaces only the changed stages', () => {
     }
     expect(phases(events)).toEqual(['a1b1c1', 'a1c1b1']);
     for (const name of ['an', 'bn', 'cn']) expect(events.every((e, i) => e[name] === i + 1), name).toBe(true);
+  }, 120_000);
+
+  it('[a, b] -> [a\', b] with two sinks: b, whose output the supervisor pumps to both, keeps its process', async () => {
+    const { before, after, events } = await reloadWhileFlowing([stage('a'), stage('b')], [stage('a', 2), stage('b')], {
+      moreSinks: ['  - { name: copy, type: log, path: copy.log }'],
+    });
+    expect(of(after, 'b')?.pid).toBe(of(before, 'b')?.pid);
+    expect(of(after, 'a')?.generation).toBe(2);
+    expect(phases(events)).toEqual(['a1b1', 'a2b1']);
+    expect(events.every((e, i) => e.bn === i + 1)).toBe(true);
   }, 120_000);
 
   it('a kept stage that holds an event for seconds while the reload waits for it: no event crosses from the old chain to the new', async () => {
