@@ -27,6 +27,21 @@ function controlled(args: string[]): { child: ChildProcess; stdout: () => string
 
 const lines = (from: number, to: number): string => Array.from({ length: to - from }, (_, k) => `{"i":${from + k},"pad":"${'x'.repeat(300)}"}\n`).join('');
 const exit = (child: ChildProcess): Promise<number | null> => new Promise((resolve) => child.on('close', (code) => resolve(code)));
+/**
+ * Hands the stage a socket as its next output (as after a cut), ends its input, and resolves with what
+ * came out into the socket once the stage has ended it.
+ */
+async function endIntoNewOutput(stage: ReturnType<typeof controlled>): Promise<string> {
+  const [theirs, ours] = await socketPair();
+  let rest = '';
+  ours.setEncoding('utf8').on('data', (t: string) => (rest += t));
+  const restEnded = new Promise((resolve) => ours.on('end', resolve));
+  stage.child.send({ cqp: 'output' }, theirs as Socket);
+  stage.child.stdin?.end();
+  await restEnded;
+  return rest;
+}
+
 const until = async (check: () => boolean): Promise<void> => {
   for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
 };
@@ -51,13 +66,7 @@ describe('a stage under cqp run (the control channel)', () => {
     const old = stage.stdout();
     expect(old.endsWith('\n')).toBe(true);
     expect(old.split('\n').length - 1).toBe(before.out);
-    const [theirs, ours] = await socketPair();
-    let rest = '';
-    ours.setEncoding('utf8').on('data', (t: string) => (rest += t));
-    const restEnded = new Promise((resolve) => ours.on('end', resolve));
-    stage.child.send({ cqp: 'output' }, theirs as Socket);
-    stdin.end();
-    await restEnded;
+    const rest = await endIntoNewOutput(stage);
     expect(await exited).toBe(0);
     const all = (old + rest).trim().split('\n').map((l) => JSON.parse(l) as { i: number; n: number });
     expect(all.map((e) => e.i)).toEqual(Array.from({ length: 30_000 }, (_, k) => k));
@@ -78,13 +87,7 @@ describe('a stage under cqp run (the control channel)', () => {
     stdin.write(lines(0, 5000) + barrierLine('t1') + lines(5000, 8000));
     await cut;
     expect(stage.messages.find((m) => m.cqp === 'cut')).toEqual({ cqp: 'cut', id: 't1' });
-    const [theirs, ours] = await socketPair();
-    let rest = '';
-    ours.setEncoding('utf8').on('data', (t: string) => (rest += t));
-    const restEnded = new Promise((resolve) => ours.on('end', resolve));
-    stage.child.send({ cqp: 'output' }, theirs as Socket);
-    stdin.end();
-    await restEnded;
+    const rest = await endIntoNewOutput(stage);
     expect(await exited).toBe(0);
     const ids = (text: string): number[] => text.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i);
     expect(ids(stage.stdout())).toEqual(Array.from({ length: 5000 }, (_, k) => k));
