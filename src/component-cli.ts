@@ -108,6 +108,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     until: supervisor.until,
     counts: control?.counts,
     upstreamLost: () => control?.upstreamLost() ?? false,
+    barrier: control?.barrier,
   };
   try {
     if (def.kind === 'filter') await runFilter(def, options, runtime, io);

@@ -2,8 +2,8 @@
  * Every message between `cqp run` and the cqp components it starts, in both directions, with its type.
  * They travel on one of two transports, as objects in both:
  *
- * - the control channel (Node IPC), given to the stages and sinks fed by the stages: `cut`, `output`
- *   and `upstream-lost` one way; the answers, progress, `output-closed` and `locked` the other;
+ * - the control channel (Node IPC), given to the stages and sinks fed by the stages: `cut`, `output`,
+ *   `barrier` and `upstream-lost` one way; the answers, progress, `output-closed` and `locked` the other;
  * - the pipe named by CQP_READY_FD, given to every cqp component: `ready`; a sink reading the log
  *   (`--read-log`), which has no control channel, keeps it for its progress and `locked`, and hears
  *   `until` on it. There each message is one JSON line.
@@ -31,8 +31,11 @@ export type ComponentMessage =
   | { cqp: 'ready' }
   /** Its counts, as it goes and at its end (unchanged counts are repeated now and then: it lives). */
   | ({ cqp: 'progress' } & Progress)
-  /** The answer to `cut`: everything before it was written, and the output let go. */
-  | { cqp: 'cut' }
+  /**
+   * The answer to `cut`, and to an armed barrier that cuts (`id`: that barrier's) once the barrier line
+   * reached the output: everything before it was written, and the output let go.
+   */
+  | { cqp: 'cut'; id?: string }
   /** The answer to `upstream-lost`. */
   | { cqp: 'ack' }
   /** Its output was closed under it (the process it wrote into exited): its exit that follows is no crash. */
@@ -46,6 +49,13 @@ export type SupervisorMessage =
   | { cqp: 'cut' }
   /** Write into the socket sent with this message from now on. */
   | { cqp: 'output' }
+  /**
+   * Watch the input for the barrier line `barrierLine(id)` (the supervisor writes it next) and pass it on
+   * to the output at its place among the lines, uncounted. `cut`: the output cuts there (as `cut` does,
+   * dropping the line) and answers `cut` with the id; otherwise the line goes out for the supervisor's
+   * pump to find. Answered with `ack` once armed.
+   */
+  | { cqp: 'barrier'; id: string; cut: boolean }
   /** The process feeding this one died: an unfinished last line is its half-written line. Answered with `ack`. */
   | { cqp: 'upstream-lost' }
   /** A sink following the log: stop once the log has been read up to these positions (the shutdown). */
@@ -67,12 +77,27 @@ function positions(value: unknown): PositionMap | undefined {
 
 const count = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
 
+/** What a barrier id may hold: it goes into a line of its own. */
+const BARRIER_ID = /^[\w.-]+$/;
+
+/**
+ * The start of a barrier line: the ASCII record separator, which JSON text never holds unescaped, so a
+ * barrier line can never be taken for an event (or an event for one).
+ */
+export const BARRIER_MARK = '\x1ecqp-barrier ';
+
+/** The barrier line with this id, with its newline: written into a stage's input between two lines. */
+export function barrierLine(id: string): string {
+  return `${BARRIER_MARK}${id}\n`;
+}
+
 /** A message from a component, or undefined when `value` is none. */
 export function componentMessage(value: unknown): ComponentMessage | undefined {
   const m = fields(value);
   switch (m?.cqp) {
-    case 'ready':
     case 'cut':
+      return typeof m.id === 'string' ? { cqp: 'cut', id: m.id } : { cqp: 'cut' };
+    case 'ready':
     case 'ack':
     case 'output-closed':
       return { cqp: m.cqp };
@@ -93,6 +118,8 @@ export function supervisorMessage(value: unknown): SupervisorMessage | undefined
     case 'output':
     case 'upstream-lost':
       return { cqp: m.cqp };
+    case 'barrier':
+      return typeof m.id === 'string' && BARRIER_ID.test(m.id) ? { cqp: 'barrier', id: m.id, cut: m.cut === true } : undefined;
     case 'until': {
       const at = positions(m.at);
       return at ? { cqp: 'until', at } : undefined;

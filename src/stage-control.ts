@@ -6,6 +6,10 @@
  * - `cut`: stop writing after the last whole line already written, flush, let go of the output, answer
  *   `cut`. Lines produced meanwhile wait (and the input with them, by backpressure).
  * - `output` (with a socket): write there from now on.
+ * - `barrier`: the supervisor writes a barrier line into the input next; it goes through the stage to
+ *   the output at its place among the lines, where the output cuts as for `cut` (and answers `cut` with
+ *   its id), or, for a supervisor pumping the output, goes on for the pump to find. The cut is then
+ *   exact: the output of every line before the barrier went to the old output, nothing after.
  * - `upstream-lost`: the process feeding this one died; an unfinished last line at the end of the input
  *   is its half-written line, dropped rather than read. Answered with `ack`.
  *
@@ -18,7 +22,8 @@
 import { Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
-import { supervisorMessage, type ComponentMessage } from './protocol.js';
+import { CqpError } from './core/errors.js';
+import { BARRIER_MARK, barrierLine, supervisorMessage, type ComponentMessage } from './protocol.js';
 
 /** How often a stage reports its counts (ms) when they moved. */
 const REPORT_MS = 250;
@@ -26,6 +31,12 @@ const REPORT_MS = 250;
 const HEARTBEAT_TICKS = 4;
 
 type Write = () => void;
+
+/** A barrier line the output cuts at, and what to do once it has. */
+interface ArmedCut {
+  line: string;
+  cut: () => void;
+}
 
 /**
  * The output of a stage under the supervisor: stdout (a pipe into the next stage, or to the supervisor)
@@ -40,6 +51,7 @@ export class SwitchableOutput extends Writable {
   private unflushed = 0;
   private flushWaiters: Array<() => void> = [];
   private failure: Error | undefined;
+  private barrier: ArmedCut | undefined;
   private readonly onTargetError = (error: Error): void => {
     this.failure ??= error;
   };
@@ -77,11 +89,15 @@ export class SwitchableOutput extends Writable {
       return;
     }
     const target = this.target as Writable;
-    this.unflushed++;
-    const ok = target.write(chunk, encoding, (error) => {
-      if (error) this.failure ??= error;
-      if (--this.unflushed === 0) for (const w of this.flushWaiters.splice(0)) w();
-    });
+    if (this.barrier) {
+      const text = typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+      const at = text.indexOf(this.barrier.line);
+      if (at >= 0) {
+        this.cutAt(text, at, encoding, callback);
+        return;
+      }
+    }
+    const ok = this.put(target, chunk, encoding);
     if (ok) {
       callback();
       return;
@@ -94,6 +110,37 @@ export class SwitchableOutput extends Writable {
     };
     target.on('drain', done);
     target.on('close', done);
+  }
+
+  /** Hands a chunk to the target, counted until its callback comes; false when the target is full. */
+  private put(target: Writable, chunk: string | Buffer, encoding: BufferEncoding): boolean {
+    this.unflushed++;
+    return target.write(chunk, encoding, (error) => {
+      if (error) this.failure ??= error;
+      if (--this.unflushed === 0) for (const w of this.flushWaiters.splice(0)) w();
+    });
+  }
+
+  /**
+   * The armed barrier line is in `text` at `at`: what comes before it goes to the target, then the
+   * output is cut there (the line itself dropped), and what follows waits for the next target.
+   */
+  private cutAt(text: string, at: number, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const { line, cut } = this.barrier as ArmedCut;
+    this.barrier = undefined;
+    if (at > 0) this.put(this.target as Writable, text.slice(0, at), encoding);
+    const after = text.slice(at + line.length);
+    void this.cut().then(cut);
+    if (after === '') callback();
+    else this.waiting = () => this.send(after, encoding, callback);
+  }
+
+  /**
+   * Cuts the output where the barrier line `line` (with its newline) comes through it, as `cut` does,
+   * then calls `cut`. Only while armed is what is written searched.
+   */
+  armCut(line: string, cut: () => void): void {
+    this.barrier = { line, cut };
   }
 
   private async flushed(): Promise<void> {
@@ -154,9 +201,21 @@ export function outputClosed(): Promise<void> {
   return sendToSupervisor({ cqp: 'output-closed' });
 }
 
+/**
+ * The barrier lines of a stage's input (see `barrier` above). `pass` is given each line that starts
+ * like one (the record separator): true for the barrier line the stage is armed for (it then goes to
+ * the output as it is, uncounted, and the stage is no longer armed); false for a line that is no
+ * barrier line (read as any other). A barrier line the stage was not armed for throws: a barrier
+ * out of place must not turn into a bad event.
+ */
+export interface BarrierWatch {
+  pass(text: string): boolean;
+}
+
 export interface StageControl {
   output: SwitchableOutput | undefined;
   counts: StageCounts;
+  barrier: BarrierWatch;
   /** True once the supervisor said the process feeding this one died. */
   upstreamLost: () => boolean;
   /** Sends the last report and lets the channel go (the process may then exit). */
@@ -176,6 +235,16 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   const counts: StageCounts = { in: 0, out: 0, errors: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
+  /** The barrier line armed for, without its newline. */
+  let armed: string | undefined;
+  const barrier: BarrierWatch = {
+    pass(text) {
+      if (!text.startsWith(BARRIER_MARK)) return false;
+      if (text !== armed) throw new CqpError('STAGE', `a barrier line (${JSON.stringify(text)}) that cqp run did not announce reached the input`);
+      armed = undefined;
+      return true;
+    },
+  };
   let last = '';
   let ticks = 0;
   const report = (heartbeat = false): Promise<void> => {
@@ -193,6 +262,15 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
         await report();
         await sendToSupervisor({ cqp: 'cut' });
       });
+    } else if (message?.cqp === 'barrier') {
+      const line = barrierLine(message.id);
+      armed = line.slice(0, -1);
+      if (message.cut) {
+        output?.armCut(line, () => {
+          void report().then(() => sendToSupervisor({ cqp: 'cut', id: message.id }));
+        });
+      }
+      void sendToSupervisor({ cqp: 'ack' });
     } else if (message?.cqp === 'output' && output && handle) {
       output.connect(handle as Socket);
     } else if (message?.cqp === 'upstream-lost') {
@@ -216,6 +294,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   return {
     output,
     counts,
+    barrier,
     upstreamLost: () => lost,
     close: async () => {
       clearInterval(ticker);

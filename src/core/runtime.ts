@@ -77,6 +77,12 @@ export interface StageIo {
   /** True when the process feeding this one died: an unfinished last line is its half-written line. */
   upstreamLost?: () => boolean;
   /**
+   * Under `cqp run` (filters): the barrier lines the supervisor writes into the input to cut the output
+   * exactly there (stage-control.ts). Given each line that starts with the record separator; a barrier
+   * line passes to the output as it is, at its place, neither read nor counted.
+   */
+  barrier?: { pass(text: string): boolean } | undefined;
+  /**
    * A sink following a log (`--read-log --follow`): `listen` is given a function to call with the last
    * positions to read once they are known (the supervisor's shutdown); the sink then stops there, by
    * `stop`, as soon as it has read them, rather than at a signal sent after its next progress report.
@@ -150,6 +156,9 @@ function parseLine(line: SplitLine, policy: ErrorPolicy, maxLineBytes: number, e
   return { event, position: event[POSITION_KEY] === undefined ? undefined : takeStamp(event) };
 }
 
+/** The ASCII record separator, the first character of a barrier line (see StageIo.barrier). */
+const RECORD_SEPARATOR = 0x1e;
+
 function join(lines: string[]): string {
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
@@ -222,10 +231,17 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
 
   // Under `fail`, the events before the bad line still go out, then the error ends the stage.
   const counts = io.counts;
+  const barrier = io.barrier;
   const processLines = async (lines: SplitLine[]): Promise<{ text: string; error?: unknown }> => {
     const out: string[] = [];
+    let barriers = 0;
     try {
       for (const line of lines) {
+        if (barrier && line.text.charCodeAt(0) === RECORD_SEPARATOR && barrier.pass(line.text)) {
+          out.push(line.text);
+          barriers++;
+          continue;
+        }
         const pending = processLine(line, out);
         if (pending) await pending;
       }
@@ -233,8 +249,8 @@ export async function runFilter(def: FilterDefinition, options: Record<string, u
       return { text: join(out), error };
     } finally {
       if (counts) {
-        counts.in += lines.length;
-        counts.out += out.length;
+        counts.in += lines.length - barriers;
+        counts.out += out.length - barriers;
       }
     }
     return { text: join(out) };

@@ -17,9 +17,24 @@ import type { PositionMap } from '../core/position.js';
 import type { StageProcess } from './process.js';
 import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
 
+/**
+ * A barrier line for `Link.holdAt`, and how to send it: arm the process and write the line into its
+ * input (`cut`: the process cuts its own output at the line; otherwise the line comes out for a pump).
+ */
+export interface Barrier {
+  line: string;
+  send(cut: boolean): Promise<void>;
+}
+
 export interface Link {
   /** Stops the flow after the last whole line sent; resolves once nothing more goes out. */
   hold(): Promise<void>;
+  /**
+   * Stops the flow exactly where a barrier line, written into the process's input once nothing more
+   * comes into it, comes out: everything the process wrote for its input before the line goes out,
+   * nothing after. Resolves once held there (or the process has exited). Released as after `hold`.
+   */
+  holdAt(barrier: Barrier): Promise<void>;
   /** Goes on, into the current targets. */
   release(): Promise<void>;
   /** Points the link at other targets (while held: from the release on). */
@@ -117,11 +132,20 @@ export class DirectLink implements Link {
     }
   }
 
-  async hold(): Promise<void> {
+  hold(): Promise<void> {
+    return this.stop(() => this.proc.request({ cqp: 'cut' }, 'cut'));
+  }
+
+  holdAt(barrier: Barrier): Promise<void> {
+    return this.stop(() => barrier.send(true));
+  }
+
+  /** Held from now on: the process is cut by `cut`, then what it wrote into a socket is forwarded. */
+  private async stop(cut: () => Promise<void>): Promise<void> {
     if (this.held) return;
     this.held = true;
     this.released = new Promise((resolve) => (this.release_ = resolve));
-    await this.proc.request({ cqp: 'cut' }, 'cut');
+    await cut();
     if (this.inner) {
       // It closed the socket: what it wrote before the cut is forwarded, then the pump ends.
       this.inner.endTargets = false;

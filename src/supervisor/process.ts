@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CqpError, messageOf } from '../core/errors.js';
-import { componentMessage, messageLine, readMessages, type ComponentMessage, type Progress, type Reply, type SupervisorMessage } from '../protocol.js';
+import { barrierLine, componentMessage, messageLine, readMessages, type ComponentMessage, type Progress, type Reply, type SupervisorMessage } from '../protocol.js';
 import type { Command } from './config.js';
 
 /** How long after a process's exit its control channel may stay open before the exit counts anyway (ms). */
@@ -216,13 +216,31 @@ export class StageProcess {
    */
   async request(message: SupervisorMessage, reply?: Reply, handle?: Writable, keepOpen = true): Promise<void> {
     if (!this.controlled || !this.child.connected) return;
-    const answered = reply ? new Promise<void>((resolve) => this.replies.set(reply, resolve)) : undefined;
+    const answered = reply ? this.answer(reply) : undefined;
     try {
       this.child.send(message, handle as never, { keepOpen });
     } catch {
       return;
     }
-    if (answered) await Promise.race([answered, this.exit]);
+    await answered;
+  }
+
+  /** Resolves once the process answers `reply`, or has exited. */
+  private answer(reply: Reply): Promise<unknown> {
+    return Promise.race([new Promise<void>((resolve) => this.replies.set(reply, resolve)), this.exit]);
+  }
+
+  /**
+   * Writes the barrier line `id` into the process's input, once the process is armed for it (the
+   * `barrier` message; `cut`: its output cuts there). With `cut`, resolves once the output has cut at the
+   * line (or the process has exited); otherwise once the line is handed to the input.
+   */
+  async barrier(id: string, cut: boolean): Promise<void> {
+    await this.request({ cqp: 'barrier', id, cut }, 'ack');
+    if (!this.running || !this.child.connected) return;
+    const answered = cut ? this.answer('cut') : undefined;
+    this.stdin.write(barrierLine(id));
+    await answered;
   }
 
   /** Writes one message to a cqp component on its CQP_READY_FD pipe (a sink reading a log listens there). */

@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { advance, splitStamp, type PositionMap } from '../core/position.js';
 import type { CqpError } from '../core/errors.js';
-import type { Link } from './link.js';
+import type { Barrier, Link } from './link.js';
 import type { StageProcess } from './process.js';
 import type { Rewritten } from './run-output.js';
 
@@ -61,6 +61,8 @@ export class Pump implements Link {
   /** Bytes read but not yet forwarded: at most one unfinished line, or more while held. */
   private pending: Buffer[] = [];
   private held = false;
+  /** The barrier line to hold at (holdAt), and what to tell once it came. */
+  private barrier: { line: Buffer; seen: () => void } | undefined;
   private ended = false;
   private finished = false;
   /** A rewrite failed: what the input holds from there on is dropped. */
@@ -106,6 +108,16 @@ export class Pump implements Link {
     this.held = true;
     this.input.pause();
     return Promise.resolve();
+  }
+
+  /**
+   * Holds where the barrier line comes out of the process: the lines before it are forwarded, the line
+   * is dropped, what follows waits. The process passes the line on rather than cutting its output.
+   */
+  async holdAt(barrier: Barrier): Promise<void> {
+    const seen = new Promise<void>((resolve) => (this.barrier = { line: Buffer.from(barrier.line), seen: resolve }));
+    await barrier.send(false);
+    await Promise.race([seen, this.done]);
   }
 
   /** Forwards what waited, and goes on. */
@@ -206,7 +218,24 @@ export class Pump implements Link {
     const rest = this.pending.slice(at + 1);
     if (last + 1 < piece.length) rest.unshift(piece.subarray(last + 1));
     this.pending = rest;
+    if (this.barrier && this.holdsAt(parts)) return;
     this.write(parts);
+  }
+
+  /** When the barrier line is among `parts` (whole lines): forwards the lines before it, drops it, holds. */
+  private holdsAt(parts: Buffer[]): boolean {
+    const { line, seen } = this.barrier as NonNullable<Pump['barrier']>;
+    const whole = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+    const at = whole.indexOf(line);
+    if (at < 0) return false;
+    this.barrier = undefined;
+    if (at > 0) this.write([whole.subarray(0, at)]);
+    const after = whole.subarray(at + line.length);
+    if (after.length > 0) this.pending.unshift(after);
+    this.held = true;
+    this.input.pause();
+    seen();
+    return true;
   }
 
   private async finish(): Promise<void> {

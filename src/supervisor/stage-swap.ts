@@ -4,7 +4,9 @@
  * drain and stop; new and changed ones start as new processes; stages kept unchanged keep their
  * process and are only handed a new place in the chain (their stdin is fed by a new upstream, their
  * output cut and handed to a new downstream), so a `dedupe` window survives a reload of its neighbours
- * and a pure reorder restarts nothing.
+ * and a pure reorder restarts nothing. A kept stage's output is cut in band, at a barrier line written
+ * into its input after the last line of the old chain: however long it holds an event, or however slow
+ * its downstream, no output of an old event goes into the new chain, and none of a new one into the old.
  *
  * Every event in the stretch when the flow stops passes the old stretch to its end before any event
  * enters the new one: the stages changed in one save switch together, and each event passes exactly
@@ -13,6 +15,8 @@
 import type { PipelinePlan, StagePlan } from './config.js';
 import type { ComponentStats, Context, Node } from './context.js';
 import { specOf, type ReloadDiff } from './diff.js';
+import { barrierLine } from '../protocol.js';
+import type { Barrier } from './link.js';
 import type { StageProcess } from './process.js';
 import type { PumpTarget } from './pump.js';
 import { linkFrom, spawnProc, target } from './wiring.js';
@@ -67,29 +71,22 @@ export function startStages(ctx: Context, range: Stretch, next: PipelinePlan, fr
   }
 }
 
-/**
- * Resolves once a cqp stage has done all it was given: two reports in a row with the same counts. A
- * stage reports moved counts four times a second and unchanged ones about once a second, so equal
- * counts mean it read and wrote nothing for a second while its input was waiting in its pipe.
- */
-function settled(proc: StageProcess): Promise<unknown> {
-  const counted = proc.onReport;
-  let last: { in: number; out: number } | undefined;
-  const quiet = new Promise<void>((resolve) => {
-    proc.onReport = (report) => {
-      counted?.(report);
-      if (last && report.in === last.in && report.out === last.out) resolve();
-      last = report;
-    };
-  });
-  return Promise.race([quiet, proc.exit]).finally(() => (proc.onReport = counted));
+let barriers = 0;
+
+/** A barrier line of its own for a kept stage (see Link.holdAt). */
+function barrierFor(proc: StageProcess): Barrier {
+  const id = `${process.pid}.${++barriers}`;
+  return { line: barrierLine(id), send: (cut) => proc.barrier(id, cut) };
 }
 
 /**
  * Rewires the stretch [prefix, oldEnd) as the new stretch [prefix, newEnd) made of the kept stages and
  * `fresh`. The flow is held after the last whole line before the stretch; then, from the first stage
- * on, each old stage finishes what it was given: a stage that goes gets end-of-input and exits, a kept
- * one settles and its output is cut. Then the chain is reconnected in the new order and the flow goes on.
+ * on, each old stage finishes what it was given, once nothing more comes into it: a stage that goes
+ * gets end-of-input and exits; a kept one is given a barrier line after its last input line and its
+ * output is cut exactly where that line comes through (everything it wrote for the lines before went
+ * to its old downstream, nothing after). Then the chain is reconnected in the new order, from its end
+ * back, and the flow goes on.
  */
 export async function swapStages(ctx: Context, range: Stretch, fresh: FreshStage[], next: PipelinePlan): Promise<void> {
   const kept = keptStages(ctx, range, next);
@@ -99,8 +96,7 @@ export async function swapStages(ctx: Context, range: Stretch, fresh: FreshStage
   for (const node of old) {
     if (kept.has(node.plan.name)) {
       // Its input is never ended: it stays open for its next upstream.
-      await settled(node.proc);
-      await node.link.hold();
+      await node.link.holdAt(barrierFor(node.proc));
     } else {
       node.link.endTargets = false;
       node.proc.expected ??= 'end';

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -30,23 +30,37 @@ interface Logged {
   [counter: string]: unknown;
 }
 
+interface Setup {
+  /** Files to write into the pipeline's directory first (name → text). */
+  files?: Record<string, string>;
+  /** Called once events flow, just before `second` is saved. */
+  beforeSave?: (dir: string) => Promise<void>;
+  /** Events per second, and how many to see reach the log before and after the reload. */
+  rate?: number;
+  flow?: number;
+  /** Sinks besides the log the test reads. */
+  moreSinks?: string[];
+}
+
 /** Starts a flowing pipeline with `first`, saves `second` once events flow, and stops after more have flowed. */
-async function reloadWhileFlowing(first: string[], second: string[]): Promise<{ before: StageStatus[]; after: StageStatus[]; events: Logged[] }> {
+async function reloadWhileFlowing(first: string[], second: string[], setup: Setup = {}): Promise<{ before: StageStatus[]; after: StageStatus[]; events: Logged[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'cqp-rewire-'));
+  for (const [name, text] of Object.entries(setup.files ?? {})) writeFileSync(join(dir, name), text);
   const file = join(dir, 'p.yaml');
   const write = (stages: string[]): void =>
-    writeFileSync(file, `source: { type: demo, count: 0, rate: 20000 }\nstages:\n${stages.join('\n')}\nsinks:\n  - { name: log, type: log, path: events.log }\n`);
+    writeFileSync(file, `source: { type: demo, count: 0, rate: ${setup.rate ?? 20_000} }\nstages:\n${stages.join('\n')}\nsinks:\n${['  - { name: log, type: log, path: events.log }', ...(setup.moreSinks ?? [])].join('\n')}\n`);
   write(first);
   const p = runPipeline(file, { metrics: true });
   started.push(p);
   const logged = async (): Promise<number> => (await p.stages()).find((s) => s.name === 'log')?.in ?? 0;
-  // More events than the pipes between the stages hold, before and after the reload.
+  // By default more events than the pipes between the stages hold, before and after the reload.
   const flow = async (): Promise<void> => {
     const from = await logged();
-    await eventually(async () => (await logged()) > from + 8000, { timeoutMs: 60_000, what: 'events to reach the log' });
+    await eventually(async () => (await logged()) > from + (setup.flow ?? 8000), { timeoutMs: 60_000, what: 'events to reach the log' });
   };
   await flow();
   const before = await p.stages();
+  await setup.beforeSave?.(dir);
   write(second);
   await p.waitFor(/reload #1: /);
   await flow();
@@ -93,5 +107,48 @@ describe('cqp run: a reload replaces only the changed stages', () => {
     }
     expect(phases(events)).toEqual(['a1b1c1', 'a1c1b1']);
     for (const name of ['an', 'bn', 'cn']) expect(events.every((e, i) => e[name] === i + 1), name).toBe(true);
+  }, 120_000);
+
+  it('[a, b] -> [a\', b] with two sinks: b, whose output the supervisor pumps to both, keeps its process', async () => {
+    const { before, after, events } = await reloadWhileFlowing([stage('a'), stage('b')], [stage('a', 2), stage('b')], {
+      moreSinks: ['  - { name: copy, type: log, path: copy.log }'],
+    });
+    expect(of(after, 'b')?.pid).toBe(of(before, 'b')?.pid);
+    expect(of(after, 'a')?.generation).toBe(2);
+    expect(phases(events)).toEqual(['a1b1', 'a2b1']);
+    expect(events.every((e, i) => e.bn === i + 1)).toBe(true);
+  }, 120_000);
+
+  it('a kept stage that holds an event for seconds while the reload waits for it: no event crosses from the old chain to the new', async () => {
+    // b, an async module, holds one event for 5 s once the file `hold` appears: it reads and writes
+    // nothing meanwhile, as a stage that is done would, while that event and those after it are still
+    // to pass the old c. Events flow slowly enough for what a sends meanwhile to fit in b's input pipe:
+    // the old a then ends and the reload reaches b while b still holds its event.
+    const b = [
+      "import { existsSync, unlinkSync, writeFileSync } from 'node:fs';",
+      "import { setTimeout as sleep } from 'node:timers/promises';",
+      'let n = 0;',
+      'export default async (e) => {',
+      "  e.path = (e.path || '') + 'b1';",
+      '  e.bn = ++n;',
+      "  if (existsSync('hold')) { unlinkSync('hold'); writeFileSync('held', String(n)); await sleep(5000); }",
+      '  return e;',
+      '};',
+    ].join('\n');
+    const slowB = '  - { name: b, filter: module, with: { file: b.mjs } }';
+    const { before, after, events } = await reloadWhileFlowing([stage('a'), slowB, stage('c')], [stage('a', 2), slowB, stage('c', 2)], {
+      files: { 'b.mjs': b },
+      rate: 10,
+      flow: 20,
+      beforeSave: async (dir) => {
+        writeFileSync(join(dir, 'hold'), '');
+        await eventually(() => existsSync(join(dir, 'held')), { timeoutMs: 30_000, what: 'b to hold an event' });
+      },
+    });
+    expect(of(after, 'b')?.pid).toBe(of(before, 'b')?.pid);
+    // Every event before some point saw a1 b1 c1, every one after a2 b1 c2: the held event and the
+    // ones queued behind it included.
+    expect(phases(events)).toEqual(['a1b1c1', 'a2b1c2']);
+    expect(events.every((e, i) => e.bn === i + 1)).toBe(true);
   }, 120_000);
 });

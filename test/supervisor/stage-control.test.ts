@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { barrierLine } from '../../src/protocol.js';
+import { SwitchableOutput } from '../../src/stage-control.js';
 import { eventually } from '../helpers/eventually.js';
 import { socketPair } from '../../src/supervisor/link.js';
 import { BIN } from '../helpers/cli.js';
@@ -24,6 +27,21 @@ function controlled(args: string[]): { child: ChildProcess; stdout: () => string
 
 const lines = (from: number, to: number): string => Array.from({ length: to - from }, (_, k) => `{"i":${from + k},"pad":"${'x'.repeat(300)}"}\n`).join('');
 const exit = (child: ChildProcess): Promise<number | null> => new Promise((resolve) => child.on('close', (code) => resolve(code)));
+/**
+ * Hands the stage a socket as its next output (as after a cut), ends its input, and resolves with what
+ * came out into the socket once the stage has ended it.
+ */
+async function endIntoNewOutput(stage: ReturnType<typeof controlled>): Promise<string> {
+  const [theirs, ours] = await socketPair();
+  let rest = '';
+  ours.setEncoding('utf8').on('data', (t: string) => (rest += t));
+  const restEnded = new Promise((resolve) => ours.on('end', resolve));
+  stage.child.send({ cqp: 'output' }, theirs as Socket);
+  stage.child.stdin?.end();
+  await restEnded;
+  return rest;
+}
+
 const until = (check: () => boolean, what: string): Promise<boolean> => eventually(check, { everyMs: 10, what });
 
 describe('a stage under cqp run (the control channel)', () => {
@@ -46,19 +64,42 @@ describe('a stage under cqp run (the control channel)', () => {
     const old = stage.stdout();
     expect(old.endsWith('\n')).toBe(true);
     expect(old.split('\n').length - 1).toBe(before.out);
-    const [theirs, ours] = await socketPair();
-    let rest = '';
-    ours.setEncoding('utf8').on('data', (t: string) => (rest += t));
-    const restEnded = new Promise((resolve) => ours.on('end', resolve));
-    stage.child.send({ cqp: 'output' }, theirs as Socket);
-    stdin.end();
-    await restEnded;
+    const rest = await endIntoNewOutput(stage);
     expect(await exited).toBe(0);
     const all = (old + rest).trim().split('\n').map((l) => JSON.parse(l) as { i: number; n: number });
     expect(all.map((e) => e.i)).toEqual(Array.from({ length: 30_000 }, (_, k) => k));
     expect(all.every((e) => e.n === e.i * 2)).toBe(true);
     const last = stage.messages.filter((m) => m.cqp === 'progress').at(-1);
     expect(last).toMatchObject({ in: 30_000, out: 30_000 });
+  });
+
+  it('barrier: the output of every line before the barrier line goes to the old output, the rest to the next one', async () => {
+    const stage = controlled(['map', 'e.n = e.i * 2']);
+    const exited = exit(stage.child);
+    const stdin = stage.child.stdin as NodeJS.WritableStream;
+    const ack = stage.reply('ack');
+    stage.child.send({ cqp: 'barrier', id: 't1', cut: true });
+    await ack;
+    const cut = stage.reply('cut');
+    // One write: the chunks the stage reads hold lines from both sides of the barrier.
+    stdin.write(lines(0, 5000) + barrierLine('t1') + lines(5000, 8000));
+    await cut;
+    expect(stage.messages.find((m) => m.cqp === 'cut')).toEqual({ cqp: 'cut', id: 't1' });
+    const rest = await endIntoNewOutput(stage);
+    expect(await exited).toBe(0);
+    const ids = (text: string): number[] => text.trim().split('\n').map((l) => (JSON.parse(l) as { i: number }).i);
+    expect(ids(stage.stdout())).toEqual(Array.from({ length: 5000 }, (_, k) => k));
+    expect(ids(rest)).toEqual(Array.from({ length: 3000 }, (_, k) => 5000 + k));
+    // The barrier line is no event: neither read nor written.
+    expect(stage.messages.filter((m) => m.cqp === 'progress').at(-1)).toMatchObject({ in: 8000, out: 8000, errors: 0 });
+  });
+
+  it('a barrier line the stage was not armed for fails the stage instead of passing as an event', async () => {
+    const stage = controlled(['map', 'e.n = 1', '--on-error', 'skip']);
+    stage.child.stdin?.end(`{"i":1}\n${barrierLine('x')}{"i":2}\n`);
+    expect(await exit(stage.child)).not.toBe(0);
+    expect(stage.stdout()).toBe('{"i":1,"n":1}\n');
+    expect(stage.stderr()).toMatch(/barrier line .* did not announce/);
   });
 
   it('upstream-lost: a half-written last line is dropped with a warning instead of failing the stage', async () => {
@@ -104,5 +145,31 @@ describe('a stage under cqp run (the control channel)', () => {
     const kinds = stage.messages.map((m) => m.cqp);
     expect(kinds).toContain('output-closed');
     expect(stage.messages.filter((m) => m.cqp === 'progress').at(-1)).toMatchObject({ errors: 2 });
+  });
+});
+
+describe('SwitchableOutput', () => {
+  it('armed, splits a chunk at the barrier line: the lines before go to the current output, the line is dropped, the rest waits for the next', async () => {
+    const collect = (stream: PassThrough): (() => string) => {
+      let text = '';
+      stream.setEncoding('utf8').on('data', (t: string) => (text += t));
+      return () => text;
+    };
+    const first = new PassThrough();
+    const old = collect(first);
+    const output = new SwitchableOutput(first);
+    let cut = false;
+    const line = barrierLine('b7');
+    output.armCut(line, () => (cut = true));
+    output.write(`{"i":1}\n{"i":2}\n${line}{"i":3}\n`);
+    output.write('{"i":4}\n');
+    await eventually(() => cut, { what: 'the cut at the barrier' });
+    expect(old()).toBe('{"i":1}\n{"i":2}\n');
+    expect(output.cutOff).toBe(true);
+    const next = new PassThrough();
+    const rest = collect(next);
+    output.connect(next as unknown as Socket);
+    await eventually(() => rest() === '{"i":3}\n{"i":4}\n', { what: () => `the lines after the barrier in the next output, got ${JSON.stringify(rest())}` });
+    expect(old()).toBe('{"i":1}\n{"i":2}\n');
   });
 });
