@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, describe, expect, test } from 'vitest';
 import { cqp } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { runPipeline, type RunningPipeline } from '../helpers/pipeline.js';
 import { noProcessesLeftIn, processesIn } from '../helpers/processes.js';
+import { dumpViews } from '../helpers/views.js';
 
 // The acceptance test for crashes of the supervisor itself: `cqp run` of an endless pipeline with a log
 // and views following it, killed -9 at random moments (start-up included) and started again, then
@@ -20,16 +20,6 @@ afterAll(() => {
   for (const pid of processesIn(dir)) process.kill(pid, 'SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
-
-function dump(db: string): Record<string, unknown[]> {
-  const d = new Database(db, { readonly: true });
-  try {
-    const tables = d.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_cqp%' ESCAPE '\\' ORDER BY name").all() as Array<{ name: string }>;
-    return Object.fromEntries(tables.map(({ name }) => [name, d.prepare(`SELECT * FROM "${name}" ORDER BY 1`).all()]));
-  } finally {
-    d.close();
-  }
-}
 
 /** Starts `cqp run` of the pipeline in its folder. */
 function startRun(): RunningPipeline {
@@ -79,8 +69,8 @@ sinks:
     expect(verify.status, verify.stdout + verify.stderr).toBe(0);
     const clean = cqp(['sqlite', '--db', 'clean.db', '--views', VIEWS, '--read-log', 'events.log'], { bin: 'sink', cwd: dir });
     expect(clean.status, clean.stderr).toBe(0);
-    const views = dump(join(dir, 'views.db'));
+    const views = dumpViews(join(dir, 'views.db'));
     expect(Object.values(views).some((rows) => rows.length > 0)).toBe(true);
-    expect(views).toEqual(dump(join(dir, 'clean.db')));
+    expect(views).toEqual(dumpViews(join(dir, 'clean.db')));
   }, 300_000);
 });

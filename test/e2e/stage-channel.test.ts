@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../log/helpers.js';
 import { BIN, cqp, shellCommand as cli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
+import { dumpViews } from '../helpers/views.js';
 
 // A stage started by a supervisor that is already gone (killed -9 while its stages start): it must
 // see that at once, stop by itself, and never write into a file descriptor it no longer owns.
@@ -42,16 +43,6 @@ function integrity(db: string): string {
   const d = new Database(db, { readonly: true });
   try {
     return String(d.pragma('integrity_check', { simple: true }));
-  } finally {
-    d.close();
-  }
-}
-
-function dump(db: string): Record<string, unknown[]> {
-  const d = new Database(db, { readonly: true });
-  try {
-    const tables = d.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_cqp%' ESCAPE '\\' ORDER BY name").all() as Array<{ name: string }>;
-    return Object.fromEntries(tables.map(({ name }) => [name, d.prepare(`SELECT * FROM "${name}" ORDER BY 1`).all()]));
   } finally {
     d.close();
   }
@@ -116,6 +107,6 @@ describe('a stage whose supervisor is already gone when it starts', () => {
     expect(ended, run.stderr()).toEqual({ code: 0, signal: null });
     expect(integrity(join(dir, 'views.db'))).toBe('ok');
     expect(sh(cli('sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)} --read-log events.log`), dir).status).toBe(0);
-    expect(dump(join(dir, 'views.db'))).toEqual(dump(join(dir, 'clean.db')));
+    expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(join(dir, 'clean.db')));
   });
 });

@@ -1,12 +1,12 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
 import { BIN, cqp, shellCommand as cli, type CliResult } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { sleep, tempDir } from './helpers.js';
+import { dumpViews } from '../helpers/views.js';
 
 // `cqp-sink … --read-log LOG`: a sink reading the command log itself, as views following the log do in
 // `cqp run` and sinks do in a replay without stages.
@@ -23,16 +23,6 @@ function demoLog(dir: string, count: number): string[] {
   const r = sh(`${cli('source', `demo --count ${count}`)} | ${cli('sink', 'log --path events.log')}`, dir);
   expect(r.status, r.stderr).toBe(0);
   return sh(cli('source', `demo --count ${count}`), dir).stdout.trimEnd().split('\n').map((l) => splitStamp(l).text);
-}
-
-function dump(db: string): Record<string, unknown[]> {
-  const d = new Database(db, { readonly: true });
-  try {
-    const tables = d.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_cqp%' ESCAPE '\\' ORDER BY name").all() as Array<{ name: string }>;
-    return Object.fromEntries(tables.map(({ name }) => [name, d.prepare(`SELECT * FROM "${name}" ORDER BY 1`).all()]));
-  } finally {
-    d.close();
-  }
 }
 
 describe('a sink reading the log itself (--read-log)', () => {
@@ -52,15 +42,15 @@ describe('a sink reading the log itself (--read-log)', () => {
     const dir = tempDir();
     demoLog(dir, 3000);
     expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
-    const first = dump(join(dir, 'views.db'));
+    const first = dumpViews(join(dir, 'views.db'));
     expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
-    expect(dump(join(dir, 'views.db'))).toEqual(first);
+    expect(dumpViews(join(dir, 'views.db'))).toEqual(first);
     // The log grows (a longer run of the same demo stream skips the 3000 it holds), the views catch up.
     expect(sh(`${cli('source', 'demo --count 5000')} | ${cli('sink', 'log --path events.log')}`, dir).status).toBe(0);
     expect(sink(['sqlite', '--db', 'views.db', '--views', VIEWS, '--read-log', 'events.log'], dir).status).toBe(0);
     const clean = sh(`${cli('source', 'log --path events.log')} | ${cli('sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)}`)}`, dir);
     expect(clean.status, clean.stderr).toBe(0);
-    expect(dump(join(dir, 'views.db'))).toEqual(dump(join(dir, 'clean.db')));
+    expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(join(dir, 'clean.db')));
   });
 
   test('--follow waits for appends; --follow --until ends at that record; progress goes to CQP_READY_FD', async () => {
