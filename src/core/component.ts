@@ -73,8 +73,13 @@ export interface SinkEvent {
 export interface SinkInstance {
   /** Positions already applied; events at or below them are skipped before `write`. */
   applied?(): PositionMap;
-  /** Writes one batch; resolves when the batch is stored as the sink promises (durably for log/sqlite). */
-  write(batch: SinkEvent[]): Promise<void>;
+  /**
+   * Writes one batch; resolves when the batch is stored as the sink promises (durably for log/sqlite).
+   * `through`, when bad events were skipped since the last write: the positions the input has been read
+   * to, those events included (never below the batch's own). A sink that stores positions stores these,
+   * so it does not end short of its input when the last events were bad; the batch may then be empty.
+   */
+  write(batch: SinkEvent[], through?: PositionMap): Promise<void>;
   /** Flushes and releases resources. */
   close(): Promise<void>;
 }

@@ -344,6 +344,10 @@ interface SinkInput<T> {
   items: AsyncIterator<T>;
   take(item: T, batch: SinkEvent[]): void;
   end(batch: SinkEvent[]): void;
+  /** True when a bad event with a position was skipped since the last `through()`. */
+  skipped?(): boolean;
+  /** The positions read so far, bad events included (see SinkInstance.write); clears `skipped`. */
+  through?(): PositionMap;
 }
 
 /** Runs a sink: stdin (or a log, `--read-log`) → batches of events → the sink, skipping events it already holds. */
@@ -383,6 +387,8 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
     checkUntil();
   });
   if (logReader && readLog) {
+    // A bad event skipped since the last write: the next write also stores how far the log was read.
+    let skipped = false;
     const fromLog: SinkInput<LogEvent[]> = {
       items: logReader(applied, io.signal),
       take(events, batch) {
@@ -393,13 +399,21 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
           read++;
           const no = Number(position.n);
           const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max, undefined, exact);
-          if (!event) continue;
+          if (!event) {
+            skipped = true;
+            continue;
+          }
           batch.push(new AcceptedEvent(text, no, position, event, false));
           accepted++;
         }
         checkUntil();
       },
       end() {},
+      skipped: () => skipped,
+      through() {
+        skipped = false;
+        return { ...applied };
+      },
     };
     input = fromLog;
   } else {
@@ -450,11 +464,16 @@ async function feedSink<T>(instance: SinkInstance, input: SinkInput<T>): Promise
   let batch: SinkEvent[] = [];
   let inflight: Promise<void> | undefined;
   let writeError: unknown;
+  // A sink that keeps positions is also told how far the input was read past bad events, even without
+  // events to write; one that keeps none has nothing to store for them.
+  const keepsPositions = instance.applied !== undefined;
   const startWrite = (): void => {
-    if (inflight || batch.length === 0 || writeError !== undefined) return;
+    if (inflight || writeError !== undefined) return;
+    const through = keepsPositions && input.skipped?.() === true ? input.through?.() : undefined;
+    if (batch.length === 0 && through === undefined) return;
     const current = batch;
     batch = [];
-    inflight = instance.write(current).then(
+    inflight = instance.write(current, through).then(
       () => {
         inflight = undefined;
         startWrite();
@@ -468,9 +487,9 @@ async function feedSink<T>(instance: SinkInstance, input: SinkInput<T>): Promise
   const drain = async (): Promise<void> => {
     for (;;) {
       if (writeError !== undefined) throw writeError;
-      if (inflight) await inflight;
-      else if (batch.length > 0) startWrite();
-      else return;
+      if (!inflight) startWrite();
+      if (!inflight) return;
+      await inflight;
     }
   };
   // Under `fail`, the events before a bad one are written, then the error ends the sink.

@@ -53,17 +53,21 @@ export default defineSink({
     const store = await ViewStore.open(resolve(ctx.cwd, db), definitions);
     return {
       applied: () => store.applied(),
-      async write(batch) {
+      async write(batch, through) {
         const items: ViewEvent[] = new Array<ViewEvent>(batch.length);
         for (let i = 0; i < batch.length; i++) {
           const e = batch[i] as (typeof batch)[number];
           // The text (without its stamp) is only stored by the default `events` table.
           items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
         }
-        store.applyBatch(items, (index, message) => {
-          const e = batch[index];
-          if (e) ctx.policy.report(e.no, message, e.text);
-        });
+        store.applyBatch(
+          items,
+          (index, message) => {
+            const e = batch[index];
+            if (e) ctx.policy.report(e.no, message, e.text);
+          },
+          through,
+        );
       },
       async close() {
         store.close();

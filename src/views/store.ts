@@ -394,7 +394,7 @@ function openError(dbFile: string, error: unknown): CqpError {
 export class ViewStore {
   private readonly upsertPosition: Statement;
   private readonly selectPositions: Statement;
-  private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler) => PositionMap[];
+  private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => PositionMap[];
 
   private constructor(
     readonly db: SqliteDatabase,
@@ -408,7 +408,7 @@ export class ViewStore {
     this.selectPositions = db.prepare('SELECT view, source, n FROM cqp_positions');
     // IMMEDIATE takes SQLite's write lock at BEGIN, so the positions read first in the batch are the
     // ones its commit builds on: no other connection can move them in between.
-    const transaction = db.transaction((items: ViewEvent[], onBad: BadEventHandler) => this.applyInTransaction(items, onBad));
+    const transaction = db.transaction((items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => this.applyInTransaction(items, onBad, through));
     this.transaction = transaction.immediate.bind(transaction);
   }
 
@@ -514,12 +514,14 @@ export class ViewStore {
   /**
    * Applies a batch in one transaction: each view applies the events past its own position and stores
    * its new positions. Events a view cannot apply go to `onBad` (default: throw, rolling the batch back).
+   * `through`: the positions the input was read to, bad events skipped before the sink included; the
+   * views store them too, so a view whose last events were bad still holds the end of what it read.
    */
-  applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent): void {
-    if (items.length === 0) return;
+  applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent, through?: PositionMap): void {
+    if (items.length === 0 && through === undefined) return;
     let pending: PositionMap[];
     try {
-      pending = this.transaction(items, onBad);
+      pending = this.transaction(items, onBad, through);
     } catch (error) {
       throw storageError(this.dbFile, error);
     }
@@ -530,12 +532,18 @@ export class ViewStore {
     }
   }
 
-  private applyInTransaction(items: ViewEvent[], onBad: BadEventHandler): PositionMap[] {
+  private applyInTransaction(items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined): PositionMap[] {
     // Positions are read here, inside the write transaction: even a writer that got past the lock
     // (or a stale copy in memory) cannot make a view apply an event twice.
     this.readPositions();
     const projections = this.projections;
     const ranges = positionRanges(items);
+    for (const source in through) {
+      const n = through[source] as string;
+      const range = ranges.get(source);
+      if (range === undefined) ranges.set(source, { min: n, max: n });
+      else if (compareFast(n, range.max) > 0) range.max = n;
+    }
     // A view whose positions are all below the batch applies every event without comparing positions.
     const check = projections.map((p) => {
       for (const [source, range] of ranges) {

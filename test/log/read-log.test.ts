@@ -1,8 +1,10 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
+import { openLogWriter } from '../../src/log/writer.js';
 import { BIN, cqp, shellCommand as cli, type CliResult } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { sleep, tempDir } from './helpers.js';
@@ -51,6 +53,33 @@ describe('a sink reading the log itself (--read-log)', () => {
     const clean = sh(`${cli('source', 'log --path events.log')} | ${cli('sink', `sqlite --db clean.db --views ${JSON.stringify(VIEWS)}`)}`, dir);
     expect(clean.status, clean.stderr).toBe(0);
     expect(dumpViews(join(dir, 'views.db'))).toEqual(dumpViews(join(dir, 'clean.db')));
+  });
+
+  test('bad events skipped at the end of the log: the views still hold the log\'s last position, and a re-run skips nothing again', async () => {
+    const dir = tempDir();
+    // A log another program wrote: its last two records are not JSON objects, bad events to a sink.
+    const writer = await openLogWriter(join(dir, 'events.log'), { fsync: 'never', warn: () => {} });
+    const records = ['{"id":"a","n":1}', '{"id":"b","n":2}', '[1,2]', '"text"'];
+    await writer.appendBatch(records.map((bytes, i) => ({ bytes, position: { source: 'other', n: String(i + 1) } })));
+    await writer.close();
+    const args = ['sqlite', '--db', 'views.db', '--read-log', 'events.log', '--on-error', 'skip'];
+    const first = sink(args, dir);
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/skipped/);
+    const positions = (): unknown[] => {
+      const d = new Database(join(dir, 'views.db'), { readonly: true });
+      try {
+        return d.prepare('SELECT view, n FROM cqp_positions').all();
+      } finally {
+        d.close();
+      }
+    };
+    expect(positions()).toEqual([{ view: 'events', n: '4' }]);
+    expect(dumpViews(join(dir, 'views.db')).events).toHaveLength(2);
+    // Nothing left to read: the re-run reads (and skips) nothing.
+    const again = sink(args, dir);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).not.toMatch(/skipped/);
   });
 
   test('--follow waits for appends; --follow --until ends at that record; progress goes to CQP_READY_FD', async () => {
