@@ -1,5 +1,6 @@
 import { createReadStream, fstatSync } from 'node:fs';
-import { Socket } from 'node:net';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Option, type Command } from 'commander';
@@ -173,7 +174,9 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   if (!Number.isInteger(fd) || fd < 3) return NO_SUPERVISOR;
   let pipe: Socket;
   try {
-    pipe = new Socket({ fd, readable: readsLog, writable: true });
+    // node:net loads only here: a component started from a shell has no supervisor and skips its cost.
+    const net = createRequire(import.meta.url)('node:net') as { Socket: typeof Socket };
+    pipe = new net.Socket({ fd, readable: readsLog, writable: true });
   } catch {
     // Not a pipe or socket (a file, a closed descriptor): no supervisor listens there.
     return NO_SUPERVISOR;

@@ -145,6 +145,12 @@ export interface StoreRebuild {
   companions?: readonly string[];
   /** Makes the new file whole on its own before it is flushed and renamed (a database's WAL checkpointed into it). */
   complete?(temp: string): void | Promise<void>;
+  /**
+   * A boolean option of the sink that replay sets while the sink builds the new file: no reader opens
+   * that file before the rename and a failed replay discards it, so the sink may write it the cheapest
+   * way (the file is flushed to disk before the rename all the same).
+   */
+  building?: string;
 }
 
 /**

@@ -6,8 +6,6 @@
  * nesting) picks out the lines that may hold another number, and only those are parsed again here,
  * keeping each such number as a `LosslessNumber` that holds its text and is written back as that text.
  */
-import { randomUUID } from 'node:crypto';
-
 /** The deepest nesting of objects and arrays an event may have (the event object itself is level 1). */
 export const MAX_NESTING = 512;
 
@@ -272,8 +270,19 @@ class LosslessParser {
 }
 
 /** Placeholders for number texts in `JSON.stringify` output; random, so no event's string can match. */
-const MARK = `\u0000${randomUUID()}#`;
-const MARKED = new RegExp(`"\\\\u0000${MARK.slice(1)}(\\d+)"`, 'g');
+let marks: { mark: string; marked: RegExp } | undefined;
+
+/**
+ * The placeholders, made on first use: the rare event that needs them pays for loading the crypto
+ * module, not every process that parses JSON (it is a few ms of each start).
+ */
+function placeholders(): { mark: string; marked: RegExp } {
+  if (marks === undefined) {
+    const mark = `\u0000${globalThis.crypto.randomUUID()}#`;
+    marks = { mark, marked: new RegExp(`"\\\\u0000${mark.slice(1)}(\\d+)"`, 'g') };
+  }
+  return marks;
+}
 
 /**
  * Serialises an event, writing LosslessNumbers as their text and BigInts as their digits. Numbers read
@@ -302,14 +311,15 @@ export function stringifyJson(value: unknown): string | undefined {
 /** JSON.stringify with a replacer: number texts go in as placeholders, replaced afterwards. */
 function stringifyLossless(value: unknown): string {
   const texts: string[] = [];
+  const { mark, marked } = placeholders();
   const json = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown): unknown {
     const raw = this[key];
     if (raw instanceof LosslessNumber || typeof raw === 'bigint') {
       texts.push(String(raw));
-      return `${MARK}${texts.length - 1}`;
+      return `${mark}${texts.length - 1}`;
     }
     return v;
   }) as string | undefined;
   if (json === undefined) throw new Error('the value has no JSON form');
-  return texts.length === 0 ? json : json.replace(MARKED, (_m, i: string) => texts[Number(i)] as string);
+  return texts.length === 0 ? json : json.replace(marked, (_m, i: string) => texts[Number(i)] as string);
 }

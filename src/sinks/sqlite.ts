@@ -17,6 +17,10 @@ export default defineSink({
   options: z.object({
     db: z.string().min(1).describe('the SQLite database file (created if missing), e.g. data/views.db'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),
+    building: z
+      .boolean()
+      .optional()
+      .describe('set by cqp replay: a new database no reader opens before it replaces the target, written without WAL or syncs (it is flushed before the rename)'),
   }),
   store: {
     option: 'db',
@@ -29,6 +33,7 @@ export default defineSink({
     rebuild: {
       // A stale WAL beside the new database would be replayed into it by the next reader.
       companions: ['-wal', '-shm', '-journal'],
+      building: 'building',
       async complete(temp) {
         const { detachWal } = await import('../views/store.js');
         detachWal(temp);
@@ -44,13 +49,13 @@ export default defineSink({
       await loadHandlers(loadViewsFile(resolve(ctx.cwd, views)));
     },
   },
-  async create({ db, views }, ctx) {
+  async create({ db, views, building }, ctx) {
     // SQLite and the YAML parser load only when a sqlite sink starts, not with every cqp command.
     const { loadViewsFile } = await import('../views/definition.js');
     const { ViewStore } = await import('../views/store.js');
     // Validate the views file before anything touches the database or reads an event.
     const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
-    const store = await ViewStore.open(resolve(ctx.cwd, db), definitions);
+    const store = await ViewStore.open(resolve(ctx.cwd, db), definitions, building === true);
     return {
       applied: () => store.applied(),
       async write(batch, through) {

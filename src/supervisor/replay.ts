@@ -211,7 +211,15 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
       const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
       if (!file) return fed;
-      return { ...fed, options: { ...plan.options, [file.option]: file.temp }, store: file.temp, command: retarget(plan.command, file.option, file.target, file.temp) };
+      const command = retarget(plan.command, file.option, file.target, file.temp);
+      const building = file.rebuild.building;
+      if (building === undefined) return { ...fed, options: { ...plan.options, [file.option]: file.temp }, store: file.temp, command };
+      return {
+        ...fed,
+        options: { ...plan.options, [file.option]: file.temp, [building]: true },
+        store: file.temp,
+        command: { ...command, args: [...command.args, `--${kebab(building)}`] },
+      };
     }),
   };
   return { log, pipeline, range, timeFilter, sinks, run };

@@ -422,8 +422,14 @@ export class ViewStore {
     for (const p of this.projections) p.applied = byView.get(p.name) as PositionMap;
   }
 
-  /** Opens (or creates) the database and builds new or changed views; without views, the `events` table. */
-  static async open(dbFile: string, views: ViewDefinition[] | undefined): Promise<ViewStore> {
+  /**
+   * Opens (or creates) the database and builds new or changed views; without views, the `events` table.
+   * `building`: a replay's new database, which no reader opens and which is discarded unless the whole
+   * replay succeeds. It keeps its rollback journal in memory (a batch that fails still rolls back) and
+   * syncs nothing: WAL would write every page twice (into the WAL, then into the file at the checkpoint),
+   * and the replay flushes the file itself before the rename.
+   */
+  static async open(dbFile: string, views: ViewDefinition[] | undefined, building = false): Promise<ViewStore> {
     const hashes = (views ?? []).map(viewHash);
     const handlers = new Map<string, ViewHandler>();
     for (const [i, view] of (views ?? []).entries()) {
@@ -440,8 +446,8 @@ export class ViewStore {
     try {
       db = new Database(dbFile);
       db.pragma('busy_timeout = 5000');
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
+      db.pragma(building ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
+      db.pragma(building ? 'synchronous = OFF' : 'synchronous = NORMAL');
       for (const sql of META_SQL) db.exec(sql);
     } catch (error) {
       lock.release();

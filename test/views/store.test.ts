@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -17,13 +17,13 @@ function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'cqp-views-'));
 }
 
-async function storeFor(dir: string, yaml: string | undefined, db = 'v.db'): Promise<ViewStore> {
+async function storeFor(dir: string, yaml: string | undefined, db = 'v.db', building = false): Promise<ViewStore> {
   let views;
   if (yaml !== undefined) {
     writeFileSync(join(dir, 'views.yaml'), yaml);
     views = parseViews(yaml, join(dir, 'views.yaml'));
   }
-  const store = await ViewStore.open(join(dir, db), views);
+  const store = await ViewStore.open(join(dir, db), views, building);
   open.push(store);
   return store;
 }
@@ -208,6 +208,16 @@ describe('exactly once', () => {
     expect(rows(dir, 'SELECT count(*) AS n FROM cqp_positions')).toEqual([{ n: 0 }]);
     store.applyBatch([at(1, ev('sale', 'a', { qty: 1 }))]);
     expect(rows(dir, 'SELECT sold FROM ice')).toEqual([{ sold: 1 }]);
+  });
+
+  test("a replay's new database is written without a WAL; a failed batch still leaves nothing behind", async () => {
+    const dir = tempDir();
+    const store = await storeFor(dir, ICE, 'v.db', true);
+    expect(() => store.applyBatch([at(1, ev('sale', 'a', { qty: 1 })), at(2, ev('sale', 'a', { qty: 'x' }))])).toThrow(/expected an integer/);
+    store.applyBatch([at(1, ev('sale', 'a', { qty: 1 })), at(2, ev('sale', 'a', { qty: 2 }))]);
+    expect(existsSync(join(dir, 'v.db-wal'))).toBe(false);
+    expect(rows(dir, 'SELECT sold FROM ice')).toEqual([{ sold: 3 }]);
+    expect(rows(dir, 'SELECT source, n FROM cqp_positions')).toEqual([{ source: 'file:a', n: '2' }]);
   });
 
   test('events without a position are always applied', async () => {
