@@ -152,21 +152,23 @@ describe('cqp run: a reload replaces only the changed stages', () => {
     expect(events.every((e, i) => e.bn === i + 1)).toBe(true);
   }, 120_000);
 
-  it('a kept stage that died while the reload started its neighbours: the pipeline recovers instead of waiting on it for ever', async () => {
-    // b writes its pid at start; the new a, once loaded and before it reports ready, kills b with
-    // SIGKILL (once) and waits until it is gone, so b is dead before the reload reaches it. Its new
-    // downstream, the new c, must then be ended too, or the crash recovery waits for it for ever.
-    const b = [
-      "import { writeFileSync } from 'node:fs';",
-      "writeFileSync('b.pid', String(process.pid));",
-      "export default (e) => { e.path = (e.path || '') + 'b1'; return e; };",
-    ].join('\n');
+  // The new a, once loaded and before it reports ready, kills `victim` with SIGKILL (once) and waits
+  // until it is gone, so it has died before the reload reaches it. A kept b that died must end its new
+  // downstream, the new c, or the crash recovery waits for c for ever; an old c that died closes the
+  // output of the kept b, which then exits 0 while the reload rewires it, and the chain must be
+  // recovered from b although the process that crashed (the old c) is no longer in it.
+  it.each([
+    ['a kept stage (b)', 'b'],
+    ['the replaced stage after a kept one (the old c)', 'c'],
+  ])('%s died while the reload started its neighbours: the pipeline recovers and goes on', async (_, victim) => {
+    const counted = (name: string): string =>
+      ["import { writeFileSync } from 'node:fs';", `writeFileSync('${name}.pid', String(process.pid));`, `export default (e) => { e.path = (e.path || '') + '${name}1'; return e; };`].join('\n');
     const a2 = [
       "import { existsSync, readFileSync, writeFileSync } from 'node:fs';",
       "import { setTimeout as sleep } from 'node:timers/promises';",
       "if (!existsSync('killed')) {",
       "  writeFileSync('killed', '');",
-      "  const pid = Number(readFileSync('b.pid', 'utf8'));",
+      `  const pid = Number(readFileSync('${victim}.pid', 'utf8'));`,
       "  process.kill(pid, 'SIGKILL');",
       // Gone, or a zombie left for the supervisor to reap: either way it has died.
       "  const state = () => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0]; } catch { return 'gone'; } };",
@@ -175,10 +177,12 @@ describe('cqp run: a reload replaces only the changed stages', () => {
       "export default (e) => { e.path = (e.path || '') + 'a2'; return e; };",
     ].join('\n');
     const moduleStage = (name: string, file: string): string => `  - { name: ${name}, filter: module, with: { file: ${file} } }`;
-    const { before, after, events } = await reloadWhileFlowing([stage('a'), moduleStage('b', 'b.mjs'), stage('c')], [moduleStage('a', 'a2.mjs'), moduleStage('b', 'b.mjs'), stage('c', 2)], {
-      files: { 'b.mjs': b, 'a2.mjs': a2 },
-    });
-    // b crashed and was restarted with the rest of the chain.
+    const { before, after, events } = await reloadWhileFlowing(
+      [stage('a'), moduleStage('b', 'b.mjs'), moduleStage('c', 'c.mjs')],
+      [moduleStage('a', 'a2.mjs'), moduleStage('b', 'b.mjs'), stage('c', 2)],
+      { files: { 'b.mjs': counted('b'), 'c.mjs': counted('c'), 'a2.mjs': a2 } },
+    );
+    // b, dead or left without an output, was restarted with the rest of the chain.
     expect(of(after, 'b')?.pid).not.toBe(of(before, 'b')?.pid);
     // Each event passed one version of the whole pipeline: a1 b1 c1, or a2 b1 c2 after the reload.
     expect(new Set(events.map((e) => e.path))).toEqual(new Set(['a1b1c1', 'a2b1c2']));
