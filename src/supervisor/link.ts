@@ -84,6 +84,8 @@ export class DirectLink implements Link {
   private released: Promise<void> = Promise.resolve();
   private release_: () => void = () => {};
   private ending = true;
+  /** Set once the output has ended into the targets: targets given later are ended too. */
+  private ended: 'clean' | 'lost' | undefined;
   readonly done: Promise<void>;
 
   constructor(
@@ -123,13 +125,8 @@ export class DirectLink implements Link {
       if (waiting === this.released && !this.held) break;
     }
     if (this.inner || !this.ending) return;
-    const clean = status.code === 0;
-    for (const target of this.targets) {
-      // Its last line may be half-written: the next process drops an unfinished one.
-      if (!clean) await target.proc?.request({ cqp: 'upstream-lost' }, 'ack');
-      target.ending?.();
-      target.stream.end();
-    }
+    this.ended = status.code === 0 ? 'clean' : 'lost';
+    await endAll(this.targets, this.ended);
   }
 
   hold(): Promise<void> {
@@ -174,5 +171,16 @@ export class DirectLink implements Link {
   retarget(targets: PumpTarget[]): void {
     this.targets = targets;
     if (!this.held) this.inner?.retarget(targets);
+    // A stage that died before a reload rewired it: its new downstream must not wait for it.
+    if (this.ended) void endAll(targets, this.ended);
+  }
+}
+
+/** Ends the targets' input; after an unclean end their last line may be half-written, which they drop. */
+async function endAll(targets: readonly PumpTarget[], how: 'clean' | 'lost'): Promise<void> {
+  for (const target of targets) {
+    if (how === 'lost') await target.proc?.request({ cqp: 'upstream-lost' }, 'ack');
+    target.ending?.();
+    target.stream.end();
   }
 }

@@ -36,7 +36,9 @@ async function noteCrash(ctx: Context, name: string): Promise<number | undefined
 export async function recoverMain(ctx: Context, crashed: StageProcess, unit: SinkUnit | undefined): Promise<void> {
   if (!ctx.lifecycle.enter('recovering')) return;
   const chain = ctx.chain();
-  const at = chain.findIndex((n) => n.proc === crashed);
+  // A stage a reload replaced may have taken a kept neighbour with it (its output closed, it exited
+  // 0): the chain is then broken at the first process that is gone, and is recovered from there.
+  const at = chain.findIndex((n) => n.proc === crashed || (!unit && !n.proc.running));
   const current = unit ? ctx.units.get(unit.plan.name) === unit : at >= 0;
   if (!current) {
     ctx.lifecycle.enter('running');

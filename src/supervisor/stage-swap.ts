@@ -18,6 +18,7 @@ import { specOf, type ReloadDiff } from './diff.js';
 import { barrierLine } from '../protocol.js';
 import type { Barrier } from './link.js';
 import type { StageProcess } from './process.js';
+import { recoverMain } from './recovery.js';
 import type { PumpTarget } from './pump.js';
 import { linkFrom, spawnProc, target } from './wiring.js';
 
@@ -93,6 +94,7 @@ export async function swapStages(ctx: Context, range: Stretch, fresh: FreshStage
   const cut = ctx.chain()[range.prefix] as Node;
   const old = ctx.stages.slice(range.prefix, range.oldEnd);
   await cut.link.hold();
+  let lost = false;
   for (const node of old) {
     if (kept.has(node.plan.name)) {
       // Its input is never ended: it stays open for its next upstream.
@@ -102,7 +104,8 @@ export async function swapStages(ctx: Context, range: Stretch, fresh: FreshStage
       node.proc.expected ??= 'end';
       node.proc.stdin.end();
       await node.link.done;
-      await node.proc.exit;
+      // Died while draining (a crash, kill -9): what it still held is gone.
+      if ((await node.proc.exit).code !== 0) lost = true;
     }
   }
   let downstream = stretchDownstream(ctx, range);
@@ -123,5 +126,15 @@ export async function swapStages(ctx: Context, range: Stretch, fresh: FreshStage
   // From the end of the stretch back: each output is connected before anything is sent into it.
   for (const node of [...nodes].reverse()) if (kept.has(node.plan.name)) await node.link.release();
   cut.link.retarget(downstream);
+  const [first] = nodes;
+  if (lost && first) {
+    // No event may pass the gap, or the exactly-once sinks would hold positions past it and skip it on
+    // resuming: the flow stays held, the new stretch drains what it has, and the chain is recovered
+    // from the positions the sinks hold, as after any crash.
+    first.proc.stop('SIGKILL');
+    ctx.log(`cqp: a stage died while the reload drained it; recovering the pipeline from its sinks' positions`);
+    void ctx.serial(() => recoverMain(ctx, first.proc, undefined));
+    return;
+  }
   await cut.link.release();
 }

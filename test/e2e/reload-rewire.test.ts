@@ -151,4 +151,51 @@ describe('cqp run: a reload replaces only the changed stages', () => {
     expect(phases(events)).toEqual(['a1b1c1', 'a2b1c2']);
     expect(events.every((e, i) => e.bn === i + 1)).toBe(true);
   }, 120_000);
+
+  // The new a, once loaded and before it reports ready, kills `victim` with SIGKILL (or, for a changed
+  // b, has it crash on its next event; once) and waits until it is gone, so it has died before the
+  // reload reaches it. A kept b that died must end its new
+  // downstream, the new c, or the crash recovery waits for c for ever; an old c that died closes the
+  // output of the kept b, which then exits 0 while the reload rewires it, and the chain must be
+  // recovered from b although the process that crashed (the old c) is no longer in it.
+  // A changed b that died: the events it held are gone, so the reload must not let any event past
+  // them (the log would then skip them when the pipeline resumes from its positions).
+  it.each([
+    ['a kept stage (b)', 'b', 1],
+    ['the replaced stage after a kept one (the old c)', 'c', 1],
+    ['a replaced stage (b), on an event it held,', 'b', 2],
+  ])('%s died while the reload started its neighbours: the pipeline recovers and goes on', async (_, victim, bNext) => {
+    // The old b, told to by the file `crash`, exits 1 on the event in hand; the others are killed.
+    const crashes = "if (existsSync('crash')) process.exit(1); ";
+    const counted = (name: string, version = 1, first = ''): string =>
+      [
+        "import { existsSync, writeFileSync } from 'node:fs';",
+        `writeFileSync('${name}${version}.pid', String(process.pid));`,
+        `export default (e) => { ${first}e.path = (e.path || '') + '${name}${version}'; return e; };`,
+      ].join('\n');
+    const a2 = [
+      "import { existsSync, readFileSync, writeFileSync } from 'node:fs';",
+      "import { setTimeout as sleep } from 'node:timers/promises';",
+      "if (!existsSync('killed')) {",
+      "  writeFileSync('killed', '');",
+      `  const pid = Number(readFileSync('${victim}1.pid', 'utf8'));`,
+      bNext === 2 ? "  writeFileSync('crash', '');" : "  process.kill(pid, 'SIGKILL');",
+      // Gone, or a zombie left for the supervisor to reap: either way it has died.
+      "  const state = () => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0]; } catch { return 'gone'; } };",
+      "  while (state() !== 'gone' && state() !== 'Z') await sleep(10);",
+      '}',
+      "export default (e) => { e.path = (e.path || '') + 'a2'; return e; };",
+    ].join('\n');
+    const moduleStage = (name: string, file: string): string => `  - { name: ${name}, filter: module, with: { file: ${file} } }`;
+    const { before, after, events } = await reloadWhileFlowing(
+      [stage('a'), moduleStage('b', 'b1.mjs'), moduleStage('c', 'c.mjs')],
+      [moduleStage('a', 'a2.mjs'), moduleStage('b', `b${bNext}.mjs`), stage('c', 2)],
+      { files: { 'b1.mjs': counted('b', 1, bNext === 2 ? crashes : ''), 'b2.mjs': counted('b', 2), 'c.mjs': counted('c'), 'a2.mjs': a2 } },
+    );
+    // b, dead, replaced or left without an output, was restarted with the rest of the chain.
+    expect(of(after, 'b')?.pid).not.toBe(of(before, 'b')?.pid);
+    // Each event passed one version of the whole pipeline: a1 b1 c1, or a2 b1 c2 after the reload.
+    expect(new Set(events.map((e) => e.path))).toEqual(new Set(['a1b1c1', `a2b${bNext}c2`]));
+    expect(phases(events).at(-1)).toBe(`a2b${bNext}c2`);
+  }, 120_000);
 });
