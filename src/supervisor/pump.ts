@@ -65,6 +65,8 @@ export class Pump implements Link {
   private barrier: { line: Buffer; seen: () => void } | undefined;
   private ended = false;
   private finished = false;
+  /** Set once the input has ended and the targets with it: targets given later are ended too. */
+  private targetsEnded = false;
   /** A rewrite failed: what the input holds from there on is dropped. */
   private broken = false;
   private readonly blocked = new Set<Writable>();
@@ -139,6 +141,9 @@ export class Pump implements Link {
     this.targets = targets;
     this.blocked.clear();
     if (!this.held && !this.ended) this.input.resume();
+    // Its producer has ended and its targets were ended: new ones (a reload rewiring after the producer
+    // died) must not wait for more from it.
+    if (this.targetsEnded) endTargets(targets);
   }
 
   get currentTargets(): readonly PumpTarget[] {
@@ -249,11 +254,17 @@ export class Pump implements Link {
       else this.options.warn?.(`dropped an unfinished last line of ${rest.length} bytes from a process that did not exit cleanly`);
     }
     if (this.endTargets) {
-      for (const target of this.targets) {
-        target.ending?.();
-        target.stream.end();
-      }
+      this.targetsEnded = true;
+      endTargets(this.targets);
     }
     this.resolveDone();
+  }
+}
+
+/** Ends the targets' input (the pump forwards whole lines only: nothing half-written reaches them). */
+function endTargets(targets: readonly PumpTarget[]): void {
+  for (const target of targets) {
+    target.ending?.();
+    target.stream.end();
   }
 }

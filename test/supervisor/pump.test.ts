@@ -28,6 +28,21 @@ describe('Pump', () => {
     expect(out.stream.writableEnded).toBe(true);
   });
 
+  it('ends targets it is pointed at after its producer ended (a reload rewiring a stage that has died)', async () => {
+    const input = new PassThrough();
+    const first = sink();
+    const pump = new Pump(input, [{ stream: first.stream }], { endTargets: true, cleanEnd: async () => true });
+    input.end('{"a":1}\n');
+    await pump.done;
+    expect(first.stream.writableEnded).toBe(true);
+    const later = sink();
+    let told = 0;
+    pump.retarget([{ stream: later.stream, ending: () => told++ }]);
+    expect(later.stream.writableEnded).toBe(true);
+    expect(told).toBe(1);
+    expect(later.text()).toBe('');
+  });
+
   it('drops an unfinished last line from a producer that died', async () => {
     const input = new PassThrough();
     const out = sink();
