@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../dist/bundle/cli.js';
+import { loadBundle } from './load-bundle.js';
 
-await main(['filter', ...process.argv.slice(2)]);
+await loadBundle().main(['filter', ...process.argv.slice(2)]);
