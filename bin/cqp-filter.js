@@ -1,4 +1,3 @@
 #!/usr/bin/env node
-import { loadBundle } from './load-bundle.js';
-
-await loadBundle().main(['filter', ...process.argv.slice(2)]);
+'use strict';
+require('./load-bundle.js').loadBundle().main(['filter', ...process.argv.slice(2)]);

@@ -1,13 +1,14 @@
 // Runs dist/bundle/cli.cjs as Node runs a CommonJS module, but compiled with the V8 code cache the build
 // made (cli.cjs.cache): Node 20 keeps no compiled code between runs, and compiling was a large part of
 // each command's start. A cache V8 rejects (another Node, other flags) is ignored: the code compiles as usual.
-import { readFileSync, writeFileSync } from 'node:fs';
-import Module, { createRequire } from 'node:module';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Script } from 'node:vm';
+// The bins are CommonJS (bin/package.json): an ES module entry costs Node its ES module loader at start.
+'use strict';
+const { readFileSync, writeFileSync } = require('node:fs');
+const Module = require('node:module');
+const { dirname, join } = require('node:path');
+const { Script } = require('node:vm');
 
-const file = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url));
+const file = join(__dirname, '..', 'dist', 'bundle', 'cli.cjs');
 
 function readCache() {
   try {
@@ -18,7 +19,7 @@ function readCache() {
 }
 
 /** The bundle's exports (`main`). With CQP_WRITE_CODE_CACHE set (by the build), what the command compiled is written there as it exits. */
-export function loadBundle() {
+function loadBundle() {
   const writeTo = process.env.CQP_WRITE_CODE_CACHE;
   const script = new Script(Module.wrap(readFileSync(file, 'utf8')), {
     filename: file,
@@ -28,7 +29,9 @@ export function loadBundle() {
   // user modules through this one (see src/core/import-module.ts).
   globalThis.cqpImportModule = (url) => import(url);
   const module = { exports: {} };
-  script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file));
+  script.runInThisContext()(module.exports, Module.createRequire(file), module, file, dirname(file));
   if (writeTo) process.on('exit', () => writeFileSync(writeTo, script.createCachedData()));
   return module.exports;
 }
+
+module.exports = { loadBundle };
