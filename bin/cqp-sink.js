@@ -1,4 +1,3 @@
 #!/usr/bin/env node
-import { main } from '../dist/bundle/cli.js';
-
-await main(['sink', ...process.argv.slice(2)]);
+'use strict';
+require('./load-bundle.js').loadBundle().main(['sink', ...process.argv.slice(2)]);

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { register } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { CqpError, messageOf } from './errors.js';
+import { importModule } from './import-module.js';
 
 let hooksRegistered = false;
 
@@ -13,7 +14,7 @@ export async function importUserModule(file: string, option: string): Promise<Re
     hooksRegistered = true;
   }
   try {
-    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    return await importModule(pathToFileURL(file).href);
   } catch (error) {
     throw new CqpError('CONFIG', `${option} ${file}: cannot load it: ${messageOf(error)}`);
   }

@@ -13,7 +13,7 @@ import type { Document } from 'yaml';
 import { CqpError, messageOf } from '../core/errors.js';
 import { compileExpression } from '../core/expression.js';
 import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options.js';
-import { componentNames, findComponent } from '../core/registry.js';
+import { componentNames, findComponent, loadNamedComponents } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
 import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
@@ -343,6 +343,7 @@ export function parsePipeline(text: string, file: string, env: NodeJS.ProcessEnv
  * can be started. Throws CqpError CONFIG with every problem found.
  */
 export async function lintPipeline(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Promise<PipelinePlan> {
+  await loadPipelineComponents(text, env);
   const checks: Check[] = [];
   const { doc, problems, plan } = analysePipeline(text, file, env, checks);
   await runChecks(checks, problems);
@@ -458,7 +459,6 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
   });
 
   // Sinks.
-  const whereDef = findComponent('filter', 'where');
   const sinkDrafts: Array<Omit<SinkPlan, 'logInput'>> = [];
   const sinkDefs = new Map<string, SinkDefinition>();
   pipeline.sinks.forEach((item, i) => {
@@ -474,6 +474,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     if (expr !== undefined) {
       const bad = expressionProblem(expr);
       if (bad) problems.push({ path: [...at, 'where'], message: bad });
+      const whereDef = findComponent('filter', 'where');
       if (whereDef) whereCommand = cliCommand(['filter', 'where', ...optionsToArgv(whereDef, { [whereDef.positional ?? 'expr']: expr })]);
     }
     const r = resolveOptions(def, rest, at, dir, problems, checks);
@@ -522,7 +523,37 @@ export function readPipelineFile(file: string): string {
   }
 }
 
-/** Reads and validates a pipeline file. */
+/**
+ * Loads the built-in components a pipeline's text names (and `where` when a sink filters), so that
+ * parsing it can look them up; a name it cannot read (the text does not parse) is left for parsing to report.
+ */
+export async function loadPipelineComponents(text: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const doc = parseYaml(text);
+  if (doc.errors.length > 0) return;
+  const raw = expandAll(doc.toJS(), env, [], []);
+  const top = pipelineSchema.safeParse(raw);
+  if (!top.success) return;
+  const { source, stages = [], sinks } = top.data;
+  const filters = stages.flatMap((s) => {
+    const parsed = stageSchema.safeParse(s);
+    return parsed.success && parsed.data.filter !== undefined ? [parsed.data.filter] : [];
+  });
+  if (sinks.some((s) => s.where !== undefined)) filters.push('where');
+  await Promise.all([
+    loadNamedComponents('source', [source.type]),
+    loadNamedComponents('filter', filters),
+    loadNamedComponents('sink', sinks.map((s) => s.type)),
+  ]);
+}
+
+/** Reads a pipeline file, loads the components it names and validates it. */
+export async function openPipeline(file: string, env: NodeJS.ProcessEnv = process.env): Promise<PipelinePlan> {
+  const text = readPipelineFile(file);
+  await loadPipelineComponents(text, env);
+  return parsePipeline(text, file, env);
+}
+
+/** Reads and validates a pipeline file whose components are loaded (`openPipeline` loads them). */
 export function loadPipeline(file: string, env: NodeJS.ProcessEnv = process.env): PipelinePlan {
   return parsePipeline(readPipelineFile(file), file, env);
 }

@@ -1,7 +1,7 @@
 import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { CqpError, messageOf, reportError } from '../core/errors.js';
-import { lintPipeline, loadPipeline, readPipelineFile, type PipelinePlan } from './config.js';
+import { lintPipeline, openPipeline, readPipelineFile, type PipelinePlan } from './config.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
@@ -62,7 +62,7 @@ function watchPipeline(file: string, onChange: () => void): () => void {
 export async function runPipelineCommand(file: string, opts: { metrics?: string; statusIntervalMs?: number; drainTimeoutMs?: number } = {}): Promise<number> {
   let plan: PipelinePlan;
   try {
-    plan = loadPipeline(file);
+    plan = await openPipeline(file);
   } catch (error) {
     return reportError(error);
   }

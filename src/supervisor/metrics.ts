@@ -1,4 +1,6 @@
 import { createServer, type Server } from 'node:http';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
 import type { AddressInfo } from 'node:net';
 import { CqpError } from '../core/errors.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
@@ -16,7 +18,8 @@ export function parseHostPort(text: string): { host: string; port: number } {
 /** Serves `/metrics` (Prometheus text) and `/status` (JSON); resolves with the bound address. */
 export async function serveMetrics(supervisor: Supervisor, host: string, port: number): Promise<{ server: Server; address: string }> {
   // Loaded only with --metrics: it is a good part of the supervisor's start-up, before any stage runs.
-  const { Counter, Gauge, Registry } = await import('prom-client');
+  // Required, not imported: the bins' bundle is CommonJS, run from a code cache (see core/import-module.ts).
+  const { Counter, Gauge, Registry } = createRequire(import.meta.url)('prom-client') as typeof PromClient;
   const registry = new Registry();
   // Totals only grow (a component's counts are kept across its processes), so they are counters; each
   // scrape sets them to the supervisor's current totals.

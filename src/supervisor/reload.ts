@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { messageOf } from '../core/errors.js';
-import { parsePipeline, type PipelinePlan, type SinkPlan, type SourcePlan } from './config.js';
+import { loadPipelineComponents, parsePipeline, type PipelinePlan, type SinkPlan, type SourcePlan } from './config.js';
 import { readsLog, type Context, type SinkUnit } from './context.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { watch } from './exits.js';
@@ -47,6 +47,7 @@ async function reload(ctx: Context): Promise<void> {
   let problem = '';
   for (let look = 1; ; look++) {
     try {
+      await loadPipelineComponents(text);
       next = parsePipeline(text, ctx.plan.file);
       break;
     } catch (error) {

@@ -15,7 +15,7 @@ import { checkBoundsOnLog } from '../log/input.js';
 import type { WriterLock } from '../log/lock.js';
 import { readLog, readLogTail } from '../log/reader.js';
 import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
-import { cliCommand, loadPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
+import { cliCommand, openPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { formatCount as count } from './status.js';
 import { supervise } from './supervise.js';
@@ -139,7 +139,7 @@ function timeFilterStage(path: string, from: number | undefined, until: number |
 /** Works out a replay: reads the pipeline and the log's range; starts nothing and writes nothing. */
 export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
   const log = resolve(options.log);
-  const pipeline = loadPipeline(options.pipeline);
+  const pipeline = await openPipeline(options.pipeline);
   const { from, until } = parseLogBounds(options.from, options.until);
   if (options.timeField !== undefined) {
     try {

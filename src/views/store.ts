@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
+import { importModule } from '../core/import-module.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
 import { compareN, isApplied, minimumPositions } from '../core/position.js';
 import type { Position, PositionMap } from '../core/position.js';
@@ -295,7 +296,7 @@ async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<V
   let module: { default?: unknown };
   try {
     // The hash in the URL makes a changed module load anew instead of from the import cache.
-    module = (await import(`${pathToFileURL(view.handler).href}?v=${hash}`)) as { default?: unknown };
+    module = (await importModule(`${pathToFileURL(view.handler).href}?v=${hash}`)) as { default?: unknown };
   } catch (error) {
     throw new CqpError('CONFIG', `view ${view.table}: cannot load handler module ${view.handler}: ${messageOf(error)}`, { cause: error });
   }
