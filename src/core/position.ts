@@ -102,13 +102,24 @@ function stripZeros(s: string): string {
 /** True when a sink that has applied `applied` already holds the event at `p`. */
 export function isApplied(applied: PositionMap, p: Position): boolean {
   const last = applied[p.source];
-  return last !== undefined && compareN(p.n, last) <= 0;
+  return last !== undefined && holds(last, p.n);
+}
+
+/**
+ * True when a sink whose last position of a source is `last` already has the event at `n`: `n` is at or
+ * before it, or `last` is one of the events made from `n` (`n.k`). Such an `n` is that input again,
+ * through a pipeline that no longer splits it (a `run:` stage removed by an edit or a reload); part of
+ * it is held, so it is not applied a second time.
+ */
+export function holds(last: string, n: string): boolean {
+  if (compareN(n, last) <= 0) return true;
+  return last.length > n.length && last.charCodeAt(n.length) === 46 /* . */ && last.startsWith(n);
 }
 
 /** Records `p` as applied unless it already is; false when the sink holds it already (skip it). */
 export function accept(applied: PositionMap, p: Position): boolean {
   const last = applied[p.source];
-  if (last !== undefined && compareN(p.n, last) <= 0) return false;
+  if (last !== undefined && holds(last, p.n)) return false;
   applied[p.source] = p.n;
   return true;
 }

@@ -7,7 +7,7 @@ import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { importModule } from '../core/import-module.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
-import { compareN, isApplied, minimumPositions } from '../core/position.js';
+import { compareN, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
@@ -555,7 +555,7 @@ export class ViewStore {
     const check = projections.map((p) => {
       for (const [source, range] of ranges) {
         const last = p.applied[source];
-        if (last !== undefined && compareFast(last, range.min) >= 0) return true;
+        if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) return true;
       }
       return false;
     });

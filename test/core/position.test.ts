@@ -1,7 +1,25 @@
 import { describe, expect, it } from 'vitest';
-import { advance, compareN, isApplied, minimumPositions, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
+import { accept, advance, compareN, holds, isApplied, minimumPositions, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
 
 describe('positions', () => {
+  it.each([
+    ['5', '4', true],
+    ['5', '5', true],
+    ['5', '6', false],
+    ['5.0', '5', true],
+    ['5.1', '5.0', true],
+    ['5.0', '5.1', false],
+    ['5.0.1', '5.0', true],
+    ['5.0', '6', false],
+    ['15.0', '15', true],
+    ['5.0', '50', false],
+  ])('a sink at %s holds %s: %s', (last, n, expected) => {
+    expect(holds(last, n)).toBe(expected);
+    expect(isApplied({ s: last }, { source: 's', n })).toBe(expected);
+    const applied: PositionMap = { s: last };
+    expect(accept(applied, { source: 's', n })).toBe(!expected);
+  });
+
   it.each([
     ['1', '2', -1],
     ['10', '9', 1],

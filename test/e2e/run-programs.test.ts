@@ -97,6 +97,26 @@ sinks:
     expect(partsOf(lines)).toEqual(expectedParts(COUNT));
   }, 180_000);
 
+  it('keeps every event once when the program is taken out of the pipeline and the run goes on from what the sinks hold', () => {
+    // With `run: cat`, each event reaches the sinks as `n.0`; without it, as `n`: the same input.
+    const ids = (lines: string[]): string[] => lines.map((l) => (JSON.parse(l) as { header: { eventId: string } }).header.eventId);
+    const demo = ids(cqp(['source', 'demo', '--count', '60']).stdout.trimEnd().split('\n'));
+    // The log with views following it, and views fed by the stages themselves.
+    for (const sinks of ['  - { name: log, type: log, path: events.log }\n  - { name: views, type: sqlite, db: views.db }\n', '  - { name: views, type: sqlite, db: views.db }\n']) {
+      const dir = tmp();
+      writeFileSync(join(dir, 'with.yaml'), `source: { type: demo, count: 50 }\nstages:\n  - { name: c, run: cat }\nsinks:\n${sinks}`);
+      writeFileSync(join(dir, 'without.yaml'), `source: { type: demo, count: 60 }\nsinks:\n${sinks}`);
+      for (const file of ['with.yaml', 'without.yaml']) {
+        const r = cqp(['run', join(dir, file)]);
+        expect(r.status, r.stderr).toBe(0);
+      }
+      if (sinks.includes('events.log')) expect(ids(logLines(join(dir, 'events.log')))).toEqual(demo);
+      const views = cqp(['query', join(dir, 'views.db'), 'SELECT event_id FROM events ORDER BY seq', '--json']);
+      expect(views.status, views.stderr).toBe(0);
+      expect(views.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { event_id: string }).event_id)).toEqual(demo);
+    }
+  });
+
   it('replays a log through such a program into a new log: every event once', () => {
     const dir = tmp();
     const source = join(dir, 'source.log');
