@@ -4,6 +4,7 @@
  * stdout: cqp stages write straight into the next one's pipe, steered over a control channel, and the
  * supervisor pumps the rest).
  */
+import { CqpError } from '../core/errors.js';
 import type { PositionMap } from '../core/position.js';
 import type { Progress } from '../protocol.js';
 import type { Command, SinkPlan, SourcePlan, StagePlan } from './config.js';
@@ -26,6 +27,10 @@ function spawn(
   { extraArgs = [], inherit, downstream = [], control = true }: { extraArgs?: string[]; inherit?: 'stdin' | 'stdout'; downstream?: readonly PumpTarget[]; control?: boolean } = {},
 ): StageProcess {
   const direct = command.signalsReady && control ? directTarget(downstream) : undefined;
+  // A reload racing a crash: the process to write into has died (its recovery is queued behind the reload).
+  if (direct && (direct.proc?.running === false || direct.stream.destroyed)) {
+    throw new CqpError('STAGE', `${name}: ${direct.proc?.name ?? 'the process it writes into'} has exited; it is restarted first`);
+  }
   return new StageProcess(
     { ...command, args: [...command.args, ...extraArgs] },
     {
