@@ -67,7 +67,7 @@ export function fileMB(path) {
 
 const rows = [];
 
-/** Adds a table row: a measured command beside its baseline, with the DESIGN §10 target. */
+/** Adds a table row: a measured command beside its baseline, with its target. */
 export function row({ what, events, mb, seconds, baseline, baselineSeconds, target }) {
   const ratio = baselineSeconds / seconds;
   rows.push({

@@ -1,4 +1,4 @@
-// Bench rows for `cqp run` (DESIGN §10, issue 4): throughput against shell pipes, hot reload, latency, memory.
+// Bench rows for `cqp run`: throughput against shell pipes, hot reload, latency, memory.
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// The DESIGN §10 baseline: readline + JSON.parse + JSON.stringify, one event at a time.
+// The baseline: readline + JSON.parse + JSON.stringify, one event at a time.
 import readline from 'node:readline';
 
 const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });

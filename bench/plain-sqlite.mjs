@@ -1,4 +1,4 @@
-// The DESIGN §10 sqlite baseline: readline + JSON.parse + a prepared 3-column upsert, 1000 events a transaction.
+// The sqlite baseline: readline + JSON.parse + a prepared 3-column upsert, 1000 events a transaction.
 import readline from 'node:readline';
 import Database from 'better-sqlite3';
 

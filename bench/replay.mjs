@@ -1,4 +1,4 @@
-// Bench rows for cqp replay (DESIGN §10): N events from a command log into the 3-column view (a
+// Bench rows for cqp replay: N events from a command log into the 3-column view (a
 // 4-column table: the key and 3 columns), beside the plain better-sqlite3 loop over the same events as
 // NDJSON. Both are timed as whole commands, start-up included. Two lengths: BENCH_REPLAY_EVENTS (default
 // 1000000), and a short replay of BENCH_SHORT_REPLAY_EVENTS (default 200000), where start-up weighs more.

@@ -1,4 +1,4 @@
-// Bench rows for the real-stream sources (DESIGN §10, issue 6): file --follow and kinesis.
+// Bench rows for the real-stream sources: file --follow and kinesis.
 import { spawn } from 'node:child_process';
 import { BIN, NODE, bestOf, row, timeShell } from './lib.mjs';
 import { benchKinesis } from './kinesis.mjs';

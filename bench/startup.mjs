@@ -1,4 +1,4 @@
-// Bench rows for start-up (DESIGN §10): a component's process start, as one event through
+// Bench rows for start-up: a component's process start, as one event through
 // `cqp-filter map`, beside a bare `node -e 0`; and `cqp replay` of a 500-event log into the bench view.
 // Start-up is short and noisy: each is the best of BENCH_STARTUP_REPS runs (default 5 × BENCH_REPS, at
 // least 15), interleaved with its baseline.

@@ -1,4 +1,4 @@
-// Bench rows for the command log and the SQLite views (DESIGN §10).
+// Bench rows for the command log and the SQLite views.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, NODE, ROOT, bestOf, row, timeShell } from './lib.mjs';
