@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PositionMap } from '../core/position.js';
 import type { StageProcess } from './process.js';
-import { Pump, type PumpOptions, type PumpTarget } from './pump.js';
+import { endTargets, Pump, type PumpOptions, type PumpTarget } from './pump.js';
 
 /**
  * A barrier line for `Link.holdAt`, and how to send it: arm the process and write the line into its
@@ -178,9 +178,6 @@ export class DirectLink implements Link {
 
 /** Ends the targets' input; after an unclean end their last line may be half-written, which they drop. */
 async function endAll(targets: readonly PumpTarget[], how: 'clean' | 'lost'): Promise<void> {
-  for (const target of targets) {
-    if (how === 'lost') await target.proc?.request({ cqp: 'upstream-lost' }, 'ack');
-    target.ending?.();
-    target.stream.end();
-  }
+  if (how === 'lost') for (const target of targets) await target.proc?.request({ cqp: 'upstream-lost' }, 'ack');
+  endTargets(targets);
 }

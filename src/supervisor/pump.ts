@@ -261,8 +261,8 @@ export class Pump implements Link {
   }
 }
 
-/** Ends the targets' input (the pump forwards whole lines only: nothing half-written reaches them). */
-function endTargets(targets: readonly PumpTarget[]): void {
+/** Ends the targets' input (after a clean end: no half-written last line reaches them). */
+export function endTargets(targets: readonly PumpTarget[]): void {
   for (const target of targets) {
     target.ending?.();
     target.stream.end();
