@@ -18,6 +18,8 @@ import { BIN, NODE, ROOT } from './lib.mjs';
 
 const VIEWS = join(ROOT, 'pipelines/views/ice-creams.yaml');
 const COUNT = 30000;
+// Slow enough that the source is still producing when the kill lands, even on a loaded machine.
+const RATE = 6000;
 
 function option(name, fallback) {
   const at = process.argv.indexOf(`--${name}`);
@@ -35,7 +37,7 @@ const parallel = Math.max(1, option('parallel', 2));
 const hogCount = option('hogs', 2);
 const keep = process.argv.includes('--keep');
 
-const pipeline = (out) => `source: { type: demo, count: ${COUNT}, rate: 20000 }
+const pipeline = (out) => `source: { type: demo, count: ${COUNT}, rate: ${RATE} }
 stages:
   - { name: first, filter: map, with: { expr: "e.first = 1" } }
   - { name: middle, filter: map, with: { expr: "e.middle = 1" } }
@@ -97,10 +99,12 @@ async function scenario(n) {
   let ended = false;
   void crash.exit.then(() => (ended = true));
   let killed = false;
+  // A kill at a random point of the stream's first half: early, mid-batch, or while the views catch up.
+  const killAt = 200 + Math.floor(Math.random() * (COUNT / 2));
   for (; !ended; await pause(20)) {
     const s = await status(crash);
     const logIn = s?.stages.find((x) => x.name === 'log')?.in ?? 0;
-    if (logIn > 8000) {
+    if (logIn > killAt) {
       const pid = s.stages.find((x) => x.name === 'middle')?.pid;
       if (pid) process.kill(pid, 'SIGKILL');
       killed = true;
