@@ -89,6 +89,34 @@ export function amountConverter(type: ColumnType | 'any'): Convert {
   };
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A value read from an incremented column (integers as BigInt; NULL counts as 0), or undefined when it holds no number. */
+function storedNumber(value: unknown): bigint | number | undefined {
+  if (value === null) return 0n;
+  return typeof value === 'bigint' || typeof value === 'number' ? value : undefined;
+}
+
+/**
+ * An increment's sum, as SQLite would compute it but never changed silently: SQLite turns an integer
+ * sum beyond 2^63-1 into a rounded REAL without a word; here that is a bad event.
+ * Integers come in as BigInt (the SQL function is registered with safe integers).
+ */
+export function exactSum(current: unknown, amount: unknown, where: string): bigint | number {
+  const a = storedNumber(current);
+  if (a === undefined) throw new BadEvent(`${where}: the column holds ${describe(current)}, which is not a number to add to`);
+  const b = storedNumber(amount) ?? 0n;
+  if (typeof a === 'bigint' && typeof b === 'bigint') {
+    const sum = a + b;
+    if (sum < INT64_MIN || sum > INT64_MAX) throw new BadEvent(`${where}: ${a} + ${b} is beyond the integers SQLite holds exactly (from -2^63 to 2^63-1)`);
+    return sum;
+  }
+  for (const v of [a, b]) {
+    if (typeof v === 'bigint' && (v > MAX_SAFE || v < -MAX_SAFE)) throw new BadEvent(`${where}: ${a} + ${b} cannot be added exactly (a real and an integer beyond 2^53)`);
+  }
+  return Number(a) + Number(b);
+}
+
 /** A parameter a handler module passes to its SQL helper, as SQLite can bind it. */
 export function bindable(p: unknown): unknown {
   if (p === undefined) return null;

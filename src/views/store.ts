@@ -12,7 +12,7 @@ import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
 import { DEFAULT_KEY_PATHS, DEFAULT_TYPE_PATHS, viewHash } from './definition.js';
-import { amountConverter, BadEvent, bindable, CONVERTERS, describe, plain, type Convert, type SqlValue } from './column-values.js';
+import { amountConverter, BadEvent, bindable, CONVERTERS, describe, exactSum, plain, type Convert, type SqlValue } from './column-values.js';
 import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
 
 /** One event for `applyBatch`: the parsed event, its position, and optionally its text (stored as is). */
@@ -47,6 +47,14 @@ const EVENTS_HASH = 'events-table-v1';
 function q(identifier: string): string {
   return `"${identifier.replace(/"/g, '""')}"`;
 }
+
+/** An SQL string literal. */
+function sqlText(text: string): string {
+  return `'${text.replace(/'/g, "''")}'`;
+}
+
+/** The SQL function increments add with: SQLite's `+` would round an integer overflow to a REAL silently. */
+const EXACT_SUM = 'cqp_exact_sum';
 
 /** Runs a statement; short parameter lists go as arguments, which better-sqlite3 binds faster than an array. */
 function runWith(statement: Statement, p: SqlValue[]): void {
@@ -140,7 +148,9 @@ class ColumnProjection implements Projection {
         // The key goes last so the amounts fill the parameter array from index 0.
         const sql =
           `INSERT INTO ${this.table} (${names.join(', ')}, ${this.keyColumn}) VALUES (${names.map(() => '?').join(', ')}, ?) ` +
-          `ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${names.map((n) => `${n} = coalesce(${n}, 0) + excluded.${n}`).join(', ')}`;
+          `ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${names
+            .map((n, i) => `${n} = ${EXACT_SUM}(${n}, excluded.${n}, ${sqlText(`increment of ${Object.keys(action.columns)[i] ?? ''} (${Object.values(action.columns)[i] ?? ''})`)})`)
+            .join(', ')}`;
         const amounts = Object.entries(action.columns).map(([column, path]) => ({
           get: compilePath(path),
           convert: amountConverter(types.get(column) ?? 'real'),
@@ -450,6 +460,7 @@ export class ViewStore {
       db.pragma(building ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
       db.pragma(building ? 'synchronous = OFF' : 'synchronous = NORMAL');
       for (const sql of META_SQL) db.exec(sql);
+      db.function(EXACT_SUM, { deterministic: true, safeIntegers: true }, exactSum);
     } catch (error) {
       lock.release();
       throw openError(dbFile, error);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { JsonObject } from '../../src/core/component.js';
+import { parseJson } from '../../src/core/json.js';
 import { parseViews } from '../../src/views/definition.js';
 import { readViewsApplied, ViewStore } from '../../src/views/store.js';
 import type { ViewEvent } from '../../src/views/store.js';
@@ -90,6 +91,52 @@ describe('actions', () => {
       { id: 'a', name: null, sold: 5 },
       { id: 'b', name: 'Fudge', sold: 4 },
     ]);
+  });
+
+  test('an increment whose sum no SQLite integer holds is a bad event; the row keeps its value', async () => {
+    // SQLite's own `+` turns 2^63-1 + 1 into the REAL 9223372036854775808, silently.
+    const dir = tempDir();
+    const store = await storeFor(
+      dir,
+      `views:
+  - table: totals
+    key: { column: id, path: id }
+    type: kind
+    columns:
+      n: { type: integer }
+      r: { type: real }
+    on:
+      add: { increment: { n: q, r: x } }
+`,
+    );
+    const event = (text: string): ViewEvent => ({ event: parseJson(text) as JsonObject });
+    const bad: string[] = [];
+    store.applyBatch(
+      [
+        event('{"kind":"add","id":"a","q":9223372036854775806,"x":0.5}'),
+        event('{"kind":"add","id":"a","q":1,"x":0.25}'),
+        event('{"kind":"add","id":"a","q":1,"x":1}'),
+        event('{"kind":"add","id":"b","q":-9223372036854775807,"x":1}'),
+        event('{"kind":"add","id":"b","q":-2,"x":1}'),
+        event('{"kind":"add","id":"b","q":-1,"x":1}'),
+      ],
+      (index, message) => bad.push(`${index}: ${message}`),
+    );
+    expect(bad).toEqual([
+      '2: view totals: increment of n (q): 9223372036854775807 + 1 is beyond the integers SQLite holds exactly (from -2^63 to 2^63-1)',
+      '4: view totals: increment of n (q): -9223372036854775807 + -2 is beyond the integers SQLite holds exactly (from -2^63 to 2^63-1)',
+    ]);
+    const d = new Database(join(dir, 'v.db'), { readonly: true });
+    try {
+      const all = d.prepare('SELECT id, n, typeof(n) AS tn, r FROM totals ORDER BY id').safeIntegers().all();
+      // The bad events changed neither column: the statement as a whole failed.
+      expect(all).toEqual([
+        { id: 'a', n: 9223372036854775807n, tn: 'integer', r: 0.75 },
+        { id: 'b', n: -9223372036854775808n, tn: 'integer', r: 2 },
+      ]);
+    } finally {
+      d.close();
+    }
   });
 
   test('insert adds a row; a second insert of the same key is a bad event', async () => {
