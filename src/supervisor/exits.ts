@@ -23,7 +23,7 @@ export function watch(ctx: Context, proc: StageProcess, unit?: SinkUnit): void {
     if (status.code === 0) ctx.failures.recovered(proc.name);
     else if (proc.expected !== 'kill' && !(proc.expected === 'stop' && status.signal === 'SIGTERM')) ctx.failures.crashed(proc.name, proc.describeExit(status));
     // Also while the pipeline stops: a view told where the log ends may only then find its views file bad.
-    if (proc.expected !== 'kill' && isConfigurationExit(proc, status)) {
+    if (proc.expected !== 'kill' && isConfigurationExit(proc, status, ctx.graceMs)) {
       refusedConfiguration(ctx, proc, status);
       return;
     }

@@ -2,12 +2,16 @@ import type { ExitStatus, StageProcess } from './process.js';
 
 /**
  * True when a process refused its configuration at start, which no restart can mend: a program that
- * could not be started at all (not found, not executable), or a cqp component that exited 2 (a usage or
- * configuration error: a views file, schema, module or expression it refused) before it was ready.
+ * could not be started at all (not found, not executable), a cqp component that exited 2 (a usage or
+ * configuration error: a views file, schema, module or expression it refused) before it was ready, or
+ * a `run:` program that exited 2 (the usage-error convention, as argparse's) within `graceMs` of its
+ * start, the same "exited at once" for which a reload refuses it.
  */
-export function isConfigurationExit(proc: Pick<StageProcess, 'command' | 'wasReady'>, status: ExitStatus): boolean {
+export function isConfigurationExit(proc: Pick<StageProcess, 'command' | 'wasReady' | 'ranMs'>, status: ExitStatus, graceMs: number): boolean {
   if (status.error) return true;
-  return proc.command.signalsReady === true && !proc.wasReady && status.code === 2;
+  if (status.code !== 2) return false;
+  if (proc.command.signalsReady === true) return !proc.wasReady;
+  return proc.ranMs !== undefined && proc.ranMs < graceMs;
 }
 
 /**

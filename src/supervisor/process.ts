@@ -45,6 +45,9 @@ export class StageProcess {
   readonly ready: Promise<boolean> | undefined;
   /** True once a cqp component has reported it is ready (its options checked, its files open). */
   wasReady = false;
+  /** When it was spawned, and how long it then ran (ms; undefined until it exits). */
+  private readonly spawnedAt = Date.now();
+  ranMs: number | undefined;
   expected: ExpectedExit;
   exited: ExitStatus | undefined;
   /** The process has a control channel (see SpawnOptions.control). */
@@ -92,6 +95,7 @@ export class StageProcess {
       const channelClosed = this.controlled && this.child.connected ? Promise.race([new Promise((done) => this.child.once('disconnect', done)), closed()]) : undefined;
       const pipeClosed = readyPipe && !readyPipe.destroyed ? Promise.race([new Promise((done) => readyPipe.once('close', done)), closed()]) : undefined;
       this.child.once('exit', (code, signal) => {
+        this.ranMs = Date.now() - this.spawnedAt;
         const status = { code, signal };
         void Promise.all([channelClosed, pipeClosed]).then(() => {
           this.exited = status;

@@ -164,5 +164,5 @@ export function summary(components: ComponentStats[], ms: number, ends: readonly
     c.kind === 'source' ? `  ${c.name}: ${n(c.out)} out` : c.kind === 'sink' ? `  ${c.name}: ${n(c.in)} in${at(c.name)}` : `  ${c.name}: ${n(c.in)} in, ${n(c.out)} out`,
   );
   const failed = failures.map((f) => `  failed: ${f}`);
-  return [`cqp: ${n(read)} events in ${secs.toFixed(1)} s (${n(Math.round(read / secs))}/s)`, ...lines, ...failed].join('\n');
+  return [`cqp: ${n(read)} ${read === 1 ? 'event' : 'events'} in ${secs.toFixed(1)} s (${n(Math.round(read / secs))}/s)`, ...lines, ...failed].join('\n');
 }

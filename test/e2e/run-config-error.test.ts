@@ -32,6 +32,8 @@ describe('cqp run with a configuration error found by a component at start', () 
     ['a view fed by the stages', `${SOURCE}stages:\n  - { name: m, filter: map, with: { expr: "e.m = 1" } }\nsinks:\n  - { name: views, type: sqlite, db: v.db, views: bad-views.yaml }\n`, /unknown action "upsret"/],
     ['a stage', `${SOURCE}stages:\n  - { name: m, filter: map, with: { expr: "e.m = = 1" } }\nsinks:\n  - { name: log, type: log, path: events.log }\n`, /cannot parse expression/],
     ['a run: program that is not found', `${SOURCE}stages:\n  - { name: score, run: no-such-program-cqp }\nsinks:\n  - { name: log, type: log, path: events.log }\n`, /could not start no-such-program-cqp/],
+    // A usage error (exit 2 at once, as argparse's): the same exit a reload refuses.
+    ['a run: program that exits 2 at once', `${SOURCE}stages:\n  - { name: score, run: [sh, -c, "echo 'score: --model is required' >&2; exit 2"] }\nsinks:\n  - { name: log, type: log, path: events.log }\n`, /score: configuration error at start[\s\S]*score: --model is required/],
   ];
   for (const [what, pipeline, reason] of cases) {
     it(`stops with exit 2 and the reason, without restarts: ${what}`, async () => {

@@ -207,7 +207,7 @@ sinks:
     expect(p2.stderr()).not.toMatch(/exited unexpectedly|refused/);
     // The restart resumed each shard where the log stopped, not at the trim horizon: at most one
     // multi-line record per shard (8, counting closed ones) is read again.
-    const reread = Number(/([\d,]+) events in/.exec(p2.stderr())?.[1]?.replaceAll(',', ''));
+    const reread = Number(/([\d,]+) events? in/.exec(p2.stderr())?.[1]?.replaceAll(',', ''));
     expect(reread).toBeGreaterThanOrEqual(EVENTS - atCrash);
     expect(reread).toBeLessThanOrEqual(EVENTS - atCrash + 3 * 8);
 

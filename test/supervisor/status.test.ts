@@ -106,6 +106,10 @@ describe('one number format in run and replay summaries', () => {
     expect(describeReplay(plan as unknown as ReplayPlan)).toContain(`read: ${formatCount(30000)} events`);
     expect(formatCount(30000)).toBe('30,000');
   });
+
+  it('says "1 event", not "1 events"', () => {
+    expect(summary([stats('src', 'source', 0, 1), stats('log', 'sink', 1, 0)], 1000)).toContain('cqp: 1 event in 1.0 s (1/s)');
+  });
 });
 
 describe('statusMode: where the progress goes, from the real descriptors', () => {
