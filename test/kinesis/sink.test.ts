@@ -77,7 +77,7 @@ describe('cqp-sink kinesis', () => {
     // The event's text comes back byte for byte.
     const byI = new Map(lines.map((l) => [iOf(l), l.event]));
     expect(JSON.stringify(byI.get(4242))).toBe(texts[4242]);
-  });
+  }, 180_000); // 50k events into kinesalite and back: over a minute on a loaded machine
 
   test('--partition-key picks the key path: events of one key land on one shard', async () => {
     await createStream(k.client, 'by-product', 4);
