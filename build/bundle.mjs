@@ -8,6 +8,7 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +41,19 @@ await build({
   define: { 'import.meta.url': '__cqpFileUrl' },
   banner: { js: "const __cqpFileUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [
+    {
+      // commander requires node:child_process as it loads, for executable subcommands, which cqp has
+      // none of; that module loads node:net and more, a tenth of a component's start. It loads on first use.
+      name: 'lazy-child-process',
+      setup(b) {
+        b.onLoad({ filter: /[\\/]commander[\\/]lib[\\/]command\.js$/ }, async (args) => {
+          const text = await readFile(args.path, 'utf8');
+          const eager = "const childProcess = require('node:child_process');";
+          if (!text.includes(eager)) throw new Error(`${args.path}: no "${eager}" to make lazy (a new commander?): update build/bundle.mjs`);
+          return { contents: text.replace(eager, "const childProcess = { spawn: (...args) => require('node:child_process').spawn(...args) };"), loader: 'js' };
+        });
+      },
+    },
     {
       // zod's translations of its messages (about 300 kB): cqp uses the English ones, which zod loads apart.
       name: 'no-zod-locales',

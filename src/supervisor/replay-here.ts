@@ -10,8 +10,6 @@ import { findComponent } from '../core/registry.js';
 import type { SinkProgress, StageIo } from '../core/runtime.js';
 import { cliPath, type PipelinePlan, type SinkPlan } from './config.js';
 import type { ComponentStats } from './context.js';
-import { supervise } from './supervise.js';
-import { Supervisor } from './supervisor.js';
 
 /** The sink a replay may run itself: the only one, reading a bounded stretch of the log, with nothing in front. */
 export function sinkToRunHere(run: PipelinePlan): SinkPlan | undefined {
@@ -97,7 +95,9 @@ function stopLine(signal: NodeJS.Signals): string {
 }
 
 /** The replay's stages and sinks run by a supervisor, each its own process. */
-export function supervised(run: PipelinePlan, log: (line: string) => void): Running {
+export async function supervised(run: PipelinePlan, log: (line: string) => void): Promise<Running> {
+  // Loaded only here: a replay that runs its sink itself starts no process and needs none of it.
+  const [{ Supervisor }, { supervise }] = await Promise.all([import('./supervisor.js'), import('./supervise.js')]);
   const supervisor = new Supervisor(run, { log, maxCrashes: 0 });
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {

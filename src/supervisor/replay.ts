@@ -347,7 +347,7 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
 
   const startedAt = Date.now();
   const here = sinkToRunHere(plan.run);
-  const running = here ? runHere(here, plan.run.dir, log) : supervised(plan.run, log);
+  const running = here ? runHere(here, plan.run.dir, log) : await supervised(plan.run, log);
   const total = plan.range.count;
   const ticker = setInterval(
     () => {
