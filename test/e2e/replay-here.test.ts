@@ -1,7 +1,7 @@
 // `cqp replay` without stages into one sink whose definition lets it run inside the replay's process
 // (sqlite): the sink runs there, with every guarantee of a sink process (its views, the blue/green
 // rename, a kill -9 that leaves the old views, its errors with their locations).
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, cqpAsync, shellCommand, spawnCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { processesIn } from '../helpers/processes.js';
+import { appliedIn } from '../helpers/views.js';
 import { execSync } from 'node:child_process';
 
 const VIEWS = `views:
@@ -44,21 +45,6 @@ function rows(db: string): unknown[] {
     return conn.prepare('SELECT id, name, price FROM ice_creams ORDER BY id').all();
   } finally {
     conn.close();
-  }
-}
-
-function appliedIn(db: string): number {
-  if (!existsSync(db)) return 0;
-  try {
-    const conn = new Database(db, { readonly: true, fileMustExist: true });
-    try {
-      return (conn.prepare('SELECT max(CAST(n AS INTEGER)) AS n FROM cqp_positions').get() as { n: number | null }).n ?? 0;
-    } finally {
-      conn.close();
-    }
-  } catch {
-    // Not created yet, or between transactions.
-    return 0;
   }
 }
 
