@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 'use strict';
-require('./load-bundle.js').loadBundle().main([...process.argv.slice(2)]);
+require('./load-bundle.js').run(process.argv.slice(2));

@@ -1,13 +1,16 @@
 // Bundles dist/ (tsc's output) into dist/bundle/, which the bins load. Start-up time was mostly module
 // loading and compiling: Node resolves, reads and compiles each file (zod alone is about 90), and Node
 // 20 keeps no compiled code between runs. So the commands are one CommonJS file, cli.cjs, that the bins
-// run through bin/load-bundle.cjs with a V8 code cache made here (cli.cjs.cache): the functions a start
+// run through bin/load-bundle.js with V8 code caches made here (cli.cjs.<kind>.cache): the functions a start
 // compiles are read back instead. Its modules still run only when a command needs them (esbuild wraps
 // each in a function called on first import). dist/bundle/ is two folders below the package, as
 // dist/core/ is, so the paths the code finds from its own place (bin/cqp.js, package.json) hold in both.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -39,6 +42,19 @@ await build({
   banner: { js: "const __cqpFileUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [
     {
+      // commander requires node:child_process as it loads, for executable subcommands, which cqp has
+      // none of; that module loads node:net and more, a tenth of a component's start. It loads on first use.
+      name: 'lazy-child-process',
+      setup(b) {
+        b.onLoad({ filter: /[\\/]commander[\\/]lib[\\/]command\.js$/ }, async (args) => {
+          const text = await readFile(args.path, 'utf8');
+          const eager = "const childProcess = require('node:child_process');";
+          if (!text.includes(eager)) throw new Error(`${args.path}: no "${eager}" to make lazy (a new commander?): update build/bundle.mjs`);
+          return { contents: text.replace(eager, "const childProcess = { spawn: (...args) => require('node:child_process').spawn(...args) };"), loader: 'js' };
+        });
+      },
+    },
+    {
       // zod's translations of its messages (about 300 kB): cqp uses the English ones, which zod loads apart.
       name: 'no-zod-locales',
       setup(b) {
@@ -59,10 +75,32 @@ await build({
   banner: { js: "import { createRequire as __cqpCreateRequire } from 'node:module'; const require = __cqpCreateRequire(import.meta.url);" },
 });
 
-// The code cache: what one event through `cqp-filter map` compiles (the start every component process
-// shares), written by the loader when CQP_WRITE_CODE_CACHE names the file.
-execFileSync(process.execPath, [`${root}bin/cqp-filter.js`, 'map', 'e.b = 1'], {
-  input: '{"a":1}\n',
-  env: { ...process.env, CQP_WRITE_CODE_CACHE: `${root}dist/bundle/cli.cjs.cache` },
-  stdio: ['pipe', 'ignore', 'inherit'],
-});
+// The code caches, one per kind of process (see bin/load-bundle.js), each written by the loader from a
+// typical start of its kind (CQP_WRITE_CODE_CACHE=1): one event through `cqp-filter map` (the start every
+// stage shares), a log read by `cqp-source log`, a views sink reading a log as a replay runs it, and
+// `cqp replay` itself. They run in a scratch folder on a few demo events.
+const scratch = mkdtempSync(join(tmpdir(), 'cqp-code-cache-'));
+try {
+  const bin = (name) => `${root}bin/${name}.js`;
+  const run = (name, args, { input, cache = true } = {}) =>
+    execFileSync(process.execPath, [bin(name), ...args], {
+      cwd: scratch,
+      input: input ?? '',
+      env: { ...process.env, ...(cache ? { CQP_WRITE_CODE_CACHE: '1' } : {}) },
+      // What they print is not wanted; a failure's message holds its stderr.
+      stdio: 'pipe',
+    });
+  const events = run('cqp-source', ['demo', '--count', '200'], { cache: false });
+  run('cqp-sink', ['log', '--path', 'events.log'], { input: events, cache: false });
+  writeFileSync(
+    join(scratch, 'views.yaml'),
+    'views:\n  - table: ice_creams\n    key: header.rel.id\n    columns:\n      name: payload.name\n      price: { path: payload.price, type: real }\n    on:\n      create.ice_cream: upsert\n      update.ice_cream: upsert\n      delete.ice_cream: delete\n',
+  );
+  writeFileSync(join(scratch, 'pipeline.yaml'), 'name: code-cache\nsource: { type: stdin }\nsinks:\n  - { name: views, type: sqlite, db: views.db, views: views.yaml }\n');
+  run('cqp-filter', ['map', 'e.b = 1'], { input: '{"a":1}\n' });
+  run('cqp-source', ['log', '--path', 'events.log', '--from', '1', '--until', '200']);
+  run('cqp-sink', ['sqlite', '--db', 'sink.db', '--views', 'views.yaml', '--read-log', 'events.log', '--from', '1', '--until', '200', '--building']);
+  run('cqp', ['replay', '--log', 'events.log', '--pipeline', 'pipeline.yaml']);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

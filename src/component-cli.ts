@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { Option, type Command } from 'commander';
+import { Command, Option } from 'commander';
 import { componentNames, loadComponents } from './components.js';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
@@ -50,11 +50,14 @@ function addRuntimeOptions(cmd: Command, kind: ComponentKind): void {
   }
 }
 
+/** What a component's command line comes to: run it as this process, or hand it to a caller (readComponentCommand). */
+type RunComponent = (def: ComponentDefinition, options: Record<string, unknown>, runtime: RuntimeOptions) => Promise<void>;
+
 /**
  * Adds `cqp <kind> <name>` with flags generated from its schema: for the component the arguments name
  * (only its file is loaded), or for every component of the kind (`cqp filter --help`, a misspelt name).
  */
-async function addKind(parent: Command, kind: ComponentKind, named: string | undefined): Promise<void> {
+async function addKind(parent: Command, kind: ComponentKind, named: string | undefined, act: RunComponent): Promise<void> {
   const names = componentNames(kind);
   for (const def of await loadComponents(kind, named !== undefined && names.includes(named) ? [named] : names)) {
     const cmd = parent.command(def.name).description(def.summary);
@@ -75,7 +78,7 @@ async function addKind(parent: Command, kind: ComponentKind, named: string | und
       const runtime = runtimeOptions(raw, kind);
       const own = Object.fromEntries(optionSpecs(def.options).map((s) => [s.key, raw[s.key]]));
       const options = parseOptions(def, own, `cqp-${kind} ${def.name}`);
-      await runComponent(def, options, runtime);
+      await act(def, options, runtime);
     });
   }
   parent.on('command:*', (operands: string[]) => {
@@ -266,6 +269,35 @@ export async function addComponentCommands(program: Command, argv: readonly stri
   for (const [kind, description] of kinds) {
     const parent = program.command(kind).description(description);
     const [first, second, third] = argv[0] === 'help' ? argv.slice(1) : argv;
-    if (first === kind) await addKind(parent, kind, argv[0] === 'help' ? third : second);
+    if (first === kind) await addKind(parent, kind, argv[0] === 'help' ? third : second, runComponent);
   }
+}
+
+/** A component's definition with its options and runtime options, as read from its command line. */
+export interface ComponentCall {
+  def: ComponentDefinition;
+  options: Record<string, unknown>;
+  runtime: RuntimeOptions;
+}
+
+/**
+ * Reads a component's command line (`['sink', 'sqlite', '--db', …]`) with the code its own process
+ * reads it with, for a caller that runs the component inside its own process (a replay's one sink).
+ */
+export async function readComponentCommand(argv: readonly string[]): Promise<ComponentCall> {
+  const kind = argv[0] as ComponentKind;
+  let call: ComponentCall | undefined;
+  const program = new Command('cqp').exitOverride().configureOutput({ writeOut: () => {}, writeErr: () => {} });
+  await addKind(program.command(kind), kind, argv[1], (def, options, runtime) => {
+    call = { def, options, runtime };
+    return Promise.resolve();
+  });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (error) {
+    if (error instanceof CqpError) throw error;
+    throw new CqpError('USAGE', `${argv.slice(0, 2).join(' ')}: ${(error as Error).message.replace(/^error: /, '')}`);
+  }
+  if (!call) throw new CqpError('USAGE', `not a component's command line: ${argv.join(' ')}`);
+  return call;
 }

@@ -12,12 +12,21 @@ import type { ErrorPolicy } from './policy.js';
  * to nest too deep is scanned). `input` names the line's origin
  * in messages when it is not stdin.
  */
-export function parseObjectLine(line: SplitLine, text: string, policy: ErrorPolicy, maxLineBytes: number, input?: string, exact = true): JsonObject | undefined {
+export function parseObjectLine(
+  line: SplitLine,
+  text: string,
+  policy: ErrorPolicy,
+  maxLineBytes: number,
+  input?: string,
+  exact = true,
+  scanned?: number,
+): JsonObject | undefined {
   if (line.tooLong > 0) {
     policy.report(line.no, `line is ${line.tooLong} bytes, longer than --max-line-bytes ${maxLineBytes}`, '', input);
     return undefined;
   }
-  const scan = exact ? scanJson(text) : nestsDeeperThan(text) ? SCAN_TOO_DEEP : SCAN_PLAIN;
+  // `scanned`: scanJson's answer for this text, found on the thread that read it (a log's reader thread).
+  const scan = scanned !== undefined ? (exact || scanned === SCAN_TOO_DEEP ? scanned : SCAN_PLAIN) : exact ? scanJson(text) : nestsDeeperThan(text) ? SCAN_TOO_DEEP : SCAN_PLAIN;
   if (scan === SCAN_TOO_DEEP) {
     policy.report(line.no, NESTING_MESSAGE, text, input);
     return undefined;

@@ -184,6 +184,12 @@ export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends Com
   writesStdout?: boolean;
   /** True when the sink publishes outside cqp (skipped by replay unless asked). */
   external?: boolean;
+  /**
+   * True when the sink may run inside the cqp process that would start it, as its own process would run
+   * it: it reads no stdin and writes no stdout, and leaves the process (signals, exit, globals) alone. A
+   * replay without stages whose one sink reads the log then runs that sink itself, and saves a process start.
+   */
+  inProcess?: boolean;
   create(options: z.infer<S>, ctx: StageContext): SinkInstance | Promise<SinkInstance>;
 }
 

@@ -392,13 +392,13 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
     const fromLog: SinkInput<LogEvent[]> = {
       items: logReader(applied, io.signal),
       take(events, batch) {
-        for (const { text, position } of events) {
+        for (const { text, position, scan } of events) {
           // Every event read advances `applied` at once (see below), a bad one too: progress reports
           // then reach the log's end even when its last event is skipped.
           if (!accept(applied, position)) continue;
           read++;
           const no = Number(position.n);
-          const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max, undefined, exact);
+          const event = parseObjectLine({ text, no, start: 0, tooLong: 0 }, text, policy, max, undefined, exact, scan);
           if (!event) {
             skipped = true;
             continue;

@@ -16,6 +16,8 @@ export interface LogReadOptions {
 export interface LogEvent {
   text: string;
   position: Position;
+  /** scanJson's answer for the text, when the thread that read it found it (see logEventReaderInWorker). */
+  scan?: number | undefined;
 }
 
 /** Reads the events of a log after what `resume` holds, batch by batch, until the end (or `signal`, following). */
@@ -108,7 +110,7 @@ export function logEventReader(file: string, options: LogReadOptions): LogEventR
 
 /** What the read worker posts: a batch of records packed into transferred buffers, the end, or a failure. */
 export type ReadWorkerMessage =
-  | { kind: 'batch'; source: string; data: ArrayBuffer; ends: Uint32Array; seqs: Float64Array }
+  | { kind: 'batch'; source: string; data: ArrayBuffer; ends: Uint32Array; seqs: Float64Array; scans: Uint8Array }
   | { kind: 'done' }
   | { kind: 'error'; code: CqpErrorCode | undefined; message: string };
 
@@ -116,6 +118,7 @@ export type ReadWorkerMessage =
  * The same reader, reading and verifying the log on a worker thread (`read-worker.ts`): a sink reading
  * a log (`--read-log`) then parses and stores events while the next records are read and checked, as
  * `cqp source log | cqp sink …` would on two processes, without the pipe and the stamps between them.
+ * The thread also scans each event for nesting and numbers (scanJson), which the sink's parse needs.
  */
 export function logEventReaderInWorker(file: string, options: LogReadOptions): LogEventReader {
   bounds(options);
@@ -151,7 +154,7 @@ export function logEventReaderInWorker(file: string, options: LogReadOptions): L
         let start = 0;
         for (let i = 0; i < m.ends.length; i++) {
           const end = m.ends[i] as number;
-          events[i] = { text: data.toString('utf8', start, end), position: { source: m.source, n: String(m.seqs[i]) } };
+          events[i] = { text: data.toString('utf8', start, end), position: { source: m.source, n: String(m.seqs[i]) }, scan: m.scans[i] };
           start = end;
         }
         yield events;

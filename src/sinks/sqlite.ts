@@ -22,6 +22,7 @@ export default defineSink({
       .optional()
       .describe('set by cqp replay: a new database no reader opens before it replaces the target, written without WAL or syncs (it is flushed before the rename)'),
   }),
+  inProcess: true,
   store: {
     option: 'db',
     locked: true,

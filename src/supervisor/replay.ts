@@ -18,8 +18,8 @@ import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prep
 import { cliCommand, openPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
 import { formatCount as count } from './status.js';
-import { supervise } from './supervise.js';
-import { Supervisor, type ComponentStats } from './supervisor.js';
+import { runHere, sinkToRunHere, supervised } from './replay-here.js';
+import type { ComponentStats } from './supervisor.js';
 
 /** What `cqp replay` was asked to do. */
 export interface ReplayOptions {
@@ -346,20 +346,12 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   }
 
   const startedAt = Date.now();
-  const supervisor = new Supervisor(plan.run, { log, maxCrashes: 0 });
-  let interrupted: NodeJS.Signals | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = signal;
-    log(`cqp: ${signal}: stopping the replay; the sinks' targets stay as they were`);
-    supervisor.killAll(1);
-  };
-
+  const here = sinkToRunHere(plan.run);
+  const running = here ? runHere(here, plan.run.dir, log) : await supervised(plan.run, log);
   const total = plan.range.count;
-  const read = (): number => eventsRead(supervisor.components());
   const ticker = setInterval(
     () => {
-      const text = progressText(read(), total, Date.now() - startedAt, tty ? 30 : 0);
+      const text = progressText(eventsRead(running.components()), total, Date.now() - startedAt, tty ? 30 : 0);
       if (tty) {
         process.stderr.write(`\r\x1b[K${text}`);
         barShown = true;
@@ -374,15 +366,13 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   let code: number;
   let ends: SinkEnd[] = [];
   try {
-    code = await supervise(supervisor, { SIGINT: onSignal, SIGTERM: onSignal }, async () => {
-      await supervisor.start();
-      let result = await supervisor.result;
-      if (result === 0 && !interrupted) {
+    code = await running.run(async (result) => {
+      if (result === 0 && !running.interrupted()) {
         ends = await replayEnds(plan);
         for (const e of ends.filter((x) => x.short)) log(`cqp: ${e.name} stopped ${e.text} of the stretch replayed`);
         if (ends.some((e) => e.short)) result = 1;
       }
-      if (result === 0 && !interrupted) {
+      if (result === 0 && !running.interrupted()) {
         for (const f of files) await completeTemp(f);
         for (const f of files) commitTemp(f);
       }
@@ -392,6 +382,7 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
     clearInterval(ticker);
     clearBar();
   }
+  const interrupted = running.interrupted();
   if (code !== 0 || interrupted) {
     for (const f of files) discardTemp(f);
     for (const lock of locks) lock.release();
@@ -400,6 +391,6 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
     return code === 0 ? 1 : code;
   }
   for (const lock of locks) lock.release();
-  process.stderr.write(`${replaySummary(plan, supervisor.components(), Date.now() - startedAt, ends)}\n`);
+  process.stderr.write(`${replaySummary(plan, running.components(), Date.now() - startedAt, ends)}\n`);
   return 0;
 }

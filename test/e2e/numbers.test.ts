@@ -104,5 +104,18 @@ describe('the sqlite sink stores numbers exactly or rejects them', () => {
     expect(table.stdout).toContain('9223372036854775807');
     expect(table.stdout).toContain('-9007199254740993');
     expect(parseLines(q.stdout)).toHaveLength(5);
+
+    // The same events read from a command log, whose reader thread scans them for numbers and nesting
+    // (an unbounded read runs on that thread): the same rows, the same rejections, named by seq.
+    const log = join(dir, 'numbers.log');
+    const logged = await cqpAsync(['log', '--path', log], { bin: 'sink', input: `${events.join('\n')}\n` });
+    expect(logged.status, logged.stderr).toBe(0);
+    const fromLog = join(dir, 'from-log.db');
+    const read = await cqpAsync(['sqlite', '--db', fromLog, '--views', views, '--on-error', 'skip', '--read-log', log], { bin: 'sink' });
+    expect(read.status, read.stderr).toBe(0);
+    expect(read.stderr).toContain(`${log} seq:5: view t: column int (i): 12345678901234567890 is not an integer SQLite can hold exactly`);
+    expect(read.stderr).toContain(`${log} seq:7: view t: column dbl (r): 1e400 cannot be stored exactly as a real`);
+    const again = await cqpAsync(['query', fromLog, 'SELECT id, any, typeof(any) AS ta, int, dbl, txt, js FROM t ORDER BY id', '--json']);
+    expect(again.stdout).toBe(q.stdout);
   });
 });

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, cqpAsync, shellCommand, spawnCli, type CliResult } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { noProcessesLeftIn } from '../helpers/processes.js';
+import { appliedIn } from '../helpers/views.js';
 
 interface DemoEvent {
   header: { eventId: string; eventType: string[]; eventName: string[]; createdTimestamp: string; rel: { id: string } };
@@ -107,22 +108,6 @@ function viewRows(db: string): { sales: unknown[]; creams: unknown[] } {
     };
   } finally {
     conn.close();
-  }
-}
-
-/** The highest position a database being built holds (0 before it has one, or while it cannot be read). */
-function appliedIn(db: string): number {
-  if (!existsSync(db)) return 0;
-  try {
-    const conn = new Database(db, { readonly: true, fileMustExist: true });
-    try {
-      const row = conn.prepare('SELECT max(CAST(n AS INTEGER)) AS n FROM cqp_positions').get() as { n: number | null } | undefined;
-      return row?.n ?? 0;
-    } finally {
-      conn.close();
-    }
-  } catch {
-    return 0;
   }
 }
 

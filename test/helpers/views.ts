@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
 
 /**
@@ -11,5 +12,21 @@ export function dumpViews(db: string): Record<string, unknown[]> {
     return Object.fromEntries(tables.map(({ name }) => [name, d.prepare(`SELECT * FROM "${name}" ORDER BY 1`).all()]));
   } finally {
     d.close();
+  }
+}
+
+/** The highest position a database being built holds (0 before it has one, or while it cannot be read). */
+export function appliedIn(db: string): number {
+  if (!existsSync(db)) return 0;
+  try {
+    const conn = new Database(db, { readonly: true, fileMustExist: true });
+    try {
+      const row = conn.prepare('SELECT max(CAST(n AS INTEGER)) AS n FROM cqp_positions').get() as { n: number | null } | undefined;
+      return row?.n ?? 0;
+    } finally {
+      conn.close();
+    }
+  } catch {
+    return 0;
   }
 }

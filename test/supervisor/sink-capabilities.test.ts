@@ -12,6 +12,7 @@ import { commitTemp, completeTemp, type BlueGreenFile } from '../../src/supervis
 import { loadPipeline } from '../../src/supervisor/config.js';
 import { resumePositions } from '../../src/supervisor/positions.js';
 import { planReplay } from '../../src/supervisor/replay.js';
+import { sinkToRunHere } from '../../src/supervisor/replay-here.js';
 import { sinkEnds } from '../../src/supervisor/sink-ends.js';
 
 /*
@@ -52,7 +53,16 @@ const bare = defineSink({
   create: notStarted,
 });
 
-const fakes: SinkDefinition[] = [journal, mirror, bare];
+const inside = defineSink({
+  name: 'test-inside',
+  summary: 'test only: may run inside the process that would start it',
+  options: z.object({ path: z.string() }),
+  examples: [],
+  inProcess: true,
+  create: notStarted,
+});
+
+const fakes: SinkDefinition[] = [journal, mirror, bare, inside];
 
 beforeAll(() => {
   (registry.sink as ComponentDefinition[]).push(...fakes);
@@ -127,6 +137,24 @@ describe('sink capabilities, asked of the definition', () => {
     expect(run?.options.into).toBe(views?.file?.temp);
     expect(run?.command.args).toContain(views?.file?.temp);
     expect(run?.command.args).not.toContain(join(dir, 'data/v.db'));
+  });
+
+  it('has a replay without stages run its one sink in its own process only when the definition says it may', async () => {
+    const planned = async (sinks: string, stages = ''): Promise<string | undefined> => {
+      const { dir, file } = pipeline(sinks);
+      if (stages) writeFileSync(file, `${readFileSync(file, 'utf8')}stages:\n${stages}`);
+      const log = join(dir, 'events.log');
+      const writer = await openLogWriter(log, { fsync: 'never', warn: () => undefined });
+      await writer.appendBatch([{ bytes: '{"id":1}', position: undefined }]);
+      await writer.close();
+      return sinkToRunHere((await planReplay({ log, pipeline: file })).run)?.name;
+    };
+    expect(await planned('  - { name: here, type: test-inside, path: out.ndjson }\n')).toBe('here');
+    // Declaring nothing, it gets its own process; so do two sinks, a where:, and a sink behind stages.
+    expect(await planned('  - { name: own, type: test-bare, path: out.ndjson }\n')).toBeUndefined();
+    expect(await planned('  - { name: a, type: test-inside, path: a.ndjson }\n  - { name: b, type: test-inside, path: b.ndjson }\n')).toBeUndefined();
+    expect(await planned('  - { name: w, type: test-inside, path: w.ndjson, where: "e.id > 0" }\n')).toBeUndefined();
+    expect(await planned('  - { name: s, type: test-inside, path: s.ndjson }\n', '  - { name: m, filter: map, with: { expr: "e" } }\n')).toBeUndefined();
   });
 
   it('swaps a rebuilt store in with its companions as its definition lists them', async () => {
