@@ -456,6 +456,15 @@ export class JetStreamCommandLog implements CommandLog {
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The log's single-writer lease: a key in a bucket whose entries age out unless renewed. */
 class Lease {
   private timer: NodeJS.Timeout | undefined;
@@ -480,26 +489,36 @@ class Lease {
       throw new CqpError('IO', `${location}: cannot open the lease bucket ${LEASE_BUCKET} (${messageOf(error)})`, { cause: error });
     }
     const holder = `${hostname()} pid ${process.pid}`;
-    const value = JSON.stringify({ holder, since: new Date().toISOString() });
-    try {
-      const revision = await kv.create(stream, value);
-      return new Lease(kv, stream, value, revision, location);
-    } catch (error) {
-      const entry = await kv.get(stream).catch(() => null);
-      if (entry && entry.operation === 'PUT') {
+    const value = JSON.stringify({ holder, host: hostname(), pid: process.pid, since: new Date().toISOString() });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const revision = await kv.create(stream, value);
+        return new Lease(kv, stream, value, revision, location);
+      } catch (error) {
+        const entry = await kv.get(stream).catch(() => null);
+        if (!entry || entry.operation !== 'PUT') {
+          if (attempt < 3) continue;
+          throw new CqpError('IO', `${location}: cannot take the log's lease (${messageOf(error)})`, { cause: error });
+        }
         let who = entry.string();
+        let dead = false;
         try {
-          const v = JSON.parse(who) as { holder?: string; since?: string };
+          const v = JSON.parse(who) as { holder?: string; since?: string; host?: string; pid?: number };
           who = `${v.holder ?? '?'}, since ${v.since ?? '?'}`;
+          // A holder on this machine whose process is gone (killed) need not be waited for.
+          dead = v.host === hostname() && typeof v.pid === 'number' && v.pid !== process.pid && !alive(v.pid);
         } catch {
           // Shown as stored.
+        }
+        if (dead && attempt < 3) {
+          await kv.delete(stream, { previousSeq: entry.revision }).catch(() => undefined);
+          continue;
         }
         throw new CqpError(
           'LOCKED',
           `${location}: another writer holds this log (${who}); one writer at a time. If that writer has died, its lease lapses within ${LEASE_MS / 1000} s`,
         );
       }
-      throw new CqpError('IO', `${location}: cannot take the log's lease (${messageOf(error)})`, { cause: error });
     }
   }
 
