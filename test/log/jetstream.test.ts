@@ -256,6 +256,66 @@ describe.skipIf(!up)('the command log on JetStream', () => {
     LONG,
   );
 
+  test(
+    'cqp run with its log on JetStream and a view following it, then cqp replay from that log: the same views',
+    () => {
+      const dir = tempDir();
+      const log = newLog();
+      writeFileSync(
+        join(dir, 'p.yaml'),
+        [
+          'name: js',
+          'source: { type: demo, count: 1500, seed: 4 }',
+          'sinks:',
+          `  - { name: log, type: log, path: "${log}" }`,
+          `  - { name: views, type: sqlite, db: views.db, views: "${VIEWS}" }`,
+          '',
+        ].join('\n'),
+      );
+      writeFileSync(
+        join(dir, 'r.yaml'),
+        ['name: rebuild', 'source: { type: demo, count: 1 }', 'sinks:', `  - { name: views, type: sqlite, db: rebuilt.db, views: "${VIEWS}" }`, ''].join('\n'),
+      );
+      const run = cqp(['run', 'p.yaml'], { cwd: dir });
+      expect(run.status, run.stderr).toBe(0);
+      expect(cqp(['log', 'stat', log], { cwd: dir }).stdout).toMatch(/records\s+1500\n/);
+      const replay = cqp(['replay', '--log', log, '--pipeline', 'r.yaml'], { cwd: dir });
+      expect(replay.status, replay.stderr).toBe(0);
+      expect(replay.stderr).toContain('at seq 1500 of 1500');
+      const views = dumpViews(join(dir, 'views.db'));
+      expect(Object.values(views).some((rows) => rows.length > 0)).toBe(true);
+      expect(dumpViews(join(dir, 'rebuilt.db'))).toEqual(views);
+      const part = cqp(['replay', '--log', log, '--pipeline', 'r.yaml', '--until', '600'], { cwd: dir });
+      expect(part.status, part.stderr).toBe(0);
+      expect(part.stderr).toContain('at seq 600 of 600');
+    },
+    LONG,
+  );
+
+  test(
+    'a sink following a JetStream log (--read-log --follow) waits for the stream, prints appends as they come, and stops on SIGTERM',
+    async () => {
+      const dir = tempDir();
+      const log = newLog();
+      const follower = spawn(process.execPath, [BIN.sink, 'stdout', '--read-log', log, '--follow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      follower.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+      const exited = new Promise<number | null>((r) => follower.on('exit', r));
+      const { stamped, texts } = demo(dir, 300, 2);
+      const lines = stamped.trimEnd().split('\n');
+      writeFileSync(join(dir, 'a.ndjson'), `${lines.slice(0, 100).join('\n')}\n`);
+      writeFileSync(join(dir, 'b.ndjson'), stamped);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < a.ndjson`, dir).status).toBe(0);
+      await eventually(() => out.split('\n').length > 100, { timeoutMs: 60_000, everyMs: 20, what: 'the follower to print 100 events' });
+      expect(sh(`${cli('sink', `log --path ${log}`)} < b.ndjson`, dir).status).toBe(0);
+      await eventually(() => out.split('\n').length > 300, { timeoutMs: 60_000, everyMs: 20, what: 'the follower to print 300 events' });
+      follower.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(out.trimEnd().split('\n')).toEqual(texts);
+    },
+    LONG,
+  );
+
   test('unreachable server: a clear error at start', () => {
     const dir = tempDir();
     const r = sh(`echo '{"a":1}' | ${cli('sink', 'log --path nats://127.0.0.1:1/nothing_here')}`, dir);
