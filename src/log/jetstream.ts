@@ -372,7 +372,7 @@ export class JetStreamCommandLog implements CommandLog {
         }
         const lastSeq = info.state.last_seq;
         const positions = await this.positionsIn(s, lastSeq);
-        return new JetStreamWriter(this.location, this.where.stream, s, lease, meta, lastSeq, positions);
+        return new JetStreamWriter(this.location, this.where.stream, s, lease, meta, lastSeq, positions, options.warn);
       } catch (error) {
         await lease.release();
         throw error;
@@ -581,6 +581,7 @@ class JetStreamWriter implements LogWriter {
     private readonly meta: StreamMeta,
     public lastSeq: number,
     private readonly positions: PositionMap,
+    private readonly warn: (message: string) => void,
   ) {
     this.logId = meta.logId;
   }
@@ -620,7 +621,7 @@ class JetStreamWriter implements LogWriter {
       } catch (error) {
         if (error instanceof CqpError) this.fail(error);
         // Out of reach or too slow: wait, see what the stream got, and send the rest.
-        if (attempt === 0 || attempt % 10 === 0) process.stderr.write(`${this.path}: append not acknowledged (${messageOf(error)}); retrying\n`);
+        if (attempt === 0 || attempt % 10 === 0) this.warn(`${this.path}: append not acknowledged (${messageOf(error)}); retrying`);
         await sleep(backoffMs(attempt, 200, 5000));
         try {
           pending = await this.resync(pending);
