@@ -87,7 +87,17 @@ describe.skipIf(!up)('the command log on JetStream', () => {
       }
       // Each kill landed mid-stream.
       expect(cuts.every((n) => n > 0 && n < total), `events after each kill: ${cuts.join(' ')}`).toBe(true);
-      const final = sh(`${cli('sink', `log --path ${log}`)} < in.ndjson`, dir);
+      // A killed writer's lease is taken over at once once its process is gone; until its parent has
+      // reaped it, the lease lapses within seconds (a refusal meanwhile names it).
+      const final = await eventually(
+        () => {
+          const r = sh(`${cli('sink', `log --path ${log}`)} < in.ndjson`, dir);
+          if (r.status === 0) return r;
+          expect(r.stderr).toContain('another writer holds this log');
+          return undefined;
+        },
+        { timeoutMs: 60_000, everyMs: 200, what: 'the killed writer\'s lease to be free' },
+      );
       expect(final.stderr).toBe('');
       expect(final.status).toBe(0);
       const verify = cqp(['log', 'verify', log], { cwd: dir });
