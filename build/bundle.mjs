@@ -26,9 +26,9 @@ const common = {
   // Whitespace and syntax only: stack traces (CQP_DEBUG) keep their names.
   minifyWhitespace: true,
   minifySyntax: true,
-  // Native addons, and packages only some commands load that are large (typescript, the AWS SDK) or
+  // Native addons, and packages only some commands load that are large (typescript, the AWS SDK, the NATS client) or
   // do not survive bundling (prom-client's modules require each other in a cycle).
-  external: ['better-sqlite3', 'fs-ext', 'typescript', '@aws-sdk/*', '@smithy/*', 'prom-client'],
+  external: ['better-sqlite3', 'fs-ext', 'typescript', '@aws-sdk/*', '@smithy/*', '@nats-io/*', 'prom-client'],
   logLevel: 'warning',
 };
 

@@ -46,7 +46,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
   program
     .command('replay')
     .description("re-process the command log through a pipeline's stages into its sinks; files are rebuilt aside and renamed over their targets at the end")
-    .requiredOption('--log <file>', 'the command log to read (in place of the pipeline\'s source)')
+    .requiredOption('--log <log>', 'the command log to read, a file or nats://HOST:PORT/STREAM (in place of the pipeline\'s source)')
     .requiredOption('--pipeline <file>', 'the pipeline whose stages and sinks the events go through')
     .option('--from <pos>', 'first event: a sequence number or an ISO-8601 time (append time, or --time-field)')
     .option('--until <pos>', 'last event: a sequence number or an ISO-8601 time; the sinks end as they were at that point')
@@ -87,7 +87,7 @@ function addLogCommands(program: Command): void {
   log
     .command('cat')
     .description('print the events as NDJSON, byte for byte as appended (no JSON parse)')
-    .argument('<file>', 'the log file')
+    .argument('<log>', 'the log: a file, or a JetStream stream nats://HOST:PORT/STREAM')
     .option('--from <pos>', 'first record: a sequence number or an ISO-8601 append time')
     .option('--until <pos>', 'last record: a sequence number or an ISO-8601 append time')
     .option('--meta', 'wrap each event as {"seq","time","event"}')
@@ -95,12 +95,12 @@ function addLogCommands(program: Command): void {
   log
     .command('verify')
     .description('check every record; exit 0 when all check out, 1 naming the first bad seq and byte offset')
-    .argument('<file>', 'the log file')
+    .argument('<log>', 'the log: a file, or a JetStream stream nats://HOST:PORT/STREAM')
     .action((file: string) => run('verify', file));
   log
     .command('stat')
     .description('print the record count, first/last seq and append time, size, and source positions')
-    .argument('<file>', 'the log file')
+    .argument('<log>', 'the log: a file, or a JetStream stream nats://HOST:PORT/STREAM')
     .action((file: string) => run('stat', file));
   log
     .command('repair')

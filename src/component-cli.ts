@@ -1,7 +1,6 @@
 import { createReadStream, fstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { resolve } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { componentNames, loadComponents } from './components.js';
@@ -12,6 +11,7 @@ import type { PositionMap } from './core/position.js';
 import { RUNTIME_OPTIONS, runtimeOptionsFor } from './core/runtime-options.js';
 import { isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
+import { resolveLogLocation } from './log/command-log.js';
 import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
 import { sendToSupervisor, stageControl } from './stage-control.js';
 
@@ -34,7 +34,7 @@ function runtimeOptions(opts: Record<string, unknown>, kind: ComponentKind): Run
   }
   const runtime: RuntimeOptions = { onError: opts.onError as RuntimeOptions['onError'], deadLetter: opts.deadLetter as string | undefined, maxLineBytes: max, resume };
   if (typeof opts.readLog === 'string') {
-    runtime.readLog = { path: resolve(opts.readLog), follow: opts.follow === true, from: opts.from as string | undefined, until: opts.until as string | undefined };
+    runtime.readLog = { path: resolveLogLocation(opts.readLog), follow: opts.follow === true, from: opts.from as string | undefined, until: opts.until as string | undefined };
   }
   return runtime;
 }

@@ -65,8 +65,8 @@ const TABLE = [
   {
     key: 'readLog',
     flag: '--read-log',
-    value: '<file>',
-    description: 'read the events from this command log instead of stdin, after the last one the sink holds',
+    value: '<log>',
+    description: 'read the events from this command log (a file, or nats://HOST:PORT/STREAM) instead of stdin, after the last one the sink holds',
     kinds: ['sink'],
   },
   { key: 'follow', flag: '--follow', description: 'with --read-log: keep reading new appends until stopped', kinds: ['sink'], requires: 'readLog' },

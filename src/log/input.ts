@@ -3,7 +3,7 @@ import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { resumeAt } from '../core/position.js';
 import { LogCorruptError, boundsOutOfOrder, describeBound, parseLogBounds, type LogPos, type LogRecord } from './format.js';
-import { readLog, readLogId, waitForLog } from './reader.js';
+import { openCommandLog } from './command-log.js';
 
 /** Which stretch of a command log to read: `from`/`until` are a sequence number or an ISO-8601 append time. */
 export interface LogReadOptions {
@@ -29,10 +29,11 @@ function bounds({ from, until }: LogReadOptions): { start: LogPos | undefined; e
 }
 
 /** The append time of record `seq`, when the log holds it and it checks out. */
-async function appendTimeOf(file: string, seq: number): Promise<number | undefined> {
+async function appendTimeOf(location: string, seq: number): Promise<number | undefined> {
   if (seq < 1) return undefined;
   try {
-    for await (const batch of readLog(file, { from: { seq }, until: { seq } })) return batch[0]?.time;
+    const log = await openCommandLog(location);
+    for await (const batch of log.read({ from: { seq }, until: { seq } })) return batch[0]?.time;
   } catch (error) {
     // A damaged log cannot say; the read that follows reports the damage where it is.
     if (error instanceof LogCorruptError) return undefined;
@@ -62,9 +63,10 @@ export async function checkBoundsOnLog(file: string, { from, until }: { from?: s
 export async function* logRecords(file: string, options: LogReadOptions, resume: PositionMap, signal: AbortSignal): AsyncGenerator<{ source: string; records: LogRecord[] }> {
   const { start, end } = bounds(options);
   const { follow } = options;
-  if (follow && !(await waitForLog(file, signal))) return;
+  const log = await openCommandLog(file);
+  if (follow && !(await log.waitFor(signal))) return;
   await checkBoundsOnLog(file, options);
-  const source = `log:${await readLogId(file)}`;
+  const source = `log:${await log.logId()}`;
   const done = resume[source];
   let readFrom = start;
   let minTime: number | undefined;
@@ -79,7 +81,7 @@ export async function* logRecords(file: string, options: LogReadOptions, resume:
       minTime = start.time;
     }
   }
-  for await (let records of readLog(file, { from: readFrom, until: end, follow, signal })) {
+  for await (let records of log.read({ from: readFrom, until: end, follow, signal })) {
     if (minTime !== undefined) {
       const first = records.findIndex((r) => r.time >= (minTime as number));
       if (first < 0) continue;

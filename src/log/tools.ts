@@ -5,6 +5,7 @@ import type { Writable } from 'node:stream';
 import { CqpError } from '../core/errors.js';
 import type { PositionMap } from '../core/position.js';
 import { HEADER_SIZE, LogCorruptError, decodeHeader, parseLogBounds, type LogPos } from './format.js';
+import { isLocationUrl, openCommandLog, type CommandLog } from './command-log.js';
 import { checkBoundsOnLog } from './input.js';
 import { readLog, readLogTail } from './reader.js';
 import type { RepairResult } from './repair.js';
@@ -22,7 +23,8 @@ export interface LogCatOptions {
  * backpressure. The bytes are copied as stored: no JSON parse, even with `meta`. A closed
  * downstream (EPIPE) ends the copy quietly.
  */
-export async function logCat(path: string, options: LogCatOptions, out: Writable): Promise<{ count: number }> {
+export async function logCat(at: CommandLog | string, options: LogCatOptions, out: Writable): Promise<{ count: number }> {
+  const log = typeof at === 'string' ? await openCommandLog(at) : at;
   let count = 0;
   let broken = false;
   let failure: Error | undefined;
@@ -34,7 +36,7 @@ export async function logCat(path: string, options: LogCatOptions, out: Writable
   let lastTime = -1;
   let iso = '';
   try {
-    for await (const batch of readLog(path, { from: options.from, until: options.until })) {
+    for await (const batch of log.read({ from: options.from, until: options.until })) {
       if (broken) break;
       let size = 0;
       for (const r of batch) size += r.bytes.length + 1;
@@ -67,7 +69,7 @@ export async function logCat(path: string, options: LogCatOptions, out: Writable
   } finally {
     out.off('error', onError);
   }
-  if (failure) throw new CqpError('IO', `cannot write the events of ${path}: ${failure.message}`, { cause: failure });
+  if (failure) throw new CqpError('IO', `cannot write the events of ${log.location}: ${failure.message}`, { cause: failure });
   return { count };
 }
 
@@ -75,7 +77,8 @@ export interface VerifyResult {
   ok: boolean;
   /** Good records before the end or the first bad one. */
   count: number;
-  firstBad?: { seq: number; offset: number; reason: string };
+  /** `where` says where the record is, for people (its byte offset in a file, its stream sequence). */
+  firstBad?: { seq: number; offset: number; reason: string; where?: string };
   /** An incomplete last record (cut by the next writer; not corruption). */
   torn?: { offset: number; bytes: number };
 }
@@ -115,8 +118,10 @@ export interface LogStat {
   lastSeq: number | undefined;
   firstTime: number | undefined;
   lastTime: number | undefined;
-  /** File size in bytes. */
+  /** Bytes stored. */
   size: number;
+  /** Partitions the events are spread over (a log on JetStream). */
+  partitions?: number | undefined;
   /** Last position per source. */
   positions: PositionMap;
 }
@@ -197,14 +202,14 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
       case 'cat': {
         const { from, until } = parseLogBounds(opts.from, opts.until);
         await checkBoundsOnLog(file, opts);
-        await logCat(file, { from, until, meta: opts.meta }, stdout);
+        await logCat(await openCommandLog(file), { from, until, meta: opts.meta }, stdout);
         return 0;
       }
       case 'verify': {
-        const r = await logVerify(file);
+        const r = await (await openCommandLog(file)).verify();
         if (!r.ok && r.firstBad) {
           stderr.write(
-            `${file}: CORRUPT at record ${r.firstBad.seq}, byte offset ${r.firstBad.offset}: ${r.firstBad.reason}\n` +
+            `${file}: CORRUPT at record ${r.firstBad.seq}, ${r.firstBad.where ?? `byte offset ${r.firstBad.offset}`}: ${r.firstBad.reason}\n` +
               `  ${r.count} good records before it; \`cqp log repair ${file}\` cuts the log there\n`,
           );
           return 1;
@@ -214,22 +219,26 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
         return 0;
       }
       case 'stat': {
-        const s = await logStat(file);
+        const s = await (await openCommandLog(file)).stat();
         const sources = Object.entries(s.positions);
         say(
           [
-            `file        ${s.path}`,
+            `log         ${s.path}`,
             `log id      ${s.logId}`,
             `records     ${s.count}`,
             `first seq   ${s.firstSeq ?? '-'}   ${iso(s.firstTime)}`,
             `last seq    ${s.lastSeq ?? '-'}   ${iso(s.lastTime)}`,
             `size        ${bytes(s.size)}`,
+            ...(s.partitions === undefined ? [] : [`partitions  ${s.partitions}`]),
             ...sources.map(([source, n], i) => `${i === 0 ? 'positions   ' : '            '}${source}:${n}`),
           ].join('\n'),
         );
         return 0;
       }
       case 'repair': {
+        if (isLocationUrl(file)) {
+          throw new CqpError('USAGE', `${file}: repair cuts a damaged log file; a log on a server is kept whole by the server (\`cqp log verify\` checks it)`);
+        }
         const { logRepair } = await import('./repair.js');
         const r = await logRepair(file, { dryRun: opts.dryRun === true });
         if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);

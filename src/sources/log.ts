@@ -1,7 +1,7 @@
-import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSource } from '../core/component.js';
 import { stampJson, stampLine } from '../core/position.js';
+import { resolveLogLocation } from '../log/command-log.js';
 import { logEventReader } from '../log/input.js';
 
 export default defineSource({
@@ -12,7 +12,7 @@ export default defineSource({
     '(log:<logId>:<seq>) so that a restarted pipeline resumes right after the last event it applied. ' +
     'POS is a sequence number or an ISO-8601 append time; both bounds are inclusive.',
   options: z.object({
-    path: z.string().min(1).describe('the command log file, e.g. data/events.log'),
+    path: z.string().min(1).describe('the command log: a file, e.g. data/events.log, or a JetStream stream, nats://HOST:PORT/STREAM'),
     from: z.string().optional().describe('first event to read: a sequence number (1200) or an ISO-8601 append time'),
     until: z.string().optional().describe('last event to read: a sequence number or an ISO-8601 append time'),
     follow: z.boolean().default(false).describe('keep reading as new events are appended (like tail -f), until stopped'),
@@ -24,7 +24,7 @@ export default defineSource({
     { path: 'data/events.log', from: '2024-05-30T08:00:00Z', follow: true },
   ],
   create({ path, from, until, follow }, ctx) {
-    const read = logEventReader(resolve(ctx.cwd, path), { from, until, follow });
+    const read = logEventReader(resolveLogLocation(path, ctx.cwd), { from, until, follow });
     return {
       async *batches() {
         for await (const events of read(ctx.resume, ctx.signal)) {

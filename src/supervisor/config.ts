@@ -294,6 +294,8 @@ function runtimeSettings(values: Record<string, unknown>, dir: string, specs: re
 }
 
 function resolvePath(dir: string, path: string): string {
+  // A URL (a log on a server, nats://…) names no file.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return path;
   return isAbsolute(path) ? path : resolve(dir, path);
 }
 

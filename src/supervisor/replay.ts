@@ -13,7 +13,7 @@ import { findComponent } from '../core/registry.js';
 import { parseLogBounds, type LogPos } from '../log/format.js';
 import { checkBoundsOnLog } from '../log/input.js';
 import type { WriterLock } from '../log/lock.js';
-import { readLog, readLogTail } from '../log/reader.js';
+import { isLocationUrl, openCommandLog, resolveLogLocation, type CommandLog } from '../log/command-log.js';
 import { clearLeftovers, commitTemp, completeTemp, discardTemp, lockTarget, prepareTemp, tempPathFor, type BlueGreenFile } from './blue-green.js';
 import { cliCommand, openPipeline, type Command, type PipelinePlan, type SinkPlan, type StagePlan } from './config.js';
 import { readLogEnd, sinkEnds, type SinkEnd } from './sink-ends.js';
@@ -71,8 +71,8 @@ export interface ReplayPlan {
   run: PipelinePlan;
 }
 
-async function firstRecord(path: string, from: LogPos | undefined, until?: LogPos): Promise<LogPoint | undefined> {
-  for await (const batch of readLog(path, { from, until })) {
+async function firstRecord(log: CommandLog, from: LogPos | undefined, until?: LogPos): Promise<LogPoint | undefined> {
+  for await (const batch of log.read({ from, until })) {
     const r = batch[0];
     if (r) return { seq: r.seq, time: r.time };
   }
@@ -80,23 +80,25 @@ async function firstRecord(path: string, from: LogPos | undefined, until?: LogPo
 }
 
 /** The records from `from` to `until` (inclusive; append time or seq), found through the log's index. */
-export async function logRange(path: string, from: LogPos | undefined, until: LogPos | undefined): Promise<LogRange> {
+export async function logRange(location: string, from: LogPos | undefined, until: LogPos | undefined): Promise<LogRange> {
   const none: LogRange = { first: undefined, last: undefined, count: 0 };
-  const tail = await readLogTail(path);
+  const log = await openCommandLog(location);
+  const tail = await log.tail();
   if (tail.lastSeq === 0) return none;
-  const first = await firstRecord(path, from, until);
+  const first = await firstRecord(log, from, until);
   if (!first) return none;
   let last: LogPoint | undefined = { seq: tail.lastSeq, time: tail.lastTime };
   if (until && ('seq' in until ? until.seq < tail.lastSeq : until.time < tail.lastTime)) {
     // The last record at or before the bound: just before the first one after it.
-    const after = 'seq' in until ? until.seq + 1 : ((await firstRecord(path, { time: until.time + 1 }))?.seq ?? tail.lastSeq + 1);
-    last = after - 1 >= first.seq ? await firstRecord(path, { seq: after - 1 }, { seq: after - 1 }) : undefined;
+    const after = 'seq' in until ? until.seq + 1 : ((await firstRecord(log, { time: until.time + 1 }))?.seq ?? tail.lastSeq + 1);
+    last = after - 1 >= first.seq ? await firstRecord(log, { seq: after - 1 }, { seq: after - 1 }) : undefined;
   }
   if (!last || last.seq < first.seq) return none;
   return { first, last, count: last.seq - first.seq + 1 };
 }
 
 function sameFile(a: string, b: string): boolean {
+  if (isLocationUrl(a) || isLocationUrl(b)) return a === b;
   const real = (p: string): string => {
     try {
       return realpathSync.native(p);
@@ -138,7 +140,7 @@ function timeFilterStage(path: string, from: number | undefined, until: number |
 
 /** Works out a replay: reads the pipeline and the log's range; starts nothing and writes nothing. */
 export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
-  const log = resolve(options.log);
+  const log = resolveLogLocation(options.log);
   const pipeline = await openPipeline(options.pipeline);
   const { from, until } = parseLogBounds(options.from, options.until);
   if (options.timeField !== undefined) {
@@ -176,7 +178,8 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
         `${pipeline.file}: sink ${plan.name} writes the log being replayed (${target}); a replay cannot rebuild its own input — give that sink another path, or remove it`,
       );
     }
-    if (store.rebuild === undefined) return { plan, action: 'write', file: undefined };
+    // A store on a server (a URL) is not a file to build beside and rename: it is written in place.
+    if (store.rebuild === undefined || isLocationUrl(target)) return { plan, action: 'write', file: undefined };
     const file: BlueGreenFile = { sink: plan.name, target, temp: tempPathFor(target), option: store.option, locked: store.locked === true, rebuild: store.rebuild };
     return { plan, action: 'replace', file };
   });

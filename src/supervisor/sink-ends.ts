@@ -3,10 +3,9 @@
  * log, and what each sink stored with its rows), never from progress reports: the check behind "a run
  * that says it succeeded left no view behind its log", and the positions in the end-of-run summaries.
  */
-import { existsSync } from 'node:fs';
 import { messageOf } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
-import { readLogTail } from '../log/reader.js';
+import { openCommandLog } from '../log/command-log.js';
 import type { SinkPlan } from './config.js';
 import { sinkApplied } from './positions.js';
 
@@ -18,8 +17,9 @@ export interface LogEnd {
 
 /** Where the log at `path` ends now (undefined when it does not exist yet). */
 export async function readLogEnd(path: string): Promise<LogEnd | undefined> {
-  if (!existsSync(path)) return undefined;
-  const tail = await readLogTail(path);
+  const log = await openCommandLog(path);
+  if (!(await log.exists())) return undefined;
+  const tail = await log.tail();
   return { key: `log:${tail.logId}`, seq: tail.lastSeq };
 }
 

@@ -4,7 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { eventually } from '../helpers/eventually.js';
+import { SERVICES, service, type ServiceName } from '../helpers/services.js';
 
 /*
  * Every `sh` block of README.md runs, in order, as a new user would run it in a fresh clone, and ends as
@@ -18,6 +21,8 @@ import { eventually } from '../helpers/eventually.js';
  * Markers, in the fence's info string (GitHub shows only the language, `sh`):
  *   ```sh needs=WHAT       the block needs something this test does not provide (the network, a Kinesis
  *                          endpoint, a pipeline running in another terminal): skipped, with WHAT as reason.
+ *                          WHAT naming one of the servers of test/helpers/services.ts (`needs=nats`) runs
+ *                          the block when that server is up (and the streams it names are deleted after).
  *   ```sh ctrl-c-after=N   the block runs until Ctrl-C: once it has printed something (it has started),
  *                          it gets N more seconds, then SIGINT goes to its process group, as Ctrl-C on a
  *                          terminal would; it must then stop cleanly (exit 0).
@@ -72,6 +77,23 @@ const hasGit = spawnSync('git', ['init', '-q'], { cwd: clone }).status === 0;
 const untrackedBefore = hasGit ? git(['status', '--porcelain', '--untracked-files=all']) : '';
 
 afterAll(() => rmSync(clone, { recursive: true, force: true }));
+
+// Blocks that need one of the test servers run when it is up; the JetStream streams they name go afterwards.
+const servicesUp = new Map<string, boolean>();
+for (const b of blocks) {
+  if (b.needs !== undefined && b.needs in SERVICES && !servicesUp.has(b.needs)) servicesUp.set(b.needs, await service(b.needs as ServiceName));
+}
+const runnable = (b: Block): boolean => b.needs === undefined || servicesUp.get(b.needs) === true;
+
+afterAll(async () => {
+  const streams = new Set<string>();
+  for (const b of blocks.filter((x) => x.needs === 'nats' && runnable(x))) for (const m of b.code.matchAll(/nats:\/\/[^/\s]+\/([A-Za-z0-9_-]+)/g)) streams.add(m[1] as string);
+  if (streams.size === 0) return;
+  const nc = await connect({ servers: `${SERVICES.nats.host}:${SERVICES.nats.port}` });
+  const jsm = await jetstreamManager(nc);
+  for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
+  await nc.close();
+});
 
 interface Ran {
   code: number | null;
@@ -135,7 +157,7 @@ describe('README.md: every sh block runs as written, in order', () => {
   for (const block of blocks) {
     const first = block.code.split('\n').find((l) => l.trim() !== '' && !l.startsWith('#')) ?? '';
     const name = `README:${block.line}: ${first.slice(0, 90)}`;
-    if (block.needs !== undefined) {
+    if (!runnable(block)) {
       it.skip(`${name} (needs ${block.needs})`, () => {});
       continue;
     }

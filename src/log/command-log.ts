@@ -1,0 +1,78 @@
+/**
+ * The command log as everything above it sees it: a location (a file path, or a URL such as
+ * `nats://HOST:PORT/STREAM`) opened into one interface. The sinks, `--read-log`, replay and
+ * `cqp log …` go through `openCommandLog` and never ask which implementation they hold.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { CqpError } from '../core/errors.js';
+import type { PositionMap } from '../core/position.js';
+import type { LogRecord } from './format.js';
+import type { ReadLogOptions } from './reader.js';
+import type { LogStat, VerifyResult } from './tools.js';
+import type { FsyncPolicy, LogWriter } from './writer.js';
+
+/** What opening a log for appending takes. */
+export interface OpenWriterOptions {
+  fsync: FsyncPolicy;
+  warn: (message: string) => void;
+  /** Partitions of a log created by this open (1 when not given); a log that exists keeps its own. */
+  partitions?: number | undefined;
+}
+
+/** Where a log ends, read without taking the writer's place. */
+export interface LogTailInfo {
+  logId: string;
+  /** Sequence number of the last record (0 when the log is empty). */
+  lastSeq: number;
+  /** Append time of the last record (0 when the log is empty). */
+  lastTime: number;
+  /** Last position per source among the records. */
+  positions: PositionMap;
+}
+
+/** One command log, wherever it is kept. */
+export interface CommandLog {
+  /** The location as given (a path made absolute, or the URL). */
+  readonly location: string;
+  /** True when the log exists (a writer has created it). */
+  exists(): Promise<boolean>;
+  /** Waits until the log exists and can be read; false when `signal` aborts first. */
+  waitFor(signal?: AbortSignal): Promise<boolean>;
+  /** The log's id: events read from it are positioned `log:<id>:<seq>`. */
+  logId(): Promise<string>;
+  /** Where the log ends, and the positions it holds. */
+  tail(): Promise<LogTailInfo>;
+  /** Records in batches from `from` to `until` (inclusive), following new appends when asked. */
+  read(options?: ReadLogOptions): AsyncGenerator<LogRecord[]>;
+  /** Takes the log's single-writer place and opens it for appending (creating it when missing). */
+  openWriter(options: OpenWriterOptions): Promise<LogWriter>;
+  stat(): Promise<LogStat>;
+  verify(): Promise<VerifyResult>;
+}
+
+const URL_SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
+
+/** True when `location` is a URL (`scheme://…`), not a file path. */
+export function isLocationUrl(location: string): boolean {
+  return URL_SCHEME.test(location);
+}
+
+/** A log location made absolute against `cwd` when it is a path; a URL stays as it is. */
+export function resolveLogLocation(location: string, cwd: string = process.cwd()): string {
+  if (isLocationUrl(location)) return location;
+  return isAbsolute(location) ? location : resolve(cwd, location);
+}
+
+/** Opens the command log at `location`: a file path (relative to `cwd`) or a `nats://HOST:PORT/STREAM` URL. */
+export async function openCommandLog(location: string, cwd?: string): Promise<CommandLog> {
+  const scheme = URL_SCHEME.exec(location)?.[1]?.toLowerCase();
+  if (scheme === undefined) {
+    const { FileCommandLog } = await import('./file-log.js');
+    return new FileCommandLog(resolveLogLocation(location, cwd));
+  }
+  if (scheme === 'nats') {
+    const { JetStreamCommandLog } = await import('./jetstream.js');
+    return new JetStreamCommandLog(location);
+  }
+  throw new CqpError('USAGE', `${location}: a command log is a file path or a nats://HOST:PORT/STREAM URL (JetStream); "${scheme}://" is not one`);
+}
