@@ -273,6 +273,34 @@ describe.skipIf(!up)('postgres sink', () => {
     }
   });
 
+  test('cqp query postgres://… prints rows (a table, or NDJSON with exact numbers); a write is refused and changes nothing', async () => {
+    const s = schema();
+    const file = join(dir, 'q.yaml');
+    writeFileSync(file, 'views:\n  - table: things\n    key: id\n    columns:\n      name: name\n      n: { path: n, type: integer }\n      tags: { path: tags, type: json }\n    on:\n      thing: upsert\n');
+    const input = '{"type":"thing","id":"a","name":"Apple","n":9223372036854775807,"tags":["x",1]}\n{"type":"thing","id":"b","name":"Banana","n":2}\n';
+    const r = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', s, '--views', file], { cwd: dir, input });
+    expect(r.stderr).toBe('');
+    const table = await cqpAsync(['query', URL_, `SELECT id, name, n, tags FROM "${s}".things ORDER BY id`]);
+    expect(table.stderr).toBe('');
+    expect(table.stdout).toBe(
+      'id  name                      n  tags\n' +
+        '--  ------  -------------------  -------\n' +
+        'a   Apple   9223372036854775807  ["x",1]\n' +
+        'b   Banana                    2\n' +
+        '(2 rows)\n',
+    );
+    const json = await cqpAsync(['query', URL_, `SELECT id, n, tags FROM "${s}".things ORDER BY id`, '--json']);
+    expect(json.stdout).toBe('{"id":"a","n":9223372036854775807,"tags":["x",1]}\n{"id":"b","n":2,"tags":null}\n');
+    const write = await cqpAsync(['query', URL_, `DELETE FROM "${s}".things`]);
+    expect(write.status).toBe(2);
+    expect(write.stderr).toMatch(/the query writes \(cannot execute DELETE in a read-only transaction\); cqp query runs read-only/);
+    const sneaky = await cqpAsync(['query', URL_, `SELECT 1; COMMIT; DELETE FROM "${s}".things`]);
+    expect(sneaky.status).toBe(2);
+    expect(sneaky.stderr).toMatch(/give one statement/);
+    const after = await cqpAsync(['query', URL_, `SELECT count(*) AS c FROM "${s}".things`, '--json']);
+    expect(after.stdout).toBe('{"c":2}\n');
+  });
+
   test('a handler module gets a PostgreSQL SQL helper; a view redefined is rebuilt from the log', async () => {
     const s = schema();
     const file = join(dir, 'handler.yaml');
