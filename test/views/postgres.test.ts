@@ -6,7 +6,6 @@ import { createServer, Socket, type Server } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cqp, cqpAsync, collect, parseLines, spawnCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
