@@ -7,6 +7,7 @@
  * the store's life). A lost connection is retried with backoff; the batch is only acknowledged once
  * committed, and a retry skips whatever the commit it could not confirm did apply.
  */
+import type pg from 'pg';
 import type { JsonObject } from '../core/component.js';
 import { backoffMs, sleep } from '../core/backoff.js';
 import { CqpError, messageOf } from '../core/errors.js';
@@ -64,9 +65,13 @@ interface KeyState {
   deleted: boolean;
   /** Written after the delete (or without one): a row exists at the end. */
   written: boolean;
-  /** Per column index: what to do. */
-  cols: Map<number, { add: boolean; value: SqlValue }>;
+  /** Per column index: 0 untouched, SET (the value, as PostgreSQL's text) or ADD (an amount to add). */
+  ops: Uint8Array;
+  values: SqlValue[];
 }
+
+const SET = 1;
+const ADD = 2;
 
 interface PreparedColumn {
   name: string;
@@ -178,7 +183,7 @@ class ColumnProjection implements Projection {
     const state = (key: string): KeyState => {
       let s = round.get(key);
       if (s === undefined) {
-        s = { key, deleted: false, written: false, cols: new Map() };
+        s = { key, deleted: false, written: false, ops: new Uint8Array(this.columns.length), values: new Array<SqlValue>(this.columns.length) };
         round.set(key, s);
       }
       return s;
@@ -192,7 +197,7 @@ class ColumnProjection implements Projection {
           const s = state(key);
           s.deleted = true;
           s.written = false;
-          s.cols.clear();
+          s.ops.fill(0);
           exists.set(key, false);
           continue;
         }
@@ -204,16 +209,24 @@ class ColumnProjection implements Projection {
             adds.push([a.column, a.convert(value, a.where)]);
           }
           // Two additions of reals to one row in a batch: written in turn, so the sums round as one at a time would.
-          if (adds.some(([c]) => this.columns[c]?.type === 'real' && round.get(key)?.cols.get(c)?.add === true)) {
+          if (adds.some(([c]) => this.columns[c]?.type === 'real' && round.get(key)?.ops[c] === ADD)) {
             await this.flush(client, round);
             round = new Map();
           }
           const s = state(key);
           for (const [c, amount] of adds) {
             const col = this.columns[c] as PreparedColumn;
-            const before = s.cols.get(c);
-            if (before === undefined) s.cols.set(c, { add: !s.deleted, value: amount });
-            else s.cols.set(c, { add: before.add, value: sum(before.value, amount, col.type, col.where) });
+            const op = s.ops[c];
+            if (op === 0) {
+              // On a row deleted in this batch the amount is the new value; on another, it is added.
+              s.ops[c] = s.deleted ? SET : ADD;
+              s.values[c] = s.deleted ? pgText(amount, col.type, col.where) : amount;
+            } else {
+              const held = s.values[c];
+              const before = op === SET && typeof held === 'string' ? (col.type === 'integer' ? BigInt(held) : Number(held)) : held;
+              const total = sum(before === null ? 0 : (before as SqlValue), amount, col.type, col.where);
+              s.values[c] = op === SET ? pgText(total, col.type, col.where) : total;
+            }
           }
           s.written = true;
           exists.set(key, true);
@@ -224,15 +237,17 @@ class ColumnProjection implements Projection {
           const col = this.columns[c] as PreparedColumn;
           const value = col.get(event);
           if (value === undefined) continue;
-          const converted = col.convert(value, col.where);
-          pgText(converted, col.type, col.where); // refuses here, for this event alone, what PostgreSQL cannot hold
-          values.push([c, converted]);
+          // As PostgreSQL's text: what it cannot hold is refused here, for this event alone.
+          values.push([c, pgText(col.convert(value, col.where), col.type, col.where)]);
         }
         if (action.kind === 'insert' && exists.get(key) === true) {
           throw new BadEvent(`${this.name} already has a row with key ${describe(key)} (insert adds new rows; use upsert to update them)`);
         }
         const s = state(key);
-        for (const [c, value] of values) s.cols.set(c, { add: false, value });
+        for (const [c, value] of values) {
+          s.ops[c] = SET;
+          s.values[c] = value;
+        }
         s.written = true;
         exists.set(key, true);
       } catch (error) {
@@ -251,10 +266,13 @@ class ColumnProjection implements Projection {
     const shapes = new Map<string, { cols: Array<{ c: number; add: boolean }>; rows: KeyState[] }>();
     for (const s of round.values()) {
       if (!s.written) continue;
-      const cols = [...s.cols.entries()].sort((a, b) => a[0] - b[0]).map(([c, v]) => ({ c, add: v.add }));
-      const id = cols.map((x) => `${x.c}${x.add ? '+' : '='}`).join(',');
+      const id = s.ops.join('');
       let shape = shapes.get(id);
       if (shape === undefined) {
+        const cols: Array<{ c: number; add: boolean }> = [];
+        s.ops.forEach((op, c) => {
+          if (op !== 0) cols.push({ c, add: op === ADD });
+        });
         shape = { cols, rows: [] };
         shapes.set(id, shape);
       }
@@ -262,9 +280,9 @@ class ColumnProjection implements Projection {
     }
     for (const { cols, rows } of shapes.values()) {
       const params: Array<Array<string | null>> = [rows.map((s) => s.key)];
-      for (const { c } of cols) {
+      for (const { c, add } of cols) {
         const col = this.columns[c] as PreparedColumn;
-        params.push(rows.map((s) => pgText((s.cols.get(c) as { value: SqlValue }).value, col.type, col.where)));
+        params.push(rows.map((s) => (add ? pgText(s.values[c] as SqlValue, col.type, col.where) : (s.values[c] as string | null))));
       }
       const names = [this.keyColumn, ...cols.map(({ c }) => q((this.columns[c] as PreparedColumn).name))];
       const casts = [keyType, ...cols.map(({ c }) => PG_TYPES[(this.columns[c] as PreparedColumn).type])];
@@ -555,9 +573,12 @@ export class PgViewStore {
     }
   }
 
-  private async readPositions(client: PgClient): Promise<void> {
+  /** Reads every view's positions; with `begin`, the batch's transaction is opened in the same round trip. */
+  private async readPositions(client: PgClient, begin = false): Promise<void> {
     const byView = new Map<string, PositionMap>(this.projections.map((p) => [p.name, {}]));
-    const rows = await client.query<{ view: string; source: string; n: string }>(`SELECT view, source, n FROM ${q(this.options.schema)}.cqp_positions`);
+    const select = `SELECT view, source, n FROM ${q(this.options.schema)}.cqp_positions`;
+    const results = (await client.query(begin ? `BEGIN; ${select}` : select)) as unknown as pg.QueryResult | pg.QueryResult[];
+    const rows = (Array.isArray(results) ? results[results.length - 1] : results) as pg.QueryResult<{ view: string; source: string; n: string }>;
     for (const row of rows.rows) {
       const map = byView.get(row.view);
       if (map !== undefined) map[row.source] = row.n;
@@ -608,8 +629,7 @@ export class PgViewStore {
   }
 
   private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined): Promise<void> {
-    await client.query('BEGIN');
-    await this.readPositions(client);
+    await this.readPositions(client, true);
     const ranges = positionRanges(items);
     for (const source in through) {
       const n = through[source] as string;

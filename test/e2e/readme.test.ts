@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.js';
+import { service, SERVICES, type ServiceName } from '../helpers/services.js';
 
 /*
  * Every `sh` block of README.md runs, in order, as a new user would run it in a fresh clone, and ends as
@@ -18,6 +19,10 @@ import { eventually } from '../helpers/eventually.js';
  * Markers, in the fence's info string (GitHub shows only the language, `sh`):
  *   ```sh needs=WHAT       the block needs something this test does not provide (the network, a Kinesis
  *                          endpoint, a pipeline running in another terminal): skipped, with WHAT as reason.
+ *                          WHAT a server of test/helpers/services.ts (`needs=postgres`): the block runs when
+ *                          that server is up (skipped with one line otherwise, an error under
+ *                          CQP_REQUIRE_SERVICES=1); the PostgreSQL schemas it names (`--schema NAME`,
+ *                          `schema: NAME` in the pipelines it runs) are dropped afterwards.
  *   ```sh ctrl-c-after=N   the block runs until Ctrl-C: once it has printed something (it has started),
  *                          it gets N more seconds, then SIGINT goes to its process group, as Ctrl-C on a
  *                          terminal would; it must then stop cleanly (exit 0).
@@ -64,6 +69,10 @@ npx() {
 
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const blocks = shBlocks(README);
+const isService = (needs: string | undefined): needs is ServiceName => needs !== undefined && Object.hasOwn(SERVICES, needs);
+/** The servers the blocks need, each checked once: up, or the blocks needing it are skipped. */
+const servicesUp = new Map<string, boolean>();
+for (const b of blocks) if (isService(b.needs) && !servicesUp.has(b.needs)) servicesUp.set(b.needs, await service(b.needs));
 const clone = mkdtempSync(join(tmpdir(), 'cqp-readme-'));
 cpSync(join(ROOT, 'pipelines'), join(clone, 'pipelines'), { recursive: true, filter: (src) => !src.startsWith(join(ROOT, 'pipelines', 'data')) });
 cpSync(join(ROOT, '.gitignore'), join(clone, '.gitignore'));
@@ -72,6 +81,26 @@ const hasGit = spawnSync('git', ['init', '-q'], { cwd: clone }).status === 0;
 const untrackedBefore = hasGit ? git(['status', '--porcelain', '--untracked-files=all']) : '';
 
 afterAll(() => rmSync(clone, { recursive: true, force: true }));
+
+/** Schemas the PostgreSQL blocks write: named in them or in the pipelines they run. */
+afterAll(async () => {
+  if (servicesUp.get('postgres') !== true) return;
+  const names = new Set<string>();
+  const pipelinesText = blocks
+    .filter((b) => b.needs === 'postgres')
+    .flatMap((b) => [...b.code.matchAll(/--pipeline (\S+)/g)].map((m) => readFileSync(join(clone, m[1] as string), 'utf8')));
+  for (const text of [...blocks.filter((b) => b.needs === 'postgres').map((b) => b.code), ...pipelinesText]) {
+    for (const m of text.matchAll(/(?:--schema |schema: )([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1] as string);
+  }
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: `postgres://postgres@${SERVICES.postgres.host}:${SERVICES.postgres.port}/test` });
+  await client.connect();
+  try {
+    for (const name of names) await client.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+  } finally {
+    await client.end();
+  }
+});
 
 interface Ran {
   code: number | null;
@@ -135,7 +164,7 @@ describe('README.md: every sh block runs as written, in order', () => {
   for (const block of blocks) {
     const first = block.code.split('\n').find((l) => l.trim() !== '' && !l.startsWith('#')) ?? '';
     const name = `README:${block.line}: ${first.slice(0, 90)}`;
-    if (block.needs !== undefined) {
+    if (block.needs !== undefined && !(isService(block.needs) && servicesUp.get(block.needs) === true)) {
       it.skip(`${name} (needs ${block.needs})`, () => {});
       continue;
     }
