@@ -663,14 +663,13 @@ export class PgViewStore {
       }
       moved.push(m);
     }
-    if (rows[0].length > 0) {
-      await client.query(
-        `INSERT INTO ${q(this.options.schema)}.cqp_positions (view, source, n) SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ` +
-          'ON CONFLICT (view, source) DO UPDATE SET n = excluded.n',
-        rows,
-      );
-    }
-    await client.query('COMMIT');
+    // The positions and the COMMIT in one round trip (a simple query: the few values are quoted literals).
+    const values = rows[0].map((view, i) => `(${client.escapeLiteral(view)}, ${client.escapeLiteral(rows[1][i] as string)}, ${client.escapeLiteral(rows[2][i] as string)})`);
+    await client.query(
+      values.length === 0
+        ? 'COMMIT'
+        : `INSERT INTO ${q(this.options.schema)}.cqp_positions (view, source, n) VALUES ${values.join(', ')} ON CONFLICT (view, source) DO UPDATE SET n = excluded.n; COMMIT`,
+    );
     this.projections.forEach((p, v) => Object.assign(p.applied, moved[v]));
   }
 
