@@ -603,6 +603,14 @@ export class PgViewStore {
    */
   async applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
     if (items.length === 0 && through === undefined) return;
+    // A batch written again after a lost connection reports each of its bad events once.
+    const reported = new Set<string>();
+    const once: BadEventHandler = (index, message) => {
+      const id = `${index}\0${message}`;
+      if (reported.has(id)) return;
+      reported.add(id);
+      onBad(index, message);
+    };
     for (let attempt = 0; ; attempt++) {
       try {
         if (this.client === undefined || this.lost) {
@@ -611,7 +619,7 @@ export class PgViewStore {
           await this.connect();
           this.options.warn(`cqp: ${this.where}: connected again; writing the batch`);
         }
-        await this.transaction(this.client as PgClient, items, onBad, through);
+        await this.transaction(this.client as PgClient, items, once, through);
         return;
       } catch (error) {
         if (!isConnectionError(error)) {
