@@ -28,7 +28,7 @@ const common = {
   minifySyntax: true,
   // Native addons, and packages only some commands load that are large (typescript, the AWS SDK, the NATS client) or
   // do not survive bundling (prom-client's modules require each other in a cycle).
-  external: ['better-sqlite3', 'fs-ext', 'typescript', '@aws-sdk/*', '@smithy/*', '@nats-io/*', 'prom-client'],
+  external: ['better-sqlite3', 'fs-ext', 'typescript', '@aws-sdk/*', '@smithy/*', '@nats-io/*', 'prom-client', 'pg'],
   logLevel: 'warning',
 };
 

@@ -21,10 +21,15 @@ export async function buildProgram(argv: string[]): Promise<Command> {
   program
     .command('query')
     .description('run SQL against a views database (read-only) and print an aligned table, or NDJSON with --json')
-    .argument('<db>', 'the SQLite file a sqlite sink writes')
+    .argument('<db>', 'the SQLite file a sqlite sink writes, or a postgres://… URL (the database a postgres sink writes)')
     .argument('<sql>', 'the query, e.g. "select name, price from ice_creams order by price desc limit 5"')
     .option('--json', 'print one JSON object per row instead of a table')
     .action(async (db: string, sql: string, opts: { json?: boolean }) => {
+      if (/^postgres(ql)?:\/\//i.test(db)) {
+        const { runPgQuery } = await import('./views/pg-query.js');
+        setExit(await runPgQuery(db, sql, { json: opts.json }, process.stdout));
+        return;
+      }
       const { runQuery } = await import('./views/query.js');
       setExit(await runQuery(db, sql, { json: opts.json }, process.stdout));
     });

@@ -28,6 +28,7 @@ export const componentFiles: Record<ComponentKind, Record<string, Loader>> = {
     file: () => import('./sinks/file.js'),
     log: () => import('./sinks/log.js'),
     sqlite: () => import('./sinks/sqlite.js'),
+    postgres: () => import('./sinks/postgres.js'),
     kinesis: () => import('./sinks/kinesis.js'),
   },
 };

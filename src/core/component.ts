@@ -138,7 +138,7 @@ export interface SourceDefinition<S extends z.ZodObject = z.ZodObject> extends C
  * What `cqp replay` needs to build a sink's store anew beside the old one (`<file>.replay-<pid>`) and
  * rename it over the old one once the replay has succeeded.
  */
-export interface StoreRebuild {
+export interface StoreRebuild<O = Record<string, unknown>> {
   /** What the sink's file is when the sink never created it: empty (it had nothing to write); without this, a failure. */
   emptyWhenUnwritten?: boolean;
   /** Files the store keeps beside it, as suffixes of its path: the new file's go with it in the rename, the old file's are removed. */
@@ -151,6 +151,35 @@ export interface StoreRebuild {
    * way (the file is flushed to disk before the rename all the same).
    */
   building?: string;
+  /**
+   * A store that is not a file (a database schema): how replay builds it anew beside the target and
+   * swaps it in. With this, the file fields above do not apply.
+   */
+  swap?(options: O): Promise<StoreSwap>;
+}
+
+/**
+ * A store rebuilt blue/green by its own means: the sink writes into `temp` (its option `option` set to
+ * it) while the replay holds the target's writer lock, and `commit` swaps the new store in atomically;
+ * a replay that fails or is killed leaves the target as it was.
+ */
+export interface StoreSwap {
+  /** The target and the new store, as messages name them. */
+  target: string;
+  temp: string;
+  /** The option of the sink pointed at `temp`, and its value. */
+  option: string;
+  value: string;
+  /** Removes what interrupted replays left for this target (returns their names); throws when a live replay builds it. */
+  clearLeftovers(): Promise<string[]>;
+  /** Takes the target's writer lock for the whole replay: a live writer is refused, and waits. */
+  lock(): Promise<void>;
+  /** Swaps the new store in, in one step. */
+  commit(): Promise<void>;
+  /** Drops the new store (the replay failed or was stopped). */
+  discard(): Promise<void>;
+  /** Gives up the lock and what the swap holds open. */
+  release(): Promise<void>;
 }
 
 /**
@@ -171,7 +200,7 @@ export interface SinkStore<O> {
    */
   positions?(options: O): Promise<PositionMap>;
   /** `cqp replay` rebuilds the store blue/green; without this, the sink writes its store in place. */
-  rebuild?: StoreRebuild;
+  rebuild?: StoreRebuild<O>;
 }
 
 export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {

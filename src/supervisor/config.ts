@@ -94,16 +94,18 @@ export interface PipelinePlan {
 
 /**
  * Option keys whose values are file paths, resolved against the pipeline file's folder. One list for
- * every component; a component may also mark an option with `.meta({ path: true })`.
+ * every component; a component may also mark an option with `.meta({ path: true })`, or `.meta({ path: false })`
+ * for one that is not a path.
  */
 export const PATH_OPTION_KEYS: ReadonlySet<string> = new Set(['path', 'db', 'views', 'schema', 'file', 'deadLetter', 'checkpoint', 'handler']);
 
 /** True when option `key` of `def` holds a file path. */
 export function isPathOption(def: ComponentDefinition | undefined, key: string): boolean {
-  if (PATH_OPTION_KEYS.has(key)) return true;
   const field = def?.options.shape[key] as z.ZodType | undefined;
   const meta = field ? (z.globalRegistry.get(field) as { path?: unknown } | undefined) : undefined;
-  return meta?.path === true;
+  // `.meta({ path: false })`: an option named like a path that is not one (a URL, a database schema).
+  if (meta?.path === false) return false;
+  return PATH_OPTION_KEYS.has(key) || meta?.path === true;
 }
 
 /** The CLI the supervisor spawns stages with (`<package>/bin/cqp.js`, from `src/` or `dist/` alike). */

@@ -6,6 +6,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { StoreSwap } from '../core/component.js';
 import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { kebab } from '../core/options.js';
 import { parsePath } from '../core/paths.js';
@@ -55,8 +56,10 @@ export interface LogRange {
 export interface SinkDecision {
   plan: SinkPlan;
   action: 'replace' | 'write' | 'skip';
-  /** For `replace`: the new file and its target. */
+  /** For `replace` of a file: the new file and its target. */
   file: BlueGreenFile | undefined;
+  /** For `replace` of a store that swaps itself in (a database schema), as its definition builds it. */
+  swap?: StoreSwap | undefined;
 }
 
 /** A replay worked out: the range of the log, the pipeline the supervisor runs, and each sink's fate. */
@@ -123,6 +126,20 @@ function retarget(command: Command, option: string, target: string, temp: string
   return { ...command, args };
 }
 
+/** The sink's command with option `option` set to `value`: the flag's value replaced, or the flag added. */
+function withOption(command: Command, option: string, value: string): Command {
+  const flag = `--${kebab(option)}`;
+  const args = [...command.args];
+  const at = args.indexOf(flag);
+  if (at >= 0 && at + 1 < args.length) args[at + 1] = value;
+  else {
+    const inline = args.findIndex((a) => a.startsWith(`${flag}=`));
+    if (inline >= 0) args[inline] = `${flag}=${value}`;
+    else args.push(flag, value);
+  }
+  return { ...command, args };
+}
+
 /**
  * The hidden stage behind `--time-field`: a `where` over the event's own time. The path becomes
  * quoted property reads, so no segment is ever read as code.
@@ -166,7 +183,9 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
     throw new CqpError(error instanceof CqpError ? error.code : 'IO', `--log: ${messageOf(error)}`, { cause: error });
   }
 
-  const sinks: SinkDecision[] = pipeline.sinks.map((plan) => {
+  const sinks: SinkDecision[] = [];
+  for (const plan of pipeline.sinks) sinks.push(await decide(plan));
+  async function decide(plan: SinkPlan): Promise<SinkDecision> {
     const def = findComponent('sink', plan.type);
     if (def?.external === true && !options.withExternalSinks) return { plan, action: 'skip', file: undefined };
     const store = def?.store;
@@ -178,18 +197,22 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
         `${pipeline.file}: sink ${plan.name} writes the log being replayed (${target}); a replay cannot rebuild its own input — give that sink another path, or remove it`,
       );
     }
-    // A store on a server (a URL) is not a file to build beside and rename: it is written in place.
-    if (store.rebuild === undefined || isLocationUrl(target)) return { plan, action: 'write', file: undefined };
+    if (store.rebuild === undefined) return { plan, action: 'write', file: undefined };
+    // A store that swaps a whole build in itself (a server's schema) is asked to; another on a server (a
+    // URL) is not a file to build beside and rename: it is written in place.
+    if (store.rebuild.swap) return { plan, action: 'replace', file: undefined, swap: await store.rebuild.swap(plan.options) };
+    if (isLocationUrl(target)) return { plan, action: 'write', file: undefined };
     const file: BlueGreenFile = { sink: plan.name, target, temp: tempPathFor(target), option: store.option, locked: store.locked === true, rebuild: store.rebuild };
     return { plan, action: 'replace', file };
-  });
+  }
 
   const targets = new Map<string, string>();
   for (const d of sinks) {
-    if (!d.file) continue;
-    const other = targets.get(d.file.target);
-    if (other) throw new CqpError('CONFIG', `${pipeline.file}: sinks ${other} and ${d.plan.name} both write ${d.file.target}; give each its own file`);
-    targets.set(d.file.target, d.plan.name);
+    const target = d.file?.target ?? d.swap?.target;
+    if (target === undefined) continue;
+    const other = targets.get(target);
+    if (other) throw new CqpError('CONFIG', `${pipeline.file}: sinks ${other} and ${d.plan.name} both write ${target}; give each its own ${d.file ? 'file' : 'place'}`);
+    targets.set(target, d.plan.name);
   }
   // An empty range still runs the sinks (they build empty views); no record is appended at the epoch.
   const seqArgs = range.first && range.last ? ['--from', String(range.first.seq), '--until', String(range.last.seq)] : ['--until', '1970-01-01T00:00:00Z'];
@@ -210,9 +233,10 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       command: cliCommand(['source', 'log', '--path', log, ...seqArgs]),
     },
     stages,
-    sinks: written.map(({ plan, file }) => {
+    sinks: written.map(({ plan, file, swap }) => {
       // A sqlite sink does not follow a log sink being rebuilt: it reads the replayed log, or the stages.
       const fed: SinkPlan = { ...plan, logInput: direct ? { path: log, follow: false, args: ['--read-log', log, ...seqArgs] } : undefined };
+      if (swap) return { ...fed, options: { ...plan.options, [swap.option]: swap.value }, command: withOption(plan.command, swap.option, swap.value) };
       if (!file) return fed;
       const command = retarget(plan.command, file.option, file.target, file.temp);
       const building = file.rebuild.building;
@@ -249,7 +273,9 @@ export function describeReplay(plan: ReplayPlan): string {
   lines.push('sinks:');
   for (const d of plan.sinks) {
     const what =
-      d.action === 'replace'
+      d.swap
+        ? `replaced: built into ${d.swap.temp}, then swapped in for ${d.swap.target} in one transaction`
+        : d.action === 'replace'
         ? `replaced: built into ${(d.file as BlueGreenFile).temp}, then renamed over ${(d.file as BlueGreenFile).target}`
         : d.action === 'skip'
           ? 'skipped: it publishes outside cqp (add --with-external-sinks to publish)'
@@ -279,7 +305,7 @@ export function replaySummary(plan: ReplayPlan, components: ComponentStats[], ms
     const end = ends.find((e) => e.name === d.plan.name);
     const at = end ? `, ${end.text}` : '';
     if (d.action === 'skip') lines.push(`  ${d.plan.name} (${d.plan.type}): skipped, an external sink (--with-external-sinks publishes to it)`);
-    else if (d.file) lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written${at}, ${d.file.target} replaced`);
+    else if (d.file ?? d.swap) lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written${at}, ${d.file?.target ?? d.swap?.target ?? ''} replaced`);
     else lines.push(`  ${d.plan.name} (${d.plan.type}): ${count(stats?.in ?? 0)} events written${at}`);
   }
   return lines.join('\n');
@@ -325,7 +351,11 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   }
 
   const files = plan.sinks.flatMap((d) => (d.file ? [d.file] : []));
+  const swaps = plan.sinks.flatMap((d) => (d.swap ? [d.swap] : []));
   const locks: WriterLock[] = [];
+  const releaseSwaps = async (): Promise<void> => {
+    for (const s of swaps) await s.release().catch(() => undefined);
+  };
   const tty = process.stderr.isTTY === true;
   let barShown = false;
   const clearBar = (): void => {
@@ -343,8 +373,14 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
       if (lock) locks.push(lock);
       prepareTemp(f);
     }
+    for (const s of swaps) {
+      // The target's lock first: a live writer is refused before anything is dropped.
+      await s.lock();
+      for (const removed of await s.clearLeftovers()) log(`cqp: removed ${removed}, left by an interrupted replay`);
+    }
   } catch (error) {
     for (const lock of locks) lock.release();
+    await releaseSwaps();
     return reportError(error);
   }
 
@@ -378,6 +414,7 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
       if (result === 0 && !running.interrupted()) {
         for (const f of files) await completeTemp(f);
         for (const f of files) commitTemp(f);
+        for (const s of swaps) await s.commit();
       }
       return result;
     });
@@ -388,12 +425,15 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   const interrupted = running.interrupted();
   if (code !== 0 || interrupted) {
     for (const f of files) discardTemp(f);
+    for (const s of swaps) await s.discard().catch(() => undefined);
     for (const lock of locks) lock.release();
-    const kept = files.map((f) => f.target);
+    await releaseSwaps();
+    const kept = [...files.map((f) => f.target), ...swaps.map((s) => s.target)];
     process.stderr.write(`cqp replay: ${interrupted ? 'interrupted' : 'failed'}; ${kept.length > 0 ? `${kept.join(', ')} unchanged` : 'nothing was replaced'}\n`);
     return code === 0 ? 1 : code;
   }
   for (const lock of locks) lock.release();
+  await releaseSwaps();
   process.stderr.write(`${replaySummary(plan, running.components(), Date.now() - startedAt, ends)}\n`);
   return 0;
 }

@@ -24,6 +24,8 @@ function cell(value: unknown, max: number): string {
   let text: string;
   if (value === null || value === undefined) text = '';
   else if (Buffer.isBuffer(value)) text = `x'${value.toString('hex')}'`;
+  else if (value instanceof Date) text = value.toISOString();
+  else if (typeof value === 'object' && !(value instanceof LosslessNumber)) text = stringifyJson(value) ?? String(value);
   else text = String(value);
   text = text.replace(/\r?\n/g, '\\n').replace(/\t/g, '\\t');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
@@ -51,6 +53,48 @@ function prepare(db: SqliteDatabase, dbFile: string, sql: string): Statement {
     throw new CqpError('USAGE', `cqp query ${dbFile}: only queries that return rows (SELECT, WITH, PRAGMA …) can run here; the database is opened read-only`);
   }
   return statement.safeIntegers(true);
+}
+
+/** Prints rows: an aligned table (numbers right-aligned, NULL empty, long cells cut), or NDJSON with `json`. */
+export async function printRows(columns: string[], rows: Iterable<unknown[]>, options: QueryOptions, out: QueryOutput): Promise<number> {
+  if (options.json) {
+    for (const row of rows) {
+      const object: Record<string, unknown> = {};
+      for (let i = 0; i < columns.length; i++) object[columns[i] as string] = jsonValue(row[i]);
+      await write(out, `${stringifyJson(object) ?? '{}'}\n`);
+    }
+    return 0;
+  }
+  const max = options.maxCellWidth ?? MAX_CELL;
+  const cells: string[][] = [];
+  const widths = columns.map((c) => Math.min(c.length, max));
+  const numeric = columns.map(() => true);
+  for (const row of rows) {
+    const line = row.map((value, i) => {
+      const text = cell(value, max);
+      if (text.length > (widths[i] as number)) widths[i] = text.length;
+      if (value !== null && typeof value !== 'number' && typeof value !== 'bigint' && !(value instanceof LosslessNumber)) numeric[i] = false;
+      return text;
+    });
+    cells.push(line);
+  }
+  const count = cells.length;
+  const format = (line: string[]): string =>
+    line
+      .map((text, i) => (numeric[i] ? text.padStart(widths[i] as number) : text.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  let text = `${format(columns.map((c) => cell(c, max)))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`;
+  for (const line of cells) {
+    text += `${format(line)}\n`;
+    if (text.length > 65536) {
+      await write(out, text);
+      text = '';
+    }
+  }
+  text += `(${count} ${count === 1 ? 'row' : 'rows'})\n`;
+  await write(out, text);
+  return 0;
 }
 
 /** Databases up to this size are queried from a copy in memory when no writer has them open. */
@@ -99,44 +143,7 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
     const columns = statement.columns().map((c) => c.name);
     const rows = statement.raw(true).iterate() as IterableIterator<unknown[]>;
     try {
-      if (options.json) {
-        for (const row of rows) {
-          const object: Record<string, unknown> = {};
-          for (let i = 0; i < columns.length; i++) object[columns[i] as string] = jsonValue(row[i]);
-          await write(out, `${stringifyJson(object) ?? '{}'}\n`);
-        }
-        return 0;
-      }
-      const max = options.maxCellWidth ?? MAX_CELL;
-      const cells: string[][] = [];
-      const widths = columns.map((c) => Math.min(c.length, max));
-      const numeric = columns.map(() => true);
-      for (const row of rows) {
-        const line = row.map((value, i) => {
-          const text = cell(value, max);
-          if (text.length > (widths[i] as number)) widths[i] = text.length;
-          if (value !== null && typeof value !== 'number' && typeof value !== 'bigint') numeric[i] = false;
-          return text;
-        });
-        cells.push(line);
-      }
-      const count = cells.length;
-      const format = (line: string[]): string =>
-        line
-          .map((text, i) => (numeric[i] ? text.padStart(widths[i] as number) : text.padEnd(widths[i] as number)))
-          .join('  ')
-          .trimEnd();
-      let text = `${format(columns.map((c) => cell(c, max)))}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`;
-      for (const line of cells) {
-        text += `${format(line)}\n`;
-        if (text.length > 65536) {
-          await write(out, text);
-          text = '';
-        }
-      }
-      text += `(${count} ${count === 1 ? 'row' : 'rows'})\n`;
-      await write(out, text);
-      return 0;
+      return await printRows(columns, rows, options, out);
     } catch (error) {
       if (!(error instanceof Database.SqliteError)) throw error;
       throw new CqpError('USAGE', `cqp query ${dbFile}: the query failed: ${messageOf(error)}`, { cause: error });

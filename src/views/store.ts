@@ -302,7 +302,7 @@ export async function loadHandlers(views: ViewDefinition[]): Promise<void> {
   for (const view of views) if (view.kind === 'handler') await loadHandler(view, viewHash(view));
 }
 
-async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<ViewHandler> {
+export async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<ViewHandler> {
   let module: { default?: unknown };
   try {
     // The hash in the URL makes a changed module load anew instead of from the import cache.
@@ -605,13 +605,13 @@ export class ViewStore {
   }
 }
 
-interface Range {
+export interface Range {
   min: string;
   max: string;
 }
 
 /** The smallest and largest position of each source in a batch. */
-function positionRanges(items: ViewEvent[]): Map<string, Range> {
+export function positionRanges(items: ViewEvent[]): Map<string, Range> {
   const ranges = new Map<string, Range>();
   let lastSource: string | undefined;
   let range: Range | undefined;
@@ -634,7 +634,7 @@ function positionRanges(items: ViewEvent[]): Map<string, Range> {
 }
 
 /** `compareN` without allocations for plain integers (the common case); sub-indexed ones go to it. */
-function compareFast(a: string, b: string): number {
+export function compareFast(a: string, b: string): number {
   if (a.length === 0 || b.length === 0 || a.includes('.') || b.includes('.') || a.charCodeAt(0) === 48 || b.charCodeAt(0) === 48) {
     return compareN(a, b);
   }

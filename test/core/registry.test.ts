@@ -22,7 +22,7 @@ describe('the component registry', () => {
       const keys = optionSpecs(c.options).map((s) => s.key);
       for (const key of Object.keys(c.checks ?? {})) expect(keys, `${c.kind} ${c.name} checks ${key}`).toContain(key);
     }
-    expect(all.filter((c) => c.checks !== undefined).map((c) => c.name).sort()).toEqual(['enrich', 'map', 'module', 'sqlite', 'validate', 'where']);
+    expect(all.filter((c) => c.checks !== undefined).map((c) => c.name).sort()).toEqual(['enrich', 'map', 'module', 'postgres', 'sqlite', 'validate', 'where']);
   });
 
   it('files each one component, of the kind and under the name they are listed as (the bins load a component by that name)', async () => {

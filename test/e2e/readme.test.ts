@@ -21,8 +21,11 @@ import { SERVICES, service, type ServiceName } from '../helpers/services.js';
  * Markers, in the fence's info string (GitHub shows only the language, `sh`):
  *   ```sh needs=WHAT       the block needs something this test does not provide (the network, a Kinesis
  *                          endpoint, a pipeline running in another terminal): skipped, with WHAT as reason.
- *                          WHAT naming one of the servers of test/helpers/services.ts (`needs=nats`) runs
- *                          the block when that server is up (and the streams it names are deleted after).
+ *                          WHAT a server of test/helpers/services.ts (`needs=nats`, `needs=postgres`): the
+ *                          block runs when that server is up (skipped with one line otherwise, an error
+ *                          under CQP_REQUIRE_SERVICES=1); the JetStream streams it names, and the PostgreSQL
+ *                          schemas it names (`--schema NAME`, `schema: NAME` in the pipelines it runs), are
+ *                          removed afterwards.
  *   ```sh ctrl-c-after=N   the block runs until Ctrl-C: once it has printed something (it has started),
  *                          it gets N more seconds, then SIGINT goes to its process group, as Ctrl-C on a
  *                          terminal would; it must then stop cleanly (exit 0).
@@ -69,6 +72,10 @@ npx() {
 
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const blocks = shBlocks(README);
+const isService = (needs: string | undefined): needs is ServiceName => needs !== undefined && Object.hasOwn(SERVICES, needs);
+/** The servers the blocks need, each checked once: up, or the blocks needing it are skipped. */
+const servicesUp = new Map<string, boolean>();
+for (const b of blocks) if (isService(b.needs) && !servicesUp.has(b.needs)) servicesUp.set(b.needs, await service(b.needs));
 const clone = mkdtempSync(join(tmpdir(), 'cqp-readme-'));
 cpSync(join(ROOT, 'pipelines'), join(clone, 'pipelines'), { recursive: true, filter: (src) => !src.startsWith(join(ROOT, 'pipelines', 'data')) });
 cpSync(join(ROOT, '.gitignore'), join(clone, '.gitignore'));
@@ -78,11 +85,6 @@ const untrackedBefore = hasGit ? git(['status', '--porcelain', '--untracked-file
 
 afterAll(() => rmSync(clone, { recursive: true, force: true }));
 
-// Blocks that need one of the test servers run when it is up; the JetStream streams they name go afterwards.
-const servicesUp = new Map<string, boolean>();
-for (const b of blocks) {
-  if (b.needs !== undefined && b.needs in SERVICES && !servicesUp.has(b.needs)) servicesUp.set(b.needs, await service(b.needs as ServiceName));
-}
 const runnable = (b: Block): boolean => b.needs === undefined || servicesUp.get(b.needs) === true;
 
 afterAll(async () => {
@@ -93,6 +95,26 @@ afterAll(async () => {
   const jsm = await jetstreamManager(nc);
   for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
   await nc.close();
+});
+
+/** Schemas the PostgreSQL blocks write: named in them or in the pipelines they run. */
+afterAll(async () => {
+  if (servicesUp.get('postgres') !== true) return;
+  const names = new Set<string>();
+  const pipelinesText = blocks
+    .filter((b) => b.needs === 'postgres')
+    .flatMap((b) => [...b.code.matchAll(/--pipeline (\S+)/g)].map((m) => readFileSync(join(clone, m[1] as string), 'utf8')));
+  for (const text of [...blocks.filter((b) => b.needs === 'postgres').map((b) => b.code), ...pipelinesText]) {
+    for (const m of text.matchAll(/(?:--schema |schema: )([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1] as string);
+  }
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: `postgres://postgres@${SERVICES.postgres.host}:${SERVICES.postgres.port}/test` });
+  await client.connect();
+  try {
+    for (const name of names) await client.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+  } finally {
+    await client.end();
+  }
 });
 
 interface Ran {

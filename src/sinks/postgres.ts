@@ -1,0 +1,90 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { defineSink } from '../core/component.js';
+import type { ViewEvent } from '../views/store.js';
+
+const schemaOption = z
+  .string()
+  .min(1)
+  .superRefine((s, ctx) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(s)) ctx.addIssue({ code: 'custom', message: `schema "${s}" is not an SQL identifier (use letters, digits and _, not starting with a digit)` });
+    else if (s.length > 48) ctx.addIssue({ code: 'custom', message: `schema "${s}" is longer than 48 characters` });
+    else if (/^pg_/i.test(s)) ctx.addIssue({ code: 'custom', message: `schema "${s}" is reserved (names starting with pg_ belong to PostgreSQL)` });
+  })
+  .optional()
+  // A schema is a name, not a file: `schema` is otherwise a path option.
+  .meta({ path: false, description: 'the PostgreSQL schema holding the views (created if missing; default public)' });
+
+export default defineSink({
+  name: 'postgres',
+  summary: 'maintain PostgreSQL query views from events (exactly once)',
+  description:
+    'The same views file as the sqlite sink (--views FILE: tables, columns from dot paths, upsert, insert, delete, ' +
+    'increment, or a handler module, which gets a PostgreSQL SQL helper with $1 parameters and promises); without ' +
+    '--views, a table `events` (seq, event_id, type, entity_key, time, body jsonb). Each batch is written set-based ' +
+    '(one multi-row upsert per shape) and committed in one transaction with the positions of its events, so every ' +
+    'view applies each event exactly once across crashes and reconnections. Column types: integer is bigint ' +
+    '(exact to 2^63-1), real double precision, json jsonb, boolean boolean, text and untyped columns text. ' +
+    'One writer per schema: a second sink on the same schema fails at once, naming the holder. A server that ' +
+    'cannot be reached is an error at start; while running, a lost connection is retried with backoff and ' +
+    'nothing is acknowledged before it is committed. A view added or redefined is built from empty and catches ' +
+    'up from the start of a resumable source or the log it follows.',
+  options: z.object({
+    url: z.string().min(1).regex(/^postgres(ql)?:\/\//i, 'expected a URL like postgres://user@host:5432/database').describe('the database, e.g. postgres://postgres@127.0.0.1:5432/test'),
+    views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),
+    schema: schemaOption,
+  }),
+  store: {
+    option: 'url',
+    async positions({ url, views, schema }) {
+      const [{ loadViewsFile }, { readPgViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/pg-store.js')]);
+      return readPgViewsApplied(url, schema ?? 'public', views === undefined ? undefined : loadViewsFile(views));
+    },
+    rebuild: {
+      async swap({ url, schema }) {
+        const { schemaSwap } = await import('../views/pg-swap.js');
+        return schemaSwap(url, schema ?? 'public', 'schema');
+      },
+    },
+  },
+  followsLog: true,
+  examples: [
+    { url: 'postgres://postgres@127.0.0.1:5432/test' },
+    { url: 'postgres://postgres@127.0.0.1:5432/test', views: 'pipelines/views/ice-creams.yaml', schema: 'shop' },
+  ],
+  checks: {
+    async views(views, _options, ctx) {
+      const { loadViewsFile } = await import('../views/definition.js');
+      const { loadHandlers } = await import('../views/store.js');
+      await loadHandlers(loadViewsFile(resolve(ctx.cwd, views)));
+    },
+  },
+  async create({ url, views, schema }, ctx) {
+    const { loadViewsFile } = await import('../views/definition.js');
+    const { PgViewStore } = await import('../views/pg-store.js');
+    // Validate the views file before anything touches the database or reads an event.
+    const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
+    const store = await PgViewStore.open({ url, schema: schema ?? 'public', views: definitions, warn: ctx.warn, signal: ctx.signal });
+    return {
+      applied: () => store.applied(),
+      async write(batch, through) {
+        const items: ViewEvent[] = new Array<ViewEvent>(batch.length);
+        for (let i = 0; i < batch.length; i++) {
+          const e = batch[i] as (typeof batch)[number];
+          items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
+        }
+        await store.applyBatch(
+          items,
+          (index, message) => {
+            const e = batch[index];
+            if (e) ctx.policy.report(e.no, message, e.text);
+          },
+          through,
+        );
+      },
+      async close() {
+        await store.close();
+      },
+    };
+  },
+});
