@@ -13,7 +13,10 @@ const schemaOption = z
   })
   .optional()
   // A schema is a name, not a file: `schema` is otherwise a path option.
-  .meta({ path: false, description: 'the PostgreSQL schema holding the views (created if missing; default public)' });
+  .meta({ path: false, description: 'the PostgreSQL schema holding the views (created if missing; default cqp)' });
+
+/** Views get a schema of their own by default: a replay swaps the whole schema in, so it must hold nothing else. */
+const DEFAULT_SCHEMA = 'cqp';
 
 export default defineSink({
   name: 'postgres',
@@ -38,12 +41,12 @@ export default defineSink({
     option: 'url',
     async positions({ url, views, schema }) {
       const [{ loadViewsFile }, { readPgViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/pg-store.js')]);
-      return readPgViewsApplied(url, schema ?? 'public', views === undefined ? undefined : loadViewsFile(views));
+      return readPgViewsApplied(url, schema ?? DEFAULT_SCHEMA, views === undefined ? undefined : loadViewsFile(views));
     },
     rebuild: {
       async swap({ url, schema }) {
         const { schemaSwap } = await import('../views/pg-swap.js');
-        return schemaSwap(url, schema ?? 'public', 'schema');
+        return schemaSwap(url, schema ?? DEFAULT_SCHEMA, 'schema');
       },
     },
   },
@@ -64,7 +67,7 @@ export default defineSink({
     const { PgViewStore } = await import('../views/pg-store.js');
     // Validate the views file before anything touches the database or reads an event.
     const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
-    const store = await PgViewStore.open({ url, schema: schema ?? 'public', views: definitions, warn: ctx.warn, signal: ctx.signal });
+    const store = await PgViewStore.open({ url, schema: schema ?? DEFAULT_SCHEMA, views: definitions, warn: ctx.warn, signal: ctx.signal });
     return {
       applied: () => store.applied(),
       async write(batch, through) {

@@ -17,6 +17,10 @@ function escapeLike(text: string): string {
 export async function schemaSwap(url: string, schema: string, option: string): Promise<StoreSwap> {
   const temp = `${schema}_replay_${process.pid}`;
   const where = `PostgreSQL ${describeUrl(url)}`;
+  if (schema === 'public') {
+    // The swap replaces the whole schema: every other table in it would go with the old views.
+    throw new CqpError('CONFIG', `${where}: a replay rebuilds a schema whole and swaps it in, and schema "public" usually holds other tables; give the views a schema of their own (${option}: NAME)`);
+  }
   let client: PgClient | undefined;
   const open = async (): Promise<PgClient> => (client ??= await connect(url, 'replay'));
   const schemaExists = async (c: PgClient, name: string): Promise<boolean> =>

@@ -61,6 +61,24 @@ describe.skipIf(!up)('replay into PostgreSQL', () => {
     await c.end();
   });
 
+  test('a replay into schema public is refused: the swap would take every other table of public with it', async () => {
+    const table = uniqueName('cqp_keep');
+    const c = await client();
+    try {
+      await c.query(`CREATE TABLE public."${table}" (x int)`);
+      await c.query(`INSERT INTO public."${table}" VALUES (42)`);
+      const file = join(dir, 'public.yaml');
+      writeFileSync(file, `name: v\nsource: { type: stdin }\nsinks:\n  - { name: views, type: postgres, url: "${URL_}", schema: public, views: views.yaml }\n`);
+      const r = await cqpAsync(['replay', '--log', log, '--pipeline', file], { cwd: dir });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/schema "public" usually holds other tables/);
+      expect((await c.query(`SELECT x FROM public."${table}"`)).rows).toEqual([{ x: 42 }]);
+    } finally {
+      await c.query(`DROP TABLE IF EXISTS public."${table}"`);
+      await c.end();
+    }
+  });
+
   test('--until by seq and by append time gives the views as of that point, swapped in whole; refused while a sink writes that schema', async () => {
     const p = pipeline();
     const bySeq = await cqpAsync(['replay', '--log', log, '--pipeline', p.file, '--until', '8000'], { cwd: dir });
