@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { eventually } from '../helpers/eventually.js';
@@ -21,11 +21,11 @@ import { SERVICES, service, type ServiceName } from '../helpers/services.js';
  * Markers, in the fence's info string (GitHub shows only the language, `sh`):
  *   ```sh needs=WHAT       the block needs something this test does not provide (the network, a Kinesis
  *                          endpoint, a pipeline running in another terminal): skipped, with WHAT as reason.
- *                          WHAT a server of test/helpers/services.ts (`needs=nats`, `needs=postgres`): the
- *                          block runs when that server is up (skipped with one line otherwise, an error
- *                          under CQP_REQUIRE_SERVICES=1); the JetStream streams it names, and the PostgreSQL
- *                          schemas it names (`--schema NAME`, `schema: NAME` in the pipelines it runs), are
- *                          removed afterwards.
+ *                          WHAT servers of test/helpers/services.ts (`needs=nats`, `needs=postgres`, or
+ *                          both: `needs=nats,postgres`): the block runs when they are up (skipped with one
+ *                          line otherwise, an error under CQP_REQUIRE_SERVICES=1); the JetStream streams and
+ *                          PostgreSQL schemas it names, in its commands or in the pipelines it runs
+ *                          (`--pipeline FILE`, `cqp run FILE`), are removed afterwards.
  *   ```sh ctrl-c-after=N   the block runs until Ctrl-C: once it has printed something (it has started),
  *                          it gets N more seconds, then SIGINT goes to its process group, as Ctrl-C on a
  *                          terminal would; it must then stop cleanly (exit 0).
@@ -40,6 +40,8 @@ interface Block {
   line: number;
   code: string;
   needs: string | undefined;
+  /** The code and the text of the pipeline files it runs: where the streams and schemas it writes are named. */
+  names: string;
   ctrlCAfter: number | undefined;
 }
 
@@ -55,6 +57,7 @@ function shBlocks(markdown: string): Block[] {
       line: markdown.slice(0, m.index).split('\n').length,
       code: m[2] ?? '',
       needs: attr('needs'),
+      names: '',
       ctrlCAfter: after === undefined ? undefined : Number(after),
     });
   }
@@ -72,10 +75,13 @@ npx() {
 
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const blocks = shBlocks(README);
-const isService = (needs: string | undefined): needs is ServiceName => needs !== undefined && Object.hasOwn(SERVICES, needs);
+const isService = (name: string): name is ServiceName => Object.hasOwn(SERVICES, name);
+/** The servers a block needs (`needs=nats,postgres`); other needs are not servers. */
+const servers = (b: Block): ServiceName[] => (b.needs ?? '').split(',').filter(isService);
+const needsServer = (b: Block, name: ServiceName): boolean => servers(b).includes(name);
 /** The servers the blocks need, each checked once: up, or the blocks needing it are skipped. */
 const servicesUp = new Map<string, boolean>();
-for (const b of blocks) if (isService(b.needs) && !servicesUp.has(b.needs)) servicesUp.set(b.needs, await service(b.needs));
+for (const b of blocks) for (const s of servers(b)) if (!servicesUp.has(s)) servicesUp.set(s, await service(s));
 const clone = mkdtempSync(join(tmpdir(), 'cqp-readme-'));
 cpSync(join(ROOT, 'pipelines'), join(clone, 'pipelines'), { recursive: true, filter: (src) => !src.startsWith(join(ROOT, 'pipelines', 'data')) });
 cpSync(join(ROOT, '.gitignore'), join(clone, '.gitignore'));
@@ -85,26 +91,30 @@ const untrackedBefore = hasGit ? git(['status', '--porcelain', '--untracked-file
 
 afterAll(() => rmSync(clone, { recursive: true, force: true }));
 
-const runnable = (b: Block): boolean => b.needs === undefined || servicesUp.get(b.needs) === true;
+const runnable = (b: Block): boolean =>
+  b.needs === undefined || ((b.needs ?? '').split(',').every(isService) && servers(b).every((s) => servicesUp.get(s) === true));
+/** A block's code and the pipeline files it runs, read from the clone. */
+for (const b of blocks) {
+  const files = [...b.code.matchAll(/(?:--pipeline|cqp run) (\S+\.yaml)/g)].map((m) => join(clone, m[1] as string));
+  b.names = [b.code, ...files.map((f) => readFileSync(f, 'utf8'))].join('\n');
+}
 
-afterAll(async () => {
+/** The JetStream streams the blocks write, removed before (a run killed earlier may have left them) and after. */
+async function removeStreams(): Promise<void> {
   const streams = new Set<string>();
-  for (const b of blocks.filter((x) => x.needs === 'nats' && runnable(x))) for (const m of b.code.matchAll(/nats:\/\/[^/\s]+\/([A-Za-z0-9_-]+)/g)) streams.add(m[1] as string);
+  for (const b of blocks.filter((x) => needsServer(x, 'nats') && runnable(x))) for (const m of b.names.matchAll(/nats:\/\/[^/\s]+\/([A-Za-z0-9_-]+)/g)) streams.add(m[1] as string);
   if (streams.size === 0) return;
   const nc = await connect({ servers: `${SERVICES.nats.host}:${SERVICES.nats.port}` });
   const jsm = await jetstreamManager(nc);
   for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
   await nc.close();
-});
+}
 
-/** Schemas the PostgreSQL blocks write: named in them or in the pipelines they run. */
-afterAll(async () => {
+/** The schemas the PostgreSQL blocks write, removed before and after, as the streams are. */
+async function removeSchemas(): Promise<void> {
   if (servicesUp.get('postgres') !== true) return;
   const names = new Set<string>();
-  const pipelinesText = blocks
-    .filter((b) => b.needs === 'postgres')
-    .flatMap((b) => [...b.code.matchAll(/--pipeline (\S+)/g)].map((m) => readFileSync(join(clone, m[1] as string), 'utf8')));
-  for (const text of [...blocks.filter((b) => b.needs === 'postgres').map((b) => b.code), ...pipelinesText]) {
+  for (const text of blocks.filter((b) => needsServer(b, 'postgres')).map((b) => b.names)) {
     for (const m of text.matchAll(/(?:--schema |schema: )([A-Za-z_][A-Za-z0-9_]*)/g)) names.add(m[1] as string);
   }
   const { default: pg } = await import('pg');
@@ -115,6 +125,15 @@ afterAll(async () => {
   } finally {
     await client.end();
   }
+}
+
+beforeAll(async () => {
+  await removeStreams();
+  await removeSchemas();
+});
+afterAll(async () => {
+  await removeStreams();
+  await removeSchemas();
 });
 
 interface Ran {
