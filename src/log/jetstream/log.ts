@@ -14,7 +14,8 @@ import type { LogRecord } from '../format.js';
 import type { ReadLogOptions } from '../reader.js';
 import type { LogStat, VerifyResult } from '../tools.js';
 import type { LogWriter } from '../writer.js';
-import { positionsIn, readRecords, verifyStream } from './reader.js';
+import { positionsHeld } from './checkpoint.js';
+import { readRecords, verifyStream } from './reader.js';
 import { metaOf, parseNatsLocation, Session, type NatsLocation } from './stream.js';
 import { openJetStreamWriter } from './writer.js';
 
@@ -71,7 +72,7 @@ export class JetStreamCommandLog implements CommandLog {
     const { logId } = metaOf(this.location, info);
     const lastSeq = info.state.last_seq;
     const lastTime = info.state.messages === 0 ? 0 : Date.parse(info.state.last_ts);
-    return { logId, lastSeq, lastTime, positions: await positionsIn(s, lastSeq) };
+    return { logId, lastSeq, lastTime, positions: (await positionsHeld(s, info, logId)).positions };
   }
 
   async *read(options: ReadLogOptions = {}): AsyncGenerator<LogRecord[]> {
@@ -99,7 +100,7 @@ export class JetStreamCommandLog implements CommandLog {
       lastTime: some ? Date.parse(st.last_ts) : undefined,
       size: st.bytes,
       partitions: meta.partitions,
-      positions: await positionsIn(s, st.last_seq),
+      positions: (await positionsHeld(s, info, meta.logId)).positions,
     };
   }
 

@@ -9,7 +9,7 @@ import { advance, parsePosition, type PositionMap } from '../../core/position.js
 import type { LogRecord } from '../format.js';
 import type { ReadLogOptions } from '../reader.js';
 import type { VerifyResult } from '../tools.js';
-import { metaOf, POSITION_HEADER, type Session } from './stream.js';
+import { ID_HEADER, metaOf, POSITION_HEADER, type Session } from './stream.js';
 
 /** Largest batch of records a reader yields at once. */
 const READ_BATCH = 4096;
@@ -112,17 +112,29 @@ export function readRecords(s: Session, options: StreamReadOptions): AsyncGenera
   return readMessages(s, options, recordOf);
 }
 
-/** The positions the stream holds up to `lastSeq`, read from the headers of every record (no event bytes). */
-export async function positionsIn(s: Session, lastSeq: number): Promise<PositionMap> {
-  const positions: PositionMap = {};
-  if (lastSeq === 0) return positions;
-  for await (const batch of readRecords(s, { headersOnly: true, until: { seq: lastSeq } })) {
+/**
+ * Advances `positions` by the position headers of records `afterSeq + 1` to `lastSeq` (headers only:
+ * no event bytes cross the wire). Returns how many records were read and the dedupe id of the last.
+ */
+export async function scanPositions(s: Session, afterSeq: number, lastSeq: number, positions: PositionMap): Promise<{ read: number; lastId: string | undefined }> {
+  let read = 0;
+  let lastId: string | undefined;
+  if (lastSeq <= afterSeq) return { read, lastId };
+  const each = (m: JsMsg): { seq: number; time: number; position: string | undefined; id: string | undefined } => ({
+    seq: m.seq,
+    time: Number(m.timestampNanos / 1_000_000n),
+    position: m.headers?.get(POSITION_HEADER) || undefined,
+    id: m.headers?.get(ID_HEADER) || undefined,
+  });
+  for await (const batch of readMessages(s, { headersOnly: true, from: { seq: afterSeq + 1 }, until: { seq: lastSeq } }, each)) {
     for (const r of batch) {
       const p = r.position === undefined ? undefined : parsePosition(r.position);
       if (p) advance(positions, p);
     }
+    read += batch.length;
+    lastId = batch.at(-1)?.id;
   }
-  return positions;
+  return { read, lastId };
 }
 
 /** Every record from the first: sequence numbers without gaps, positions that parse, non-empty events. */

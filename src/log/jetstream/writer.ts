@@ -2,13 +2,15 @@
  * Appending to a JetStream log.
  *
  * - Each message carries its source position in the `Cqp-Position` header and a `Nats-Msg-Id` made
- *   from it, so the server drops an append it already holds; the writer reads the positions the
- *   stream holds when it starts, and the sink skips what the log already has.
+ *   from it, so the server drops an append it already holds; the writer learns the positions the
+ *   stream holds when it starts (from the positions checkpoint and the headers after it), and the sink
+ *   skips what the log already has.
  * - Each publish expects the stream's last sequence to be the one the writer last saw, so two writers'
  *   appends can never interleave; and one writer at a time holds the log's lease (`lease.ts`).
  * - A failed publish (the connection dropped, a timeout) is retried with backoff: the writer first
  *   reads what the stream got past its last acknowledged record (its own appends, by their ids) and
- *   sends the rest. A batch is acknowledged only when every record of it is stored.
+ *   sends the rest. A batch is acknowledged only when every record of it is stored; the checkpoint is
+ *   noted after that, so it never covers a record the stream might not hold.
  */
 import { randomBytes } from 'node:crypto';
 import { headers as natsHeaders } from '@nats-io/transport-node';
@@ -18,8 +20,8 @@ import { CqpError, messageOf } from '../../core/errors.js';
 import { advance, formatPosition, parsePosition, type PositionMap } from '../../core/position.js';
 import type { OpenWriterOptions } from '../command-log.js';
 import type { AppendItem, LogWriter } from '../writer.js';
+import { CheckpointKeeper, positionsHeld } from './checkpoint.js';
 import { Lease } from './lease.js';
-import { positionsIn } from './reader.js';
 import { ID_HEADER, metaOf, POSITION_HEADER, REQUEST_TIMEOUT_MS, Session, type NatsLocation, type StreamMeta } from './stream.js';
 
 /** FNV-1a over the key's UTF-16 code units: the same key always lands in the same partition. */
@@ -71,8 +73,11 @@ export async function openJetStreamWriter(location: string, where: NatsLocation,
         options.warn(`${location}: the log exists with ${meta.partitions} partition(s); --partitions ${options.partitions} applies only when a log is created`);
       }
       const lastSeq = info.state.last_seq;
-      const positions = await positionsIn(s, lastSeq);
-      return new JetStreamWriter(s, lease, meta, lastSeq, positions, options.warn);
+      const held = await positionsHeld(s, info, meta.logId);
+      const checkpoints = await CheckpointKeeper.open(s, options.warn);
+      // Headers read past the checkpoint need not be read again by the next start.
+      if (held.scanned > 0 && held.lastId !== undefined) checkpoints?.note({ logId: meta.logId, seq: lastSeq, id: held.lastId, positions: held.positions });
+      return new JetStreamWriter(s, lease, checkpoints, meta, lastSeq, held.positions, options.warn);
     } catch (error) {
       await lease.release();
       throw error;
@@ -96,6 +101,7 @@ class JetStreamWriter implements LogWriter {
   constructor(
     private readonly s: Session,
     private readonly lease: Lease,
+    private readonly checkpoints: CheckpointKeeper | undefined,
     private readonly meta: StreamMeta,
     public lastSeq: number,
     private readonly positions: PositionMap,
@@ -187,8 +193,10 @@ class JetStreamWriter implements LogWriter {
     this.commit(pending);
   }
 
-  /** Counts `done` (the next records of the stream, acknowledged) as appended. */
+  /** Counts `done` (the next records of the stream, acknowledged) as appended, and notes the checkpoint. */
   private commit(done: Pending[]): void {
+    const last = done.at(-1);
+    if (!last) return;
     for (const p of done) {
       if (p.position) {
         const pos = parsePosition(p.position);
@@ -196,6 +204,7 @@ class JetStreamWriter implements LogWriter {
       }
     }
     this.lastSeq += done.length;
+    this.checkpoints?.note({ logId: this.logId, seq: this.lastSeq, id: last.id, positions: this.positions });
   }
 
   /**
@@ -226,6 +235,7 @@ class JetStreamWriter implements LogWriter {
     await this.chain;
     this.closed = true;
     try {
+      await this.checkpoints?.flush();
       await this.lease.release();
     } finally {
       await this.s.close();
