@@ -90,6 +90,8 @@ export interface VerifyResult {
   firstBad?: { seq: number; offset: number; reason: string; where?: string };
   /** An incomplete last record (cut by the next writer; not corruption). */
   torn?: { offset: number; bytes: number };
+  /** Good records that carry no checksum to check (a JetStream log's records appended before checksums were stored). */
+  unchecked?: number;
 }
 
 /** Checks every record of the log from the start, ignoring the index. */
@@ -221,11 +223,14 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
         if (!r.ok && r.firstBad) {
           stderr.write(
             `${file}: CORRUPT at record ${r.firstBad.seq}, ${r.firstBad.where ?? `byte offset ${r.firstBad.offset}`}: ${r.firstBad.reason}\n` +
-              `  ${r.count} good records before it; \`cqp log repair ${file}\` cuts the log there\n`,
+              `  ${r.count} good records before it; ${
+                isLocationUrl(file) ? `\`cqp log cat ${file} --until ${r.firstBad.seq - 1}\` reads them` : `\`cqp log repair ${file}\` cuts the log there`
+              }\n`,
           );
           return 1;
         }
         say(`${file}: ok, ${r.count} records`);
+        if (r.unchecked) say(`  ${r.unchecked} of them carry no checksum (appended before checksums were stored): read, not checked`);
         if (r.torn) say(`  incomplete last record at byte offset ${r.torn.offset} (${r.torn.bytes} bytes), cut on the next append`);
         return 0;
       }

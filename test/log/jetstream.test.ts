@@ -2,8 +2,8 @@ import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node
 import { writeFileSync } from 'node:fs';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
@@ -425,6 +425,36 @@ describe.skipIf(!up)('the command log on JetStream', () => {
       expect(sh(`${cli('sink', `log --path ${log}`)} < b.ndjson`, dir).status).toBe(0);
       expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts);
       expect(cqp(['log', 'verify', log], { cwd: dir }).stdout).toContain('ok, 500 records');
+    },
+    LONG,
+  );
+
+  test(
+    "cqp log verify checks each record's CRC-32C: a record without one is counted unchecked, one whose bytes do not match is named",
+    async () => {
+      const dir = tempDir();
+      const log = newLog();
+      const name = log.split('/').at(-1) as string;
+      const { stamped } = demo(dir, 50, 14);
+      writeFileSync(join(dir, 'in.ndjson'), stamped);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < in.ndjson`, dir).status).toBe(0);
+      const clean = cqp(['log', 'verify', log], { cwd: dir });
+      expect(clean.status).toBe(0);
+      expect(clean.stdout).toBe(`${log}: ok, 50 records\n`);
+      // A record as a writer before checksums left it: no checksum header.
+      const js = jetstream(nc);
+      await js.publish(`cqp.${name}.0`, Buffer.from('{"old":true}'));
+      const old = cqp(['log', 'verify', log], { cwd: dir });
+      expect(old.status).toBe(0);
+      expect(old.stdout).toContain(`${log}: ok, 51 records\n  1 of them carry no checksum`);
+      // A record whose bytes are not those its checksum was taken over.
+      const h = headers();
+      h.set('Cqp-Crc32c', '00000000');
+      await js.publish(`cqp.${name}.0`, Buffer.from('{"changed":true}'), { headers: h });
+      const bad = cqp(['log', 'verify', log], { cwd: dir });
+      expect(bad.status).toBe(1);
+      expect(bad.stderr).toContain(`${log}: CORRUPT at record 52, stream sequence 52: checksum mismatch`);
+      expect(bad.stderr).toContain(`51 good records before it; \`cqp log cat ${log} --until 51\` reads them`);
     },
     LONG,
   );

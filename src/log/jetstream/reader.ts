@@ -6,10 +6,11 @@
 import { DeliverPolicy, type JsMsg, type OrderedConsumerOptions } from '@nats-io/jetstream';
 import { CqpError, messageOf } from '../../core/errors.js';
 import { advance, parsePosition, type PositionMap } from '../../core/position.js';
+import { crc32c } from '../crc32c.js';
 import type { LogRecord } from '../format.js';
 import type { ReadLogOptions } from '../reader.js';
 import type { VerifyResult } from '../tools.js';
-import { ID_HEADER, metaOf, POSITION_HEADER, type Session } from './stream.js';
+import { CRC_HEADER, ID_HEADER, metaOf, POSITION_HEADER, type Session } from './stream.js';
 
 /** Largest batch of records a reader yields at once. */
 const READ_BATCH = 4096;
@@ -137,26 +138,42 @@ export async function scanPositions(s: Session, afterSeq: number, lastSeq: numbe
   return { read, lastId };
 }
 
-/** Every record from the first: sequence numbers without gaps, positions that parse, non-empty events. */
+/** What verify needs of a record beyond its bytes: the checksum stored with it, when there is one. */
+interface CheckedRecord extends LogRecord {
+  crc: string | undefined;
+}
+
+/**
+ * Every record from the first: sequence numbers without gaps, positions that parse, non-empty events,
+ * and the CRC-32C of the bytes where the record carries one (records appended before checksums were
+ * stored are counted as unchecked, not as bad).
+ */
 export async function verifyStream(s: Session): Promise<VerifyResult> {
   const info = await s.infoOrFail();
   metaOf(s.location, info);
   const expected = info.state.messages;
   let count = 0;
+  let unchecked = 0;
   let next = info.state.first_seq;
-  for await (const batch of readRecords(s, {})) {
+  const each = (m: JsMsg): CheckedRecord => ({ ...recordOf(m), crc: m.headers?.get(CRC_HEADER) || undefined });
+  for await (const batch of readMessages(s, {}, each)) {
     for (const r of batch) {
       let bad: string | undefined;
       if (r.seq !== next) bad = `sequence ${r.seq} where ${next} was expected (records deleted from the stream)`;
       else if (r.bytes.length === 0) bad = 'an empty event';
       else if (r.position !== undefined && parsePosition(r.position) === undefined) bad = `a position header that does not parse (${r.position.slice(0, 80)})`;
-      if (bad) return { ok: false, count, firstBad: { seq: r.seq, offset: -1, reason: bad, where: `stream sequence ${r.seq}` } };
+      else if (r.crc === undefined) unchecked++;
+      else {
+        const actual = crc32c(r.bytes).toString(16).padStart(8, '0');
+        if (r.crc.toLowerCase() !== actual) bad = `checksum mismatch: the event's bytes give CRC-32C ${actual}, the record's ${CRC_HEADER} header says ${r.crc.slice(0, 16)}`;
+      }
+      if (bad) return { ok: false, count, unchecked, firstBad: { seq: r.seq, offset: -1, reason: bad, where: `stream sequence ${r.seq}` } };
       count++;
       next++;
     }
   }
   if (count !== expected) {
-    return { ok: false, count, firstBad: { seq: next, offset: -1, reason: `the stream reports ${expected} records, ${count} were read`, where: `stream sequence ${next}` } };
+    return { ok: false, count, unchecked, firstBad: { seq: next, offset: -1, reason: `the stream reports ${expected} records, ${count} were read`, where: `stream sequence ${next}` } };
   }
-  return { ok: true, count };
+  return { ok: true, count, unchecked };
 }

@@ -11,6 +11,8 @@ import { CqpError, messageOf } from '../../core/errors.js';
 export const POSITION_HEADER = 'Cqp-Position';
 /** The server's dedupe id: the position, or a writer's own id for an event without one. */
 export const ID_HEADER = 'Nats-Msg-Id';
+/** The header holding the CRC-32C of the event's bytes, as 8 hex digits. */
+export const CRC_HEADER = 'Cqp-Crc32c';
 /** How long one request (a publish, an info) waits for its answer before it counts as failed. */
 export const REQUEST_TIMEOUT_MS = 5000;
 const DESCRIPTION = /^cqp command log id=([0-9a-f]{32}) partitions=(\d+)$/;

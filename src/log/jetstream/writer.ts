@@ -4,7 +4,7 @@
  * - Each message carries its source position in the `Cqp-Position` header and a `Nats-Msg-Id` made
  *   from it, so the server drops an append it already holds; the writer learns the positions the
  *   stream holds when it starts (from the positions checkpoint and the headers after it), and the sink
- *   skips what the log already has.
+ *   skips what the log already has. Each message also carries the CRC-32C of its event's bytes.
  * - Each publish expects the stream's last sequence to be the one the writer last saw, so two writers'
  *   appends can never interleave; and one writer at a time holds the log's lease (`lease.ts`).
  * - A failed publish (the connection dropped, a timeout) is retried with backoff: the writer first
@@ -19,10 +19,11 @@ import { backoffMs, sleep } from '../../core/backoff.js';
 import { CqpError, messageOf } from '../../core/errors.js';
 import { advance, formatPosition, parsePosition, type PositionMap } from '../../core/position.js';
 import type { OpenWriterOptions } from '../command-log.js';
+import { crc32c } from '../crc32c.js';
 import type { AppendItem, LogWriter } from '../writer.js';
 import { CheckpointKeeper, positionsHeld } from './checkpoint.js';
 import { Lease } from './lease.js';
-import { ID_HEADER, metaOf, POSITION_HEADER, REQUEST_TIMEOUT_MS, Session, type NatsLocation, type StreamMeta } from './stream.js';
+import { CRC_HEADER, ID_HEADER, metaOf, POSITION_HEADER, REQUEST_TIMEOUT_MS, Session, type NatsLocation, type StreamMeta } from './stream.js';
 
 /** FNV-1a over the key's UTF-16 code units: the same key always lands in the same partition. */
 export function partitionOf(key: string, partitions: number): number {
@@ -172,6 +173,7 @@ class JetStreamWriter implements LogWriter {
     const acks: Array<Promise<PubAck>> = pending.map((p, i) => {
       const h = natsHeaders();
       if (p.position !== undefined) h.set(POSITION_HEADER, p.position);
+      h.set(CRC_HEADER, crc32c(p.bytes).toString(16).padStart(8, '0'));
       return this.s.js.publish(p.subject, p.bytes, {
         msgID: p.id,
         headers: h,
