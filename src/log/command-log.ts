@@ -48,6 +48,8 @@ export interface CommandLog {
   openWriter(options: OpenWriterOptions): Promise<LogWriter>;
   stat(): Promise<LogStat>;
   verify(): Promise<VerifyResult>;
+  /** Lets go of what reading the log holds (a connection to a server); a writer closes apart. */
+  close(): Promise<void>;
 }
 
 const URL_SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;
@@ -63,16 +65,28 @@ export function resolveLogLocation(location: string, cwd: string = process.cwd()
   return isAbsolute(location) ? location : resolve(cwd, location);
 }
 
-/** Opens the command log at `location`: a file path (relative to `cwd`) or a `nats://HOST:PORT/STREAM` URL. */
+/**
+ * The log kept at each kind of URL, loaded only when a location names it (a file log never loads a
+ * server's client). A new place to keep a log is one row here and one class behind `CommandLog`.
+ */
+const URL_LOGS: Record<string, { example: string; load: (location: string) => Promise<CommandLog> }> = {
+  nats: {
+    example: 'nats://HOST:PORT/STREAM (JetStream)',
+    load: async (location) => new (await import('./jetstream/log.js')).JetStreamCommandLog(location),
+  },
+};
+
+/** Opens the command log at `location`: a file path (relative to `cwd`) or a URL one of `URL_LOGS` knows. */
 export async function openCommandLog(location: string, cwd?: string): Promise<CommandLog> {
   const scheme = URL_SCHEME.exec(location)?.[1]?.toLowerCase();
   if (scheme === undefined) {
     const { FileCommandLog } = await import('./file-log.js');
     return new FileCommandLog(resolveLogLocation(location, cwd));
   }
-  if (scheme === 'nats') {
-    const { JetStreamCommandLog } = await import('./jetstream.js');
-    return new JetStreamCommandLog(location);
+  const kind = Object.hasOwn(URL_LOGS, scheme) ? URL_LOGS[scheme] : undefined;
+  if (!kind) {
+    const known = Object.values(URL_LOGS).map((k) => `a ${k.example} URL`);
+    throw new CqpError('USAGE', `${location}: a command log is a file path or ${known.join(' or ')}; "${scheme}://" is not one`);
   }
-  throw new CqpError('USAGE', `${location}: a command log is a file path or a nats://HOST:PORT/STREAM URL (JetStream); "${scheme}://" is not one`);
+  return kind.load(location);
 }

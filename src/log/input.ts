@@ -3,7 +3,7 @@ import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { resumeAt } from '../core/position.js';
 import { LogCorruptError, boundsOutOfOrder, describeBound, parseLogBounds, type LogPos, type LogRecord } from './format.js';
-import { openCommandLog } from './command-log.js';
+import { openCommandLog, type CommandLog } from './command-log.js';
 
 /** Which stretch of a command log to read: `from`/`until` are a sequence number or an ISO-8601 append time. */
 export interface LogReadOptions {
@@ -29,10 +29,9 @@ function bounds({ from, until }: LogReadOptions): { start: LogPos | undefined; e
 }
 
 /** The append time of record `seq`, when the log holds it and it checks out. */
-async function appendTimeOf(location: string, seq: number): Promise<number | undefined> {
+async function appendTimeOf(log: CommandLog, seq: number): Promise<number | undefined> {
   if (seq < 1) return undefined;
   try {
-    const log = await openCommandLog(location);
     for await (const batch of log.read({ from: { seq }, until: { seq } })) return batch[0]?.time;
   } catch (error) {
     // A damaged log cannot say; the read that follows reports the damage where it is.
@@ -47,14 +46,14 @@ async function appendTimeOf(location: string, seq: number): Promise<number | und
  * (bounds of one kind are compared by `parseLogBounds`): the record at the sequence number says when
  * it was appended. A record the log does not hold (yet) decides nothing.
  */
-export async function checkBoundsOnLog(file: string, { from, until }: { from?: string | undefined; until?: string | undefined }): Promise<void> {
+export async function checkBoundsOnLog(log: CommandLog, { from, until }: { from?: string | undefined; until?: string | undefined }): Promise<void> {
   const { from: start, until: end } = parseLogBounds(from, until);
   if (!start || !end || from === undefined || until === undefined || ('seq' in start) === ('seq' in end)) return;
   if ('seq' in start && 'time' in end) {
-    const time = await appendTimeOf(file, start.seq);
+    const time = await appendTimeOf(log, start.seq);
     if (time !== undefined && time > end.time) throw boundsOutOfOrder(describeBound(from, time), describeBound(until));
   } else if ('time' in start && 'seq' in end) {
-    const time = await appendTimeOf(file, end.seq);
+    const time = await appendTimeOf(log, end.seq);
     if (time !== undefined && start.time > time) throw boundsOutOfOrder(describeBound(from), describeBound(until, time));
   }
 }
@@ -62,10 +61,25 @@ export async function checkBoundsOnLog(file: string, { from, until }: { from?: s
 /** The records of a log after what `resume` holds, within the bounds, with the log's source id. */
 export async function* logRecords(file: string, options: LogReadOptions, resume: PositionMap, signal: AbortSignal): AsyncGenerator<{ source: string; records: LogRecord[] }> {
   const { start, end } = bounds(options);
-  const { follow } = options;
   const log = await openCommandLog(file);
-  if (follow && !(await log.waitFor(signal))) return;
-  await checkBoundsOnLog(file, options);
+  try {
+    if (options.follow && !(await log.waitFor(signal))) return;
+    await checkBoundsOnLog(log, options);
+    yield* recordsAfter(log, start, end, options.follow, resume, signal);
+  } finally {
+    await log.close();
+  }
+}
+
+/** The records of an opened log after what `resume` holds, from `start` to `end`. */
+async function* recordsAfter(
+  log: CommandLog,
+  start: LogPos | undefined,
+  end: LogPos | undefined,
+  follow: boolean,
+  resume: PositionMap,
+  signal: AbortSignal,
+): AsyncGenerator<{ source: string; records: LogRecord[] }> {
   const source = `log:${await log.logId()}`;
   const done = resume[source];
   let readFrom = start;

@@ -21,10 +21,19 @@ export interface LogCatOptions {
 /**
  * Writes the events of the log to `out` as NDJSON, one read's worth per write, honouring
  * backpressure. The bytes are copied as stored: no JSON parse, even with `meta`. A closed
- * downstream (EPIPE) ends the copy quietly.
+ * downstream (EPIPE) ends the copy quietly. A log given by its location is opened and closed here;
+ * an opened one is left open for its owner.
  */
 export async function logCat(at: CommandLog | string, options: LogCatOptions, out: Writable): Promise<{ count: number }> {
   const log = typeof at === 'string' ? await openCommandLog(at) : at;
+  try {
+    return await copyEvents(log, options, out);
+  } finally {
+    if (typeof at === 'string') await log.close();
+  }
+}
+
+async function copyEvents(log: CommandLog, options: LogCatOptions, out: Writable): Promise<{ count: number }> {
   let count = 0;
   let broken = false;
   let failure: Error | undefined;
@@ -81,6 +90,8 @@ export interface VerifyResult {
   firstBad?: { seq: number; offset: number; reason: string; where?: string };
   /** An incomplete last record (cut by the next writer; not corruption). */
   torn?: { offset: number; bytes: number };
+  /** Good records that carry no checksum to check (a JetStream log's records appended before checksums were stored). */
+  unchecked?: number;
 }
 
 /** Checks every record of the log from the start, ignoring the index. */
@@ -197,29 +208,34 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
   const say = (text: string): void => {
     stdout.write(`${text}\n`);
   };
+  if (sub === 'repair') return repairCommand(file, opts.dryRun === true, say);
+  const log = await openCommandLog(file);
   try {
     switch (sub) {
       case 'cat': {
         const { from, until } = parseLogBounds(opts.from, opts.until);
-        await checkBoundsOnLog(file, opts);
-        await logCat(await openCommandLog(file), { from, until, meta: opts.meta }, stdout);
+        await checkBoundsOnLog(log, opts);
+        await logCat(log, { from, until, meta: opts.meta }, stdout);
         return 0;
       }
       case 'verify': {
-        const r = await (await openCommandLog(file)).verify();
+        const r = await log.verify();
         if (!r.ok && r.firstBad) {
           stderr.write(
             `${file}: CORRUPT at record ${r.firstBad.seq}, ${r.firstBad.where ?? `byte offset ${r.firstBad.offset}`}: ${r.firstBad.reason}\n` +
-              `  ${r.count} good records before it; \`cqp log repair ${file}\` cuts the log there\n`,
+              `  ${r.count} good records before it; ${
+                isLocationUrl(file) ? `\`cqp log cat ${file} --until ${r.firstBad.seq - 1}\` reads them` : `\`cqp log repair ${file}\` cuts the log there`
+              }\n`,
           );
           return 1;
         }
         say(`${file}: ok, ${r.count} records`);
+        if (r.unchecked) say(`  ${r.unchecked} of them carry no checksum (appended before checksums were stored): read, not checked`);
         if (r.torn) say(`  incomplete last record at byte offset ${r.torn.offset} (${r.torn.bytes} bytes), cut on the next append`);
         return 0;
       }
       case 'stat': {
-        const s = await (await openCommandLog(file)).stat();
+        const s = await log.stat();
         const sources = Object.entries(s.positions);
         say(
           [
@@ -235,16 +251,6 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
         );
         return 0;
       }
-      case 'repair': {
-        if (isLocationUrl(file)) {
-          throw new CqpError('USAGE', `${file}: repair cuts a damaged log file; a log on a server is kept whole by the server (\`cqp log verify\` checks it)`);
-        }
-        const { logRepair } = await import('./repair.js');
-        const r = await logRepair(file, { dryRun: opts.dryRun === true });
-        if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);
-        else say(describeRepair(file, r, opts.dryRun === true));
-        return 0;
-      }
     }
   } catch (error) {
     if (error instanceof CqpError && error.code === 'CORRUPT') {
@@ -252,5 +258,19 @@ export async function runLogCommand(sub: LogSubcommand, file: string, opts: LogC
       return 1;
     }
     throw error;
+  } finally {
+    await log.close();
   }
+}
+
+/** `cqp log repair FILE`: cuts a damaged log file at its first bad record (a log on a server is refused). */
+async function repairCommand(file: string, dryRun: boolean, say: (text: string) => void): Promise<number> {
+  if (isLocationUrl(file)) {
+    throw new CqpError('USAGE', `${file}: repair cuts a damaged log file; a log on a server is kept whole by the server (\`cqp log verify\` checks it)`);
+  }
+  const { logRepair } = await import('./repair.js');
+  const r = await logRepair(file, { dryRun });
+  if (!r.cut) say(`${file}: nothing to repair, ${r.kept} records check out`);
+  else say(describeRepair(file, r, dryRun));
+  return 0;
 }

@@ -35,7 +35,11 @@ export default defineSink({
     commandLog: true,
     async positions({ path }) {
       const log = await openCommandLog(path);
-      return (await log.exists()) ? (await log.tail()).positions : {};
+      try {
+        return (await log.exists()) ? (await log.tail()).positions : {};
+      } finally {
+        await log.close();
+      }
     },
     // The index beside the log names the log's id: the old one is ignored by the new log, and replaced with it.
     rebuild: { companions: ['.idx'] },
@@ -45,7 +49,8 @@ export default defineSink({
   examples: [{ path: 'data/events.log' }, { path: 'data/events.log', fsync: 'always' }, { path: 'nats://127.0.0.1:4222/events', partitions: 4 }],
   async create({ path, fsync, partitions }, ctx) {
     const log = await openCommandLog(path, ctx.cwd);
-    const writer = await log.openWriter({ fsync, warn: ctx.warn, partitions });
+    // The writer holds the log (and its own connection to a server) until it is closed.
+    const writer = await log.openWriter({ fsync, warn: ctx.warn, partitions }).finally(() => log.close());
     return {
       applied: () => writer.applied(),
       async write(batch) {

@@ -65,6 +65,8 @@ export interface SinkDecision {
 /** A replay worked out: the range of the log, the pipeline the supervisor runs, and each sink's fate. */
 export interface ReplayPlan {
   log: string;
+  /** The log, opened once for the plan and for the check at the end; `replayCommand` closes it. */
+  source: CommandLog;
   pipeline: PipelinePlan;
   range: LogRange;
   /** The time filter on the events' own time (`--time-field` with an ISO-8601 bound). */
@@ -83,9 +85,8 @@ async function firstRecord(log: CommandLog, from: LogPos | undefined, until?: Lo
 }
 
 /** The records from `from` to `until` (inclusive; append time or seq), found through the log's index. */
-export async function logRange(location: string, from: LogPos | undefined, until: LogPos | undefined): Promise<LogRange> {
+export async function logRange(log: CommandLog, from: LogPos | undefined, until: LogPos | undefined): Promise<LogRange> {
   const none: LogRange = { first: undefined, last: undefined, count: 0 };
-  const log = await openCommandLog(location);
   const tail = await log.tail();
   if (tail.lastSeq === 0) return none;
   const first = await firstRecord(log, from, until);
@@ -174,11 +175,33 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
     options.timeField !== undefined && (onEventTime(from) || onEventTime(until))
       ? { path: options.timeField, from: onEventTime(from) ? from.time : undefined, until: onEventTime(until) ? until.time : undefined }
       : undefined;
+  const source = await openCommandLog(log);
+  try {
+    return await planOn(source, { log, pipeline, options, from, until, timeFilter, onEventTime });
+  } catch (error) {
+    await source.close();
+    throw error;
+  }
+}
+
+/** What `planReplay` has worked out before it reads the log. */
+interface PlanStart {
+  log: string;
+  pipeline: PipelinePlan;
+  options: ReplayOptions;
+  from: LogPos | undefined;
+  until: LogPos | undefined;
+  timeFilter: ReplayPlan['timeFilter'];
+  onEventTime: (p: LogPos | undefined) => p is { time: number };
+}
+
+/** The rest of a replay's plan, on the log opened for it. */
+async function planOn(source: CommandLog, { log, pipeline, options, from, until, timeFilter, onEventTime }: PlanStart): Promise<ReplayPlan> {
   let range: LogRange;
   // A time bound on the events' own time cannot be compared with a sequence number.
-  if (options.timeField === undefined) await checkBoundsOnLog(log, options);
+  if (options.timeField === undefined) await checkBoundsOnLog(source, options);
   try {
-    range = await logRange(log, onEventTime(from) ? undefined : from, onEventTime(until) ? undefined : until);
+    range = await logRange(source, onEventTime(from) ? undefined : from, onEventTime(until) ? undefined : until);
   } catch (error) {
     throw new CqpError(error instanceof CqpError ? error.code : 'IO', `--log: ${messageOf(error)}`, { cause: error });
   }
@@ -249,7 +272,7 @@ export async function planReplay(options: ReplayOptions): Promise<ReplayPlan> {
       };
     }),
   };
-  return { log, pipeline, range, timeFilter, sinks, run };
+  return { log, source, pipeline, range, timeFilter, sinks, run };
 }
 
 function iso(ms: number): string {
@@ -332,7 +355,7 @@ export function progressText(read: number, total: number, ms: number, width = 0)
  * fails rather than swap in views that stop early.
  */
 async function replayEnds(plan: ReplayPlan): Promise<SinkEnd[]> {
-  const end = await readLogEnd(plan.log);
+  const end = await readLogEnd(plan.source);
   if (!end) return [];
   return sinkEnds(plan.run.sinks, { end: { key: end.key, seq: plan.range.last?.seq ?? 0 } });
 }
@@ -345,6 +368,15 @@ export async function replayCommand(options: ReplayOptions): Promise<number> {
   } catch (error) {
     return reportError(error);
   }
+  try {
+    return await runPlan(plan, options);
+  } finally {
+    await plan.source.close();
+  }
+}
+
+/** Runs a replay worked out by `planReplay`, or describes it (`--dry-run`). */
+async function runPlan(plan: ReplayPlan, options: ReplayOptions): Promise<number> {
   if (options.dryRun) {
     process.stdout.write(`${describeReplay(plan)}\n`);
     return 0;

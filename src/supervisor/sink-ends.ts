@@ -5,7 +5,7 @@
  */
 import { messageOf } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
-import { openCommandLog } from '../log/command-log.js';
+import { openCommandLog, type CommandLog } from '../log/command-log.js';
 import type { SinkPlan } from './config.js';
 import { sinkApplied } from './positions.js';
 
@@ -15,12 +15,16 @@ export interface LogEnd {
   seq: number;
 }
 
-/** Where the log at `path` ends now (undefined when it does not exist yet). */
-export async function readLogEnd(path: string): Promise<LogEnd | undefined> {
-  const log = await openCommandLog(path);
-  if (!(await log.exists())) return undefined;
-  const tail = await log.tail();
-  return { key: `log:${tail.logId}`, seq: tail.lastSeq };
+/** Where the log at `path` (or the log opened already) ends now; undefined when it does not exist yet. */
+export async function readLogEnd(at: string | CommandLog): Promise<LogEnd | undefined> {
+  const log = typeof at === 'string' ? await openCommandLog(at) : at;
+  try {
+    if (!(await log.exists())) return undefined;
+    const tail = await log.tail();
+    return { key: `log:${tail.logId}`, seq: tail.lastSeq };
+  } finally {
+    if (typeof at === 'string') await log.close();
+  }
 }
 
 /** One exactly-once sink's end: the summary's words, and whether it stopped short of the log's end. */

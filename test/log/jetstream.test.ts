@@ -2,8 +2,8 @@ import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node
 import { writeFileSync } from 'node:fs';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { splitStamp } from '../../src/core/position.js';
@@ -52,9 +52,29 @@ describe.skipIf(!up)('the command log on JetStream', () => {
     jsm = await jetstreamManager(nc);
   });
   afterAll(async () => {
-    for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
+    const checkpoints = await new Kvm(nc).open('cqp_log_positions').catch(() => undefined);
+    for (const s of streams) {
+      await jsm.streams.delete(s).catch(() => undefined);
+      await checkpoints?.purge(s).catch(() => undefined);
+    }
     await nc?.close();
   });
+  /** The positions checkpoint the writers of `url` stored, as stored. */
+  const checkpointOf = async (url: string): Promise<{ logId: string; seq: number; id: string; positions: Record<string, string> } | undefined> => {
+    const entry = await (await new Kvm(nc).open('cqp_log_positions')).get(url.split('/').at(-1) as string);
+    return entry && entry.operation === 'PUT' ? (entry.json() as { logId: string; seq: number; id: string; positions: Record<string, string> }) : undefined;
+  };
+  /** Runs the log sink on `file` until it succeeds, while a killed writer's lease may still be held. */
+  const appendAll = (log: string, file: string, dir: string): Promise<SpawnSyncReturns<string>> =>
+    eventually(
+      () => {
+        const r = sh(`${cli('sink', `log --path ${log}`)} < ${file}`, dir);
+        if (r.status === 0) return r;
+        expect(r.stderr).toContain('another writer holds this log');
+        return undefined;
+      },
+      { timeoutMs: 60_000, everyMs: 200, what: "the killed writer's lease to be free" },
+    );
 
   test(
     'kill -9 of the log sink mid-stream three times, then a re-run: every event once, in order',
@@ -322,6 +342,119 @@ describe.skipIf(!up)('the command log on JetStream', () => {
       follower.kill('SIGTERM');
       expect(await exited).toBe(0);
       expect(out.trimEnd().split('\n')).toEqual(texts);
+    },
+    LONG,
+  );
+
+  test(
+    'positions checkpoint: after a kill -9 it lags the stream and names what the records up to it hold; a re-run appends every event once and leaves it at the end',
+    async () => {
+      const dir = tempDir();
+      const log = newLog();
+      const total = 6000;
+      const { stamped, texts } = demo(dir, total, 12);
+      const lines = stamped.trimEnd().split('\n');
+      const positionAt = (seq: number): Record<string, string> => {
+        const p = splitStamp(lines[seq - 1] as string).position;
+        return p ? { [p.source]: p.n } : {};
+      };
+      writeFileSync(join(dir, 'in.ndjson'), stamped);
+      const child = spawn('sh', ['-c', `${cli('sink', `log --path ${log}`)} < in.ndjson`], { cwd: dir, detached: true, stdio: 'ignore' });
+      const exited = new Promise<void>((r) => child.on('exit', () => r()));
+      await eventually(async () => (await count(log)) >= 2000, { timeoutMs: 120_000, everyMs: 20, what: 'the stream to hold 2000 events' });
+      process.kill(-(child.pid as number), 'SIGKILL');
+      await exited;
+      const cut = await count(log);
+      expect(cut).toBeLessThan(total);
+      const cp = await checkpointOf(log);
+      expect(cp, 'a checkpoint stored before the kill').toBeDefined();
+      expect(cp?.seq).toBeGreaterThan(0);
+      expect(cp?.seq).toBeLessThanOrEqual(cut);
+      expect(cp?.positions).toEqual(positionAt(cp?.seq ?? 0));
+      const final = await appendAll(log, 'in.ndjson', dir);
+      expect(final.stderr).toBe('');
+      expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts);
+      const end = await checkpointOf(log);
+      expect(end?.seq).toBe(total);
+      expect(end?.positions).toEqual(positionAt(total));
+      // A second re-run starts from the checkpoint and appends nothing.
+      expect((await appendAll(log, 'in.ndjson', dir)).stderr).toBe('');
+      expect(await count(log)).toBe(total);
+    },
+    LONG,
+  );
+
+  test(
+    'a checkpoint ahead of the stream (the stream deleted and created again, or a checkpoint past its end or of another record) loses no event',
+    async () => {
+      const dir = tempDir();
+      const log = newLog();
+      const name = log.split('/').at(-1) as string;
+      const { stamped, texts } = demo(dir, 500, 13);
+      const lines = stamped.trimEnd().split('\n');
+      writeFileSync(join(dir, 'a.ndjson'), `${lines.slice(0, 300).join('\n')}\n`);
+      writeFileSync(join(dir, 'b.ndjson'), stamped);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < a.ndjson`, dir).status).toBe(0);
+      expect((await checkpointOf(log))?.seq).toBe(300);
+      // The same stream made again from its configuration: the same log id, no records.
+      const { config } = await jsm.streams.info(name);
+      await jsm.streams.delete(name);
+      await jsm.streams.add(config);
+      const same = sh(`${cli('sink', `log --path ${log}`)} < b.ndjson`, dir);
+      expect(same.stderr).toBe('');
+      expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts);
+      // Deleted, and made again by the next writer: a new log id.
+      await jsm.streams.delete(name);
+      writeFileSync(join(dir, 'c.ndjson'), `${lines.slice(0, 100).join('\n')}\n`);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < c.ndjson`, dir).status).toBe(0);
+      expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts.slice(0, 100));
+      // A checkpoint past the stream's end, and one whose record is not the one the stream holds there
+      // (as a stream restored from an older copy would leave them): neither is taken.
+      const kv = await new Kvm(nc).open('cqp_log_positions');
+      const held = (await checkpointOf(log)) as { logId: string; seq: number; id: string; positions: Record<string, string> };
+      expect(held.seq).toBe(100);
+      const at = (seq: number): Record<string, string> => {
+        const p = splitStamp(lines[seq - 1] as string).position;
+        return p ? { [p.source]: p.n } : {};
+      };
+      await kv.put(name, JSON.stringify({ ...held, seq: 300, positions: at(300) }));
+      writeFileSync(join(dir, 'd.ndjson'), `${lines.slice(0, 200).join('\n')}\n`);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < d.ndjson`, dir).status).toBe(0);
+      expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts.slice(0, 200));
+      await kv.put(name, JSON.stringify({ ...held, seq: 200, id: 'not-the-record-at-200', positions: at(500) }));
+      expect(sh(`${cli('sink', `log --path ${log}`)} < b.ndjson`, dir).status).toBe(0);
+      expect(cqp(['log', 'cat', log], { cwd: dir }).stdout.trimEnd().split('\n')).toEqual(texts);
+      expect(cqp(['log', 'verify', log], { cwd: dir }).stdout).toContain('ok, 500 records');
+    },
+    LONG,
+  );
+
+  test(
+    "cqp log verify checks each record's CRC-32C: a record without one is counted unchecked, one whose bytes do not match is named",
+    async () => {
+      const dir = tempDir();
+      const log = newLog();
+      const name = log.split('/').at(-1) as string;
+      const { stamped } = demo(dir, 50, 14);
+      writeFileSync(join(dir, 'in.ndjson'), stamped);
+      expect(sh(`${cli('sink', `log --path ${log}`)} < in.ndjson`, dir).status).toBe(0);
+      const clean = cqp(['log', 'verify', log], { cwd: dir });
+      expect(clean.status).toBe(0);
+      expect(clean.stdout).toBe(`${log}: ok, 50 records\n`);
+      // A record as a writer before checksums left it: no checksum header.
+      const js = jetstream(nc);
+      await js.publish(`cqp.${name}.0`, Buffer.from('{"old":true}'));
+      const old = cqp(['log', 'verify', log], { cwd: dir });
+      expect(old.status).toBe(0);
+      expect(old.stdout).toContain(`${log}: ok, 51 records\n  1 of them carry no checksum`);
+      // A record whose bytes are not those its checksum was taken over.
+      const h = headers();
+      h.set('Cqp-Crc32c', '00000000');
+      await js.publish(`cqp.${name}.0`, Buffer.from('{"changed":true}'), { headers: h });
+      const bad = cqp(['log', 'verify', log], { cwd: dir });
+      expect(bad.status).toBe(1);
+      expect(bad.stderr).toContain(`${log}: CORRUPT at record 52, stream sequence 52: checksum mismatch`);
+      expect(bad.stderr).toContain(`51 good records before it; \`cqp log cat ${log} --until 51\` reads them`);
     },
     LONG,
   );
