@@ -74,7 +74,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       const { lintCommand } = await import('./supervisor/index.js');
       setExit(await lintCommand(file));
     });
-  addAuthoringCommands(program);
+  addAuthoringCommands(program, setExit);
   return program;
 }
 
