@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { GraphFormat } from './graph/command.js';
-import { FILE_KINDS } from './file-schemas/kinds.js';
+// The table of kinds only: zod and the schemas load when `cqp schema` runs.
+import { FILE_KINDS, fileSchemaText } from './file-schemas/kinds.js';
 
 const GRAPH_FORMATS: readonly GraphFormat[] = ['dot', 'mermaid'];
 
@@ -13,9 +14,9 @@ export function addAuthoringCommands(program: Command, setExit: (code: number) =
     .addOption(new Option('--format <format>', 'dot (graphviz) or mermaid (a flowchart for Markdown)').choices(GRAPH_FORMATS).default('dot'))
     .addHelpText(
       'after',
-      '\nA sink that follows the command log (it reads the log a log sink writes, not the stages\' output) hangs ' +
-        'off that sink on a dashed edge.\n\nExamples:\n  cqp graph pipelines/ice-creams.yaml | dot -Tsvg > ice-creams.svg\n' +
-        '  cqp graph pipelines/example.yaml --format mermaid\n',
+      '\nA sink that follows the command log (it reads the log another sink of the pipeline writes, not the\n' +
+        'stages\' output) hangs off that sink on a dashed edge.\n\nExamples:\n' +
+        '  cqp graph pipelines/ice-creams.yaml | dot -Tsvg > ice-creams.svg\n  cqp graph pipelines/example.yaml --format mermaid\n',
     )
     .action(async (file: string, opts: { format: GraphFormat }) => {
       const { graphCommand } = await import('./graph/command.js');
@@ -24,15 +25,15 @@ export function addAuthoringCommands(program: Command, setExit: (code: number) =
   const kinds = Object.entries(FILE_KINDS).map(([kind, { title }]) => `  ${kind.padEnd(10)} ${title}`);
   program
     .command('schema')
-    .description('print the JSON Schema of a kind of file, for editors to complete and check it (the same checks cqp run makes of its fields)')
+    .description('print the JSON Schema of a kind of file, made from the definitions cqp run validates it with, for editors to complete and check it')
     .argument('<kind>', `the kind of file: ${Object.keys(FILE_KINDS).join(', ')}`)
     .addHelpText(
       'after',
-      `\nKinds:\n${kinds.join('\n')}\n\nWith the YAML language server (VS Code's YAML extension and others), name the schema on the file's first line:\n` +
+      `\nKinds:\n${kinds.join('\n')}\n\nFor editors that use the YAML language server (VS Code's YAML extension and others), name\n` +
+        "the schema on the YAML file's first line (a path relative to that file, or a URL):\n" +
         '  cqp schema pipeline > pipeline.schema.json\n  # yaml-language-server: $schema=pipeline.schema.json\n',
     )
     .action(async (kind: string) => {
-      const { fileSchemaText } = await import('./file-schemas/kinds.js');
       process.stdout.write(await fileSchemaText(kind));
     });
 }
