@@ -36,7 +36,8 @@ export async function fileSchemaText(kind: string): Promise<string> {
     target: 'draft-2020-12',
     // What the file holds, before defaults fill it in: a key with a default may be left out.
     io: 'input',
-    // A check written in code (a dot path that parses, an action word) has no JSON Schema form: cqp run still makes it.
+    // A type with no JSON Schema form is left open rather than failing the command; checks written in code
+    // (a dot path that parses, an action word) have none either: cqp run and cqp lint still make them.
     unrepresentable: 'any',
     override: ({ jsonSchema }) => {
       // cqp's own marks on options (`path`), not JSON Schema keywords.
