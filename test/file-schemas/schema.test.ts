@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -81,6 +82,17 @@ describe('cqp schema pipeline', () => {
     expect(errors.length).toBeGreaterThan(0);
     expect(errors.some((e) => e.startsWith(`${at} `) || e.startsWith(`${at}/`))).toBe(true);
   });
+  // The schema agrees with cqp itself: lint takes the file the misspelt ones come from and refuses each of them.
+  it('agrees with cqp lint on every one of them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cqp-schema-'));
+    const lint = (doc: unknown): number | null => {
+      // JSON is YAML.
+      writeFileSync(join(dir, 'p.yaml'), JSON.stringify(doc));
+      return cqp(['lint', 'p.yaml'], { cwd: dir }).status;
+    };
+    expect(lint(good)).toBe(0);
+    for (const [what, doc] of misspelt) expect(lint(doc), what).toBe(2);
+  });
 });
 
 describe('cqp schema views', () => {
@@ -116,6 +128,7 @@ describe('cqp schema, used wrongly', () => {
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/yaml-language-server: \$schema=/);
     expect(help.stdout).toMatch(/pipeline +a pipeline file/);
+    expect(help.stdout).not.toMatch(/DESIGN|§/);
     const version = cqp(['schema', '--version']);
     expect(version).toMatchObject({ status: 0, stdout: `${(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version}\n` });
   });

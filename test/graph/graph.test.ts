@@ -198,6 +198,7 @@ describe('cqp graph, used wrongly', () => {
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/--format <format>[\s\S]*dot \| mermaid|dot \(graphviz\) or mermaid/);
     expect(help.stdout).toMatch(/follow the command log/);
+    expect(help.stdout).not.toMatch(/DESIGN|§/);
     const version = cqp(['graph', '--version']);
     expect(version).toMatchObject({ status: 0, stdout: `${(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version}\n` });
   });
