@@ -3,9 +3,10 @@ import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
 import { isBrokenPipe } from './core/runtime.js';
 import { outputClosed } from './stage-control.js';
 import { packageVersion } from './core/version.js';
+import { addAuthoringCommands } from './authoring-cli.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
-const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
+const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema']);
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
@@ -73,6 +74,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       const { lintCommand } = await import('./supervisor/index.js');
       setExit(await lintCommand(file));
     });
+  addAuthoringCommands(program, setExit);
   return program;
 }
 

@@ -19,6 +19,7 @@ import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
 import { FILE_RUNTIME_OPTIONS, runtimeArgv, type RuntimeFileValue, type RuntimeOptionSpec, type RuntimeSettings } from '../core/runtime-options.js';
+import { PROGRAM_RUNTIME_OPTIONS, RUNTIME_KEYS, pipelineSchema, runtimeShape, stageSchema } from './pipeline-fields.js';
 
 /** How a process is started: an executable and its arguments. */
 export interface Command {
@@ -164,31 +165,6 @@ export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
     throw new Error(`environment variable ${name} is not set (set it, or write \${${name}:-default})`);
   });
 }
-
-const FILE_VALUE: Record<RuntimeFileValue, (spec: RuntimeOptionSpec) => z.ZodType> = {
-  choice: (spec) => z.enum(spec.choices ?? []),
-  path: () => z.string().min(1),
-  count: () => z.number().int().positive(),
-};
-/** The runtime options a pipeline file may give beside a component's own (see runtime-options.ts). */
-const runtimeShape = Object.fromEntries(FILE_RUNTIME_OPTIONS.map((spec) => [spec.key, FILE_VALUE[spec.file](spec).optional()]));
-const RUNTIME_KEYS = FILE_RUNTIME_OPTIONS.map((spec) => spec.key);
-const PROGRAM_RUNTIME_OPTIONS = FILE_RUNTIME_OPTIONS.filter((spec) => spec.programs);
-
-const stageSchema = z.strictObject({
-  name: z.string().min(1),
-  filter: z.string().min(1).optional(),
-  with: z.record(z.string(), z.unknown()).optional(),
-  run: z.union([z.string().min(1), z.array(z.string()).min(1)]).optional(),
-  ...runtimeShape,
-});
-
-const pipelineSchema = z.strictObject({
-  name: z.string().min(1).optional(),
-  source: z.looseObject({ type: z.string().min(1), name: z.string().min(1).optional() }),
-  stages: z.array(z.unknown()).optional(),
-  sinks: z.array(z.looseObject({ name: z.string().min(1), type: z.string().min(1), where: z.string().min(1).optional() })).min(1),
-});
 
 const TOP_FIELDS = ['name', 'source', 'stages', 'sinks'];
 const STAGE_FIELDS = ['name', 'filter', 'with', 'run', ...RUNTIME_KEYS];

@@ -139,17 +139,20 @@ const actionSchema = z.unknown().transform((v, ctx): ViewAction => {
 });
 
 const viewSchema = z.strictObject({
-  table: identifier('table name'),
-  key: keySchema.optional(),
-  type: dotPath.optional(),
-  columns: z.record(z.string(), columnSchema).optional(),
-  on: z.record(z.string().min(1), actionSchema).optional(),
-  handler: z.string().min(1).optional(),
+  table: identifier('table name').describe('the table the view keeps (an SQL identifier)'),
+  key: keySchema.optional().describe('the row key: a dot path (default header.rel.id, then id), or { column, path, type }'),
+  type: dotPath.optional().describe('the dot path of the event type matched against on: (default header.eventName.0, then type)'),
+  columns: z.record(z.string(), columnSchema).optional().describe(`name: dot path, or name: { path, type } (types: ${COLUMN_TYPES.join(', ')})`),
+  on: z.record(z.string().min(1), actionSchema).optional().describe('event type: upsert | insert | delete | { increment: { column: path } }'),
+  handler: z.string().min(1).optional().describe('a JavaScript module that keeps the view instead (relative to the views file)'),
 });
 
-const fileSchema = z.strictObject({
-  views: z.array(viewSchema).min(1, 'a views file needs at least one view'),
-});
+/** A views file, as `cqp run` validates it (and `cqp schema views` describes it). */
+export const viewsFileSchema = z
+  .strictObject({
+    views: z.array(viewSchema).min(1, 'a views file needs at least one view'),
+  })
+  .describe('a cqp views file: the tables a sqlite or postgres sink keeps from events');
 
 type RawView = z.infer<typeof viewSchema>;
 
@@ -249,7 +252,7 @@ function columnView(raw: RawView, at: YamlPath, problems: Problem[]): ColumnView
 
 /** Validates parsed views-file content; `file` names the file in messages and anchors handler paths. */
 function buildViews(data: unknown, file: string, problems: Problem[]): ViewDefinition[] {
-  const parsed = fileSchema.safeParse(data);
+  const parsed = viewsFileSchema.safeParse(data);
   if (!parsed.success) {
     problems.push(...zodProblems(parsed.error));
     return [];
