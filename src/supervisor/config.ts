@@ -15,7 +15,8 @@ import { compileExpression } from '../core/expression.js';
 import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options.js';
 import { componentNames, findComponent, loadNamedComponents } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
-import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { problemsError, zodProblems } from '../core/yaml-problems.js';
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
 import { FILE_RUNTIME_OPTIONS, runtimeArgv, type RuntimeFileValue, type RuntimeOptionSpec, type RuntimeSettings } from '../core/runtime-options.js';
@@ -193,17 +194,6 @@ const pipelineSchema = z.strictObject({
 const TOP_FIELDS = ['name', 'source', 'stages', 'sinks'];
 const STAGE_FIELDS = ['name', 'filter', 'with', 'run', ...RUNTIME_KEYS];
 
-function zodProblems(error: z.ZodError, base: YamlPath, fields: string[]): Problem[] {
-  return error.issues.map((issue) => {
-    const path = [...base, ...issue.path];
-    if (issue.code === 'unrecognized_keys') {
-      const words = issue.keys.map((k) => `unknown field "${k}"${suggestion(k, fields)}`);
-      return { path: [...path, issue.keys[0] as string], message: `${words.join('; ')} (fields: ${fields.join(', ')})` };
-    }
-    return { path, message: issue.message };
-  });
-}
-
 /** Replaces `${VAR}` in every string of a parsed YAML value, reporting unset variables by path. */
 function expandAll(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: Problem[]): unknown {
   if (typeof value === 'string') {
@@ -262,7 +252,7 @@ function resolveOptions(
   }
   const rt = z.object(runtimeShape).safeParse(runtime);
   if (!rt.success) {
-    problems.push(...zodProblems(rt.error, at, []));
+    problems.push(...zodProblems(rt.error, at, () => []));
     ok = false;
   }
   let parsed: Record<string, unknown> | undefined;
@@ -316,21 +306,6 @@ function expressionProblem(expr: string): string | undefined {
   }
 }
 
-/** Every problem as `FILE:LINE: field: message`, in line order. */
-function problemsError(file: string, doc: Document, problems: Problem[]): CqpError {
-  const located = problems.map((p) => ({ ...p, line: lineOf(doc, p.path) }));
-  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-  return new CqpError(
-    'CONFIG',
-    located
-      .map((p) => {
-        const field = formatYamlPath(p.path);
-        return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${field ? `${field}: ` : ''}${p.message}`;
-      })
-      .join('\n'),
-  );
-}
-
 /**
  * Parses and validates a pipeline file's text. `file` names it in errors; relative paths resolve against
  * its folder. Throws CqpError CONFIG listing every problem as `FILE:LINE: field: message`.
@@ -373,7 +348,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
   }
   const top = pipelineSchema.safeParse(raw);
   if (!top.success) {
-    problems.push(...zodProblems(top.error, [], TOP_FIELDS));
+    problems.push(...zodProblems(top.error, [], () => TOP_FIELDS));
     return { doc, problems };
   }
   const pipeline = top.data;
@@ -411,7 +386,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     const at: YamlPath = ['stages', i];
     const parsed = stageSchema.safeParse(item);
     if (!parsed.success) {
-      problems.push(...zodProblems(parsed.error, at, STAGE_FIELDS));
+      problems.push(...zodProblems(parsed.error, at, () => STAGE_FIELDS));
       return;
     }
     const s = parsed.data;
