@@ -5,7 +5,7 @@ import { outputClosed } from './stage-control.js';
 import { packageVersion } from './core/version.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
-const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay']);
+const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'test']);
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
@@ -73,7 +73,46 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       const { lintCommand } = await import('./supervisor/index.js');
       setExit(await lintCommand(file));
     });
+  addTestCommand(program);
   return program;
+}
+
+const TEST_HELP = `
+A test file (NAME.test.yaml, beside the pipeline) names its pipeline and holds tests. Each test feeds
+events into the pipeline's own components, on temporary files and databases: the pipeline's stores
+are never written, and sinks that publish outside cqp (kinesis) are not run, what reaches them is kept.
+
+  pipeline: ice-creams.yaml              # relative to the test file
+  tests:
+    - name: a sale is counted
+      inputs:
+        - insert_at: enrich              # a stage (its input), or source (the first stage's input)
+          events:                        # or file: fixtures/in.ndjson (relative to the test file)
+            - { header: { eventName: [sale.ice_cream], rel: { id: ic-1 } }, payload: { qty: 2 } }
+      outputs:
+        - extract_from: enrich           # a stage (what it writes) or a sink (what reaches it)
+          count: 1                       # optional
+          conditions:                    # each holds for every event extracted
+            - json_contains: { payload: { qty: 2 } }
+            - expr: "e.header.eventId.startsWith('events/')"    # json_equals: {...} compares whole events
+      no_outputs_from: [validate]        # stages or sinks nothing may come out of
+      views:                             # queries on a SQLite views sink after the events
+        - { sink: views, query: "SELECT id, sold FROM ice_creams", rows: [{ id: ic-1, sold: 2 }] }
+
+Prints a line per test (passed or FAILED, with its time), under each failure where it is in the test
+file, what failed and a diff of expected (-) and actual (+), and last "N passed, M failed".
+Exit 0 when every test passes, 1 when one fails, 2 when a file does not parse or validate (FILE:LINE).`;
+
+function addTestCommand(program: Command): void {
+  program
+    .command('test')
+    .description('run pipeline tests (NAME.test.yaml): events into any stage, checks on what comes out of stages, sinks and views')
+    .argument('[files...]', 'test files, or folders to search for *.test.yaml (default: the current folder, without node_modules)')
+    .addHelpText('after', TEST_HELP)
+    .action(async (files: string[]) => {
+      const { testCommand } = await import('./testing/command.js');
+      setExit(await testCommand(files, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) }));
+    });
 }
 
 let exitCode = 0;
