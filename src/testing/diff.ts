@@ -61,10 +61,10 @@ export function lineDiff(expected: string[], actual: string[]): string[] {
     if (i < n && j < m && expected[i] === actual[j]) {
       out.push(`  ${expected[i++] as string}`);
       j++;
-    } else if (j < m && (i === n || (lcs[i]?.[j + 1] ?? 0) >= (lcs[i + 1]?.[j] ?? 0))) {
-      out.push(`+ ${actual[j++] as string}`);
-    } else {
+    } else if (i < n && (j === m || (lcs[i + 1]?.[j] ?? 0) >= (lcs[i]?.[j + 1] ?? 0))) {
       out.push(`- ${expected[i++] as string}`);
+    } else {
+      out.push(`+ ${actual[j++] as string}`);
     }
   }
   return out;

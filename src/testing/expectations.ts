@@ -32,11 +32,11 @@ function checkCondition(condition: TestCondition, events: JsonObject[], from: st
   if (condition.json_equals !== undefined) {
     const expected = condition.json_equals;
     const i = events.findIndex((e) => !jsonEquals(e, expected));
-    if (i >= 0) return { path: [...path, 'json_equals'], message: `json_equals: ${which(i)} differs`, diff: jsonDiff(expected, events[i]) };
+    if (i >= 0) return { path, message: `json_equals: ${which(i)} differs`, diff: jsonDiff(expected, events[i]) };
   } else if (condition.json_contains !== undefined) {
     const expected = condition.json_contains;
     const i = events.findIndex((e) => !jsonContains(e, expected));
-    if (i >= 0) return { path: [...path, 'json_contains'], message: `json_contains: ${which(i)} differs (fields the condition names)`, diff: jsonDiff(expected, pruneTo(events[i], expected)) };
+    if (i >= 0) return { path, message: `json_contains: ${which(i)} differs (fields the condition names)`, diff: jsonDiff(expected, pruneTo(events[i], expected)) };
   } else if (condition.expr !== undefined) {
     const { fn } = compileExpression(condition.expr, 'expr');
     for (const [i, event] of events.entries()) {
@@ -44,9 +44,9 @@ function checkCondition(condition: TestCondition, events: JsonObject[], from: st
       try {
         value = fn(structuredClone(event));
       } catch (error) {
-        return { path: [...path, 'expr'], message: `expr: ${condition.expr} threw on ${which(i)}: ${messageOf(error)}`, diff: listed([event]) };
+        return { path, message: `expr: ${condition.expr} threw on ${which(i)}: ${messageOf(error)}`, diff: listed([event]) };
       }
-      if (!value) return { path: [...path, 'expr'], message: `expr: ${condition.expr} is ${canonical(value)} for ${which(i)}, expected true`, diff: listed([event]) };
+      if (!value) return { path, message: `expr: ${condition.expr} is ${canonical(value)} for ${which(i)}, expected true`, diff: listed([event]) };
     }
   }
   return undefined;
@@ -70,11 +70,11 @@ export function checkExpectations(loaded: LoadedTest, run: TestRun): Failure[] {
     const from = output.extract_from;
     const events = run.outputs.get(from) ?? [];
     if (output.count !== undefined && events.length !== output.count) {
-      failures.push({ path: [...path, 'count'], message: `count: expected ${output.count} events from ${from}, got ${events.length}`, diff: listed(events) });
+      failures.push({ path: [...path, 'count'], message: `expected ${output.count} event${output.count === 1 ? '' : 's'} from ${from}, got ${events.length}`, diff: listed(events) });
     }
     const conditions = output.conditions ?? [];
     if (conditions.length > 0 && events.length === 0 && output.count !== 0) {
-      failures.push({ path: [...path, 'conditions'], message: `conditions: no event came out of ${from}`, diff: [] });
+      failures.push({ path: [...path, 'conditions'], message: `no event came out of ${from}`, diff: [] });
       return;
     }
     conditions.forEach((condition, k) => {
@@ -84,7 +84,7 @@ export function checkExpectations(loaded: LoadedTest, run: TestRun): Failure[] {
   });
   (test.no_outputs_from ?? []).forEach((from, j) => {
     const events = run.outputs.get(from) ?? [];
-    if (events.length > 0) failures.push({ path: [...at, 'no_outputs_from', j], message: `no_outputs_from: ${events.length} event${events.length === 1 ? '' : 's'} came out of ${from}, expected none`, diff: listDiff([], events) });
+    if (events.length > 0) failures.push({ path: [...at, 'no_outputs_from', j], message: `${events.length} event${events.length === 1 ? '' : 's'} came out of ${from}, expected none`, diff: listDiff([], events) });
   });
   (test.views ?? []).forEach((view, j) => {
     const path = [...at, 'views', j];
@@ -94,10 +94,10 @@ export function checkExpectations(loaded: LoadedTest, run: TestRun): Failure[] {
       if (db === undefined) throw new Error(`sink ${view.sink} wrote no database`);
       rows = queryRows(db, view);
     } catch (error) {
-      failures.push({ path: [...path, 'query'], message: `views: ${view.query}: ${messageOf(error)}`, diff: [] });
+      failures.push({ path: [...path, 'query'], message: `${messageOf(error)}`, diff: [] });
       return;
     }
-    if (!jsonEquals(rows, view.rows)) failures.push({ path: [...path, 'rows'], message: `views: the rows of ${view.query} on ${view.sink} differ`, diff: listDiff(view.rows, rows) });
+    if (!jsonEquals(rows, view.rows)) failures.push({ path: [...path, 'rows'], message: `the rows of ${view.query} on ${view.sink} differ`, diff: listDiff(view.rows, rows) });
   });
   return failures;
 }
