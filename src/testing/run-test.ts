@@ -8,12 +8,12 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
-import { readComponentCommand } from '../component-cli.js';
+import { readComponentCommand, type ComponentCall } from '../component-cli.js';
 import type { JsonObject, SinkDefinition } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { POSITION_KEY } from '../core/position.js';
 import { runFilter, runSink, type RuntimeOptions, type StageIo } from '../core/runtime.js';
-import type { Command, PipelinePlan, SinkPlan } from '../supervisor/config.js';
+import type { Command, PipelinePlan } from '../supervisor/config.js';
 import type { LoadedTest } from './load.js';
 
 /** What came out where, and the SQLite database each views sink wrote. */
@@ -48,12 +48,13 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
     flow = stage.filter === undefined ? await programOutput(stage.name, stage.command, input, ctx) : await filterOutput(stage.name, stage.command, input, ctx);
     outputs.set(stage.name, parseEvents(stage.name, flow));
   }
-  const defs = new Map<string, SinkDefinition>();
+  const calls = new Map<string, ComponentCall & { def: SinkDefinition }>();
   const stores = new Map<string, string>();
   for (const sink of plan.sinks) {
-    const { def } = await readComponentCommand(sink.command.args.slice(1));
+    const call = await readComponentCommand(sink.command.args.slice(1));
+    const def = call.def;
     if (def.kind !== 'sink') throw new CqpError('CONFIG', `${sink.name}: ${def.name} is not a sink`);
-    defs.set(sink.name, def);
+    calls.set(sink.name, { ...call, def });
     const store = def.store;
     // A command log on a server is kept in a temporary file instead, so that the sinks following it read it.
     if (!store || def.external || def.writesStdout || (isUrl(sink.store) && !store.commandLog)) continue;
@@ -62,19 +63,19 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
     stores.set(sink.name, join(dir, isUrl(sink.store) || sink.store === undefined ? 'store' : basename(sink.store)));
     if (store.sqlite) databases.set(sink.name, stores.get(sink.name) as string);
   }
-  const logSink = plan.sinks.find((s) => defs.get(s.name)?.store?.commandLog === true);
+  const logSink = plan.sinks.find((s) => calls.get(s.name)?.def.store?.commandLog === true);
   const followers = plan.sinks.filter((s) => s.logInput !== undefined);
   for (const sink of plan.sinks.filter((s) => s.logInput === undefined)) {
     const input = sink.whereCommand ? await filterOutput(`${sink.name} (where)`, sink.whereCommand, flow, ctx) : flow;
     outputs.set(sink.name, parseEvents(sink.name, input));
     const store = stores.get(sink.name);
-    if (store !== undefined) await sinkRun(sink, defs.get(sink.name) as SinkDefinition, store, input, undefined, ctx);
+    if (store !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, input, undefined, ctx);
   }
   for (const sink of followers) {
     const log = logSink ? stores.get(logSink.name) : undefined;
     const store = stores.get(sink.name);
     outputs.set(sink.name, logSink ? (outputs.get(logSink.name) ?? []) : []);
-    if (store !== undefined && log !== undefined) await sinkRun(sink, defs.get(sink.name) as SinkDefinition, store, '', log, ctx);
+    if (store !== undefined && log !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, '', log, ctx);
   }
   controller.abort();
   return { outputs, databases, warnings: ctx.warnings };
@@ -157,15 +158,14 @@ function programOutput(name: string, command: Command, input: string, ctx: RunCo
 }
 
 /** Runs a sink on its temporary store, from `input` or from the command log at `log`. */
-async function sinkRun(sink: SinkPlan, def: SinkDefinition, store: string, input: string, log: string | undefined, ctx: RunContext): Promise<void> {
+async function sinkRun(name: string, call: (ComponentCall & { def: SinkDefinition }) | undefined, store: string, input: string, log: string | undefined, ctx: RunContext): Promise<void> {
+  const option = call?.def.store?.option;
+  if (!call || option === undefined) throw new CqpError('STAGE', `sink ${name} keeps no store`);
+  const settings: RuntimeOptions = { ...aside(name, call.runtime, ctx), ...(log === undefined ? {} : { readLog: { path: log, follow: false } }) };
   try {
-    const { options, runtime } = await readComponentCommand(sink.command.args.slice(1));
-    const option = def.store?.option;
-    if (option === undefined) throw new CqpError('CONFIG', `${def.name} keeps no store`);
-    const settings: RuntimeOptions = { ...aside(sink.name, runtime, ctx), ...(log === undefined ? {} : { readLog: { path: log, follow: false } }) };
-    await runSink(def, { ...options, [option]: store }, settings, stageIo(sink.name, input, collector().stream, ctx));
+    await runSink(call.def, { ...call.options, [option]: store }, settings, stageIo(name, input, collector().stream, ctx));
   } catch (error) {
-    throw new CqpError('STAGE', `sink ${sink.name} failed: ${messageOf(error)}`, { cause: error });
+    throw new CqpError('STAGE', `sink ${name} failed: ${messageOf(error)}`, { cause: error });
   }
 }
 

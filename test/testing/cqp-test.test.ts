@@ -184,6 +184,12 @@ tests:
     }
   });
 
+  it('explains the test file in --help', () => {
+    const r = cqp(['test', '--help']);
+    for (const word of ['insert_at', 'extract_from', 'json_contains', 'json_equals', 'expr', 'no_outputs_from', 'views', 'N passed, M failed', 'Exit 0']) expect(r.stdout).toContain(word);
+    expect(r.status).toBe(0);
+  });
+
   it.each([
     ['a misspelt field', 'outputs:\n      - extract_from: big\n        conditons: []', 'typo.test.yaml:9: tests[0].outputs[0].conditons: unknown field "conditons" — did you mean "conditions"? (fields: extract_from, count, conditions)'],
     ['a stage the pipeline lacks', 'outputs:\n      - extract_from: bigg', `typo.test.yaml:8: tests[0].outputs[0].extract_from: "bigg" is not a stage or a sink of ${join(dir, 'pipeline.yaml')} — did you mean "big"? (tag, big, log, views, stream, audit)`],
