@@ -285,9 +285,13 @@ function runtimeSettings(values: Record<string, unknown>, dir: string, specs: re
   return settings as RuntimeSettings;
 }
 
+/** True when an option's value is a URL (a log on a server, nats://…; a database, postgres://…), which names no file. */
+export function isUrl(value: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
+}
+
 function resolvePath(dir: string, path: string): string {
-  // A URL (a log on a server, nats://…) names no file.
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return path;
+  if (isUrl(path)) return path;
   return isAbsolute(path) ? path : resolve(dir, path);
 }
 

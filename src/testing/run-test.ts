@@ -11,9 +11,10 @@ import { Readable, Writable } from 'node:stream';
 import { readComponentCommand, type ComponentCall } from '../component-cli.js';
 import type { JsonObject, SinkDefinition } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
+import { parseOptions } from '../core/options.js';
 import { POSITION_KEY } from '../core/position.js';
 import { runFilter, runSink, type RuntimeOptions, type StageIo } from '../core/runtime.js';
-import type { Command, PipelinePlan } from '../supervisor/config.js';
+import { isUrl, type Command, type PipelinePlan } from '../supervisor/config.js';
 import type { LoadedTest } from './load.js';
 
 /** What came out where, and the SQLite database each views sink wrote. */
@@ -29,11 +30,6 @@ interface RunContext {
   tmp: string;
   signal: AbortSignal;
   warnings: string[];
-}
-
-/** A URL names a store on a server (a JetStream log, a PostgreSQL database), not a file. */
-function isUrl(value: string | undefined): boolean {
-  return value !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
 }
 
 /** Runs `loaded`'s events through `plan` with stores under `tmp`. */
@@ -54,14 +50,18 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
     const call = await readComponentCommand(sink.command.args.slice(1));
     const def = call.def;
     if (def.kind !== 'sink') throw new CqpError('CONFIG', `${sink.name}: ${def.name} is not a sink`);
-    calls.set(sink.name, { ...call, def });
     const store = def.store;
-    // A command log on a server is kept in a temporary file instead, so that the sinks following it read it.
-    if (!store || def.external || def.writesStdout || (isUrl(sink.store) && !store.commandLog)) continue;
+    const onServer = sink.store !== undefined && isUrl(sink.store);
+    calls.set(sink.name, { ...call, def });
+    if (!store || def.external || def.writesStdout || (onServer && !store.commandLog)) continue;
     const dir = join(tmp, sink.name);
     mkdirSync(dir, { recursive: true });
-    stores.set(sink.name, join(dir, isUrl(sink.store) || sink.store === undefined ? 'store' : basename(sink.store)));
-    if (store.sqlite) databases.set(sink.name, stores.get(sink.name) as string);
+    const temp = join(dir, onServer || sink.store === undefined ? 'store' : basename(sink.store));
+    stores.set(sink.name, temp);
+    // A command log on a server is kept in a temporary file instead, so that the sinks following it read
+    // it; the options that describe the server (partitions, say) do not apply to the file.
+    if (onServer) calls.set(sink.name, { ...call, def, options: parseOptions(def, { [store.option]: temp }, sink.name) });
+    if (store.sqlite) databases.set(sink.name, temp);
   }
   const logSink = plan.sinks.find((s) => calls.get(s.name)?.def.store?.commandLog === true);
   const followers = plan.sinks.filter((s) => s.logInput !== undefined);

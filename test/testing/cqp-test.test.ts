@@ -160,7 +160,7 @@ tests:
         join(home, 'shop/served.yaml'),
         `source: { type: stdin }
 sinks:
-  - { name: log, type: log, path: "nats://127.0.0.1:9/orders" }
+  - { name: log, type: log, path: "nats://127.0.0.1:9/orders", partitions: 4 }
   - { name: views, type: sqlite, db: data/views.db, views: views.yaml }
   - { name: pg, type: postgres, url: "postgres://postgres@127.0.0.1:9/test", views: views.yaml }
 `,
