@@ -74,8 +74,11 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
   for (const sink of followers) {
     const log = logSink ? stores.get(logSink.name) : undefined;
     const store = stores.get(sink.name);
-    outputs.set(sink.name, logSink ? (outputs.get(logSink.name) ?? []) : []);
-    if (store !== undefined && log !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, '', log, ctx);
+    const events = logSink ? (outputs.get(logSink.name) ?? []) : [];
+    outputs.set(sink.name, events);
+    // The log holds what this test appended, seq 1 to N: a read bounded there is done beside the sink,
+    // not on the thread an unbounded read starts.
+    if (store !== undefined && log !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, '', { path: log, follow: false, until: String(Math.max(1, events.length)) }, ctx);
   }
   controller.abort();
   return { outputs, databases, warnings: ctx.warnings };
@@ -157,11 +160,11 @@ function programOutput(name: string, command: Command, input: string, ctx: RunCo
   });
 }
 
-/** Runs a sink on its temporary store, from `input` or from the command log at `log`. */
-async function sinkRun(name: string, call: (ComponentCall & { def: SinkDefinition }) | undefined, store: string, input: string, log: string | undefined, ctx: RunContext): Promise<void> {
+/** Runs a sink on its temporary store, from `input` or from the command log `readLog` names. */
+async function sinkRun(name: string, call: (ComponentCall & { def: SinkDefinition }) | undefined, store: string, input: string, readLog: RuntimeOptions['readLog'], ctx: RunContext): Promise<void> {
   const option = call?.def.store?.option;
   if (!call || option === undefined) throw new CqpError('STAGE', `sink ${name} keeps no store`);
-  const settings: RuntimeOptions = { ...aside(name, call.runtime, ctx), ...(log === undefined ? {} : { readLog: { path: log, follow: false } }) };
+  const settings: RuntimeOptions = { ...aside(name, call.runtime, ctx), ...(readLog === undefined ? {} : { readLog }) };
   try {
     await runSink(call.def, { ...call.options, [option]: store }, settings, stageIo(name, input, collector().stream, ctx));
   } catch (error) {
