@@ -19,6 +19,7 @@ export function canonical(value: unknown, pretty = false): string {
   return JSON.stringify(sorted(value), null, pretty ? 2 : undefined) ?? 'undefined';
 }
 
+/** True when the two values are equal as JSON (object keys in any order). */
 export function jsonEquals(actual: unknown, expected: unknown): boolean {
   return canonical(actual) === canonical(expected);
 }

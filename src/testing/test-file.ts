@@ -14,6 +14,7 @@ function exactlyOne(keys: readonly string[], what: string) {
   };
 }
 
+/** Events fed into the pipeline at one place. */
 export const testInputSchema = z
   .strictObject({
     insert_at: z.string().min(1).describe('where the events go in: a stage name (its input), or `source` (the input of the first stage)'),
@@ -22,6 +23,7 @@ export const testInputSchema = z
   })
   .superRefine(exactlyOne(['events', 'file'], 'an input'));
 
+/** One check on the events extracted: exactly one of its three kinds. */
 export const testConditionSchema = z
   .strictObject({
     json_equals: event.optional().describe('every event extracted equals this object'),
@@ -30,18 +32,21 @@ export const testConditionSchema = z
   })
   .superRefine(exactlyOne(['json_equals', 'json_contains', 'expr'], 'a condition'));
 
+/** What comes out of one stage or sink. */
 export const testOutputSchema = z.strictObject({
   extract_from: z.string().min(1).describe('a stage name (what it writes) or a sink name (what reaches it)'),
   count: z.number().int().min(0).optional().describe('how many events come out there'),
   conditions: z.array(testConditionSchema).optional().describe('checks that each event extracted passes'),
 });
 
+/** A query on a views sink's database and the rows it returns. */
 export const testViewSchema = z.strictObject({
   sink: z.string().min(1).describe('a sink keeping SQLite views'),
   query: z.string().min(1).describe('SQL run on its database after the events, e.g. SELECT id, sold FROM ice_creams ORDER BY id'),
   rows: z.array(z.record(z.string(), z.unknown())).describe('the rows the query returns, in order'),
 });
 
+/** One test: its events and what it checks. */
 export const pipelineTestSchema = z.strictObject({
   name: z.string().min(1).describe('what the test checks, printed with its result'),
   inputs: z.array(testInputSchema).min(1).describe('the events fed in'),
@@ -50,6 +55,7 @@ export const pipelineTestSchema = z.strictObject({
   views: z.array(testViewSchema).optional().describe('queries on view sinks after the events'),
 });
 
+/** A whole test file (`NAME.test.yaml`); `cqp schema test` makes its JSON Schema from this. */
 export const testFileSchema = z.strictObject({
   pipeline: z.string().min(1).describe('the pipeline file under test, relative to this file'),
   tests: z.array(pipelineTestSchema).min(1).describe('the tests, each run on its own with fresh stages and temporary stores'),
