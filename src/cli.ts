@@ -108,10 +108,13 @@ function addTestCommand(program: Command): void {
     .command('test')
     .description('run pipeline tests (NAME.test.yaml): events into any stage, checks on what comes out of stages, sinks and views')
     .argument('[files...]', 'test files, or folders to search for *.test.yaml (default: the current folder, without node_modules)')
+    .option('--timeout <seconds>', 'a test still running after this long fails, and its components are stopped', '60')
     .addHelpText('after', TEST_HELP)
-    .action(async (files: string[]) => {
+    .action(async (files: string[], opts: { timeout: string }) => {
       const { testCommand } = await import('./testing/command.js');
-      setExit(await testCommand(files, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) }));
+      const seconds = Number(opts.timeout);
+      if (!(seconds > 0)) throw new CqpError('USAGE', `--timeout: expected a number of seconds, got ${opts.timeout}`);
+      setExit(await testCommand(files, seconds * 1000, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) }));
     });
 }
 

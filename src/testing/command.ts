@@ -11,7 +11,7 @@ import { lineOf } from '../views/yaml-location.js';
 import { formatYamlPath } from '../views/yaml-location.js';
 import { checkExpectations, type Failure } from './expectations.js';
 import { loadTestFile, type LoadedTest, type LoadedTestFile } from './load.js';
-import { runPipelineTest } from './run-test.js';
+import { runPipelineTest, type RunProgress } from './run-test.js';
 
 const SUFFIX = '.test.yaml';
 
@@ -54,15 +54,29 @@ interface Printer {
   err: (line: string) => void;
 }
 
-/** Runs one test on fresh temporary stores; its failures (a component that failed is one too). */
-async function runOne(file: LoadedTestFile, loaded: LoadedTest): Promise<{ failures: Failure[]; warnings: string[] }> {
+/** Runs one test on fresh temporary stores, for at most `timeoutMs`; its failures (a component that failed is one too). */
+async function runOne(file: LoadedTestFile, loaded: LoadedTest, timeoutMs: number): Promise<{ failures: Failure[]; warnings: string[] }> {
   const tmp = mkdtempSync(join(tmpdir(), 'cqp-test-'));
+  const controller = new AbortController();
+  const progress: RunProgress = { component: '' };
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      reject(new CqpError('STAGE', `timed out after ${timeoutMs / 1000} s, in ${progress.component} (a run: program must exit at the end of its input)`));
+      controller.abort();
+    }, timeoutMs);
+  });
+  const running = runPipelineTest(file.plan, loaded, tmp, controller.signal, progress);
+  // Once the test has timed out, what the stopped run ends with is of no interest.
+  running.catch(() => undefined);
   try {
-    const run = await runPipelineTest(file.plan, loaded, tmp);
+    const run = await Promise.race([running, timedOut]);
     return { failures: checkExpectations(loaded, run), warnings: run.warnings };
   } catch (error) {
     return { failures: [{ path: loaded.at, message: messageOf(error), diff: [] }], warnings: [] };
   } finally {
+    clearTimeout(timer);
+    controller.abort();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
@@ -74,8 +88,8 @@ function printFailure(file: LoadedTestFile, failure: Failure, print: Printer): v
   for (const d of failure.diff) print.out(`      ${d}`);
 }
 
-/** Runs the test files `args` names; returns the exit code. */
-export async function testCommand(args: string[], print: Printer): Promise<number> {
+/** Runs the test files `args` names, each test for at most `timeoutMs`; returns the exit code. */
+export async function testCommand(args: string[], timeoutMs: number, print: Printer): Promise<number> {
   const files = testFiles(args);
   let passed = 0;
   let failed = 0;
@@ -93,7 +107,7 @@ export async function testCommand(args: string[], print: Printer): Promise<numbe
     print.out(file.file);
     for (const loaded of file.tests) {
       const started = performance.now();
-      const { failures, warnings } = await runOne(file, loaded);
+      const { failures, warnings } = await runOne(file, loaded, timeoutMs);
       const ms = Math.round(performance.now() - started);
       print.out(`  ${failures.length === 0 ? 'passed' : 'FAILED'}  ${loaded.test.name} (${ms} ms)`);
       if (failures.length === 0) {

@@ -25,6 +25,11 @@ export interface TestRun {
   warnings: string[];
 }
 
+/** Which component a test run is in, for the message when the test takes too long. */
+export interface RunProgress {
+  component: string;
+}
+
 interface RunContext {
   plan: PipelinePlan;
   tmp: string;
@@ -32,15 +37,15 @@ interface RunContext {
   warnings: string[];
 }
 
-/** Runs `loaded`'s events through `plan` with stores under `tmp`. */
-export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tmp: string): Promise<TestRun> {
-  const controller = new AbortController();
-  const ctx: RunContext = { plan, tmp, signal: controller.signal, warnings: [] };
+/** Runs `loaded`'s events through `plan` with stores under `tmp`; `signal` stops the components (and kills programs). */
+export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tmp: string, signal: AbortSignal, progress: RunProgress = { component: '' }): Promise<TestRun> {
+  const ctx: RunContext = { plan, tmp, signal, warnings: [] };
   const outputs = new Map<string, JsonObject[]>();
   const databases = new Map<string, string>();
   let flow = loaded.inserted.get(plan.source.name) ?? '';
   for (const stage of plan.stages) {
     const input = flow + (loaded.inserted.get(stage.name) ?? '');
+    progress.component = `stage ${stage.name}`;
     flow = stage.filter === undefined ? await programOutput(stage.name, stage.command, input, ctx) : await filterOutput(stage.name, stage.command, input, ctx);
     outputs.set(stage.name, parseEvents(stage.name, flow));
   }
@@ -66,12 +71,14 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
   const logSink = plan.sinks.find((s) => calls.get(s.name)?.def.store?.commandLog === true);
   const followers = plan.sinks.filter((s) => s.logInput !== undefined);
   for (const sink of plan.sinks.filter((s) => s.logInput === undefined)) {
+    progress.component = `sink ${sink.name}`;
     const input = sink.whereCommand ? await filterOutput(`${sink.name} (where)`, sink.whereCommand, flow, ctx) : flow;
     outputs.set(sink.name, parseEvents(sink.name, input));
     const store = stores.get(sink.name);
     if (store !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, input, undefined, ctx);
   }
   for (const sink of followers) {
+    progress.component = `sink ${sink.name}`;
     const log = logSink ? stores.get(logSink.name) : undefined;
     const store = stores.get(sink.name);
     const events = logSink ? (outputs.get(logSink.name) ?? []) : [];
@@ -80,7 +87,6 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
     // not on the thread an unbounded read starts.
     if (store !== undefined && log !== undefined) await sinkRun(sink.name, calls.get(sink.name), store, '', { path: log, follow: false, until: String(Math.max(1, events.length)) }, ctx);
   }
-  controller.abort();
   return { outputs, databases, warnings: ctx.warnings };
 }
 
@@ -145,7 +151,7 @@ async function filterOutput(name: string, command: Command, input: string, ctx: 
 /** Runs a `run:` program over `input` in the pipeline's folder, as `cqp run` starts it; returns what it writes. */
 function programOutput(name: string, command: Command, input: string, ctx: RunContext): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command.file, command.args, { cwd: ctx.plan.dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command.file, command.args, { cwd: ctx.plan.dir, stdio: ['pipe', 'pipe', 'pipe'], signal: ctx.signal, killSignal: 'SIGKILL' });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -1,9 +1,11 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cqp } from '../helpers/cli.js';
+import { eventually } from '../helpers/eventually.js';
+import { alive } from '../helpers/processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -182,6 +184,20 @@ tests:
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
+  });
+
+  it('stops a test that runs longer than --timeout, naming where it was, and kills its programs', async () => {
+    const program = "require('fs').writeFileSync('hang.pid', String(process.pid)); setInterval(() => {}, 1000)";
+    writeFileSync(join(dir, 'hang.yaml'), `source: { type: stdin }\nstages:\n  - { name: hang, run: ["node", "-e", ${JSON.stringify(program)}] }\nsinks:\n  - { name: out, type: stdout }\n`);
+    writeFileSync(join(dir, 'hang.test.yaml'), 'pipeline: hang.yaml\ntests:\n  - name: never ends\n    inputs: [{ insert_at: source, events: [{ id: a }] }]\n    outputs: [{ extract_from: out, count: 1 }]\n');
+    const started = Date.now();
+    const r = cqp(['test', '--timeout', '1', 'hang.test.yaml'], { cwd: dir });
+    expect(r.stdout).toMatch(/^ {2}FAILED {2}never ends \(1\d{3} ms\)\n {4}hang\.test\.yaml:3: tests\[0\]: timed out after 1 s, in stage hang /m);
+    expect(r.stdout).toMatch(/\n0 passed, 1 failed\n$/);
+    expect(r.status).toBe(1);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const pid = Number(readFileSync(join(dir, 'hang.pid'), 'utf8'));
+    await eventually(() => !alive(pid), { timeoutMs: 5000, what: `the program (pid ${pid}) killed` });
   });
 
   it('explains the test file in --help', () => {
