@@ -55,7 +55,7 @@ export const pipelineTestSchema = z.strictObject({
   views: z.array(testViewSchema).optional().describe('queries on view sinks after the events'),
 });
 
-/** A whole test file (`NAME.test.yaml`); `cqp schema test` makes its JSON Schema from this. */
+/** A whole test file (`NAME.test.yaml`): the one definition of the format, which a JSON Schema for editors can be generated from. */
 export const testFileSchema = z.strictObject({
   pipeline: z.string().min(1).describe('the pipeline file under test, relative to this file'),
   tests: z.array(pipelineTestSchema).min(1).describe('the tests, each run on its own with fresh stages and temporary stores'),
