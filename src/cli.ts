@@ -6,7 +6,7 @@ import { packageVersion } from './core/version.js';
 import { addAuthoringCommands } from './authoring-cli.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
-const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema']);
+const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema', 'test']);
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
@@ -75,7 +75,49 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       setExit(await lintCommand(file));
     });
   addAuthoringCommands(program, setExit);
+  addTestCommand(program);
   return program;
+}
+
+const TEST_HELP = `
+A test file (NAME.test.yaml, beside the pipeline) names its pipeline and holds tests. Each test feeds
+events into the pipeline's own components, on temporary files and databases: the pipeline's stores
+are never written, and sinks that publish outside cqp (kinesis) are not run, what reaches them is kept.
+
+  pipeline: ice-creams.yaml              # relative to the test file
+  tests:
+    - name: a sale is counted
+      inputs:
+        - insert_at: enrich              # a stage (its input), or source (the first stage's input)
+          events:                        # or file: fixtures/in.ndjson (relative to the test file)
+            - { header: { eventName: [sale.ice_cream], rel: { id: ic-1 } }, payload: { qty: 2 } }
+      outputs:
+        - extract_from: enrich           # a stage (what it writes) or a sink (what reaches it)
+          count: 1                       # optional
+          conditions:                    # each holds for every event extracted
+            - json_contains: { payload: { qty: 2 } }
+            - expr: "e.header.eventId.startsWith('events/')"    # json_equals: {...} compares whole events
+      no_outputs_from: [validate]        # stages or sinks nothing may come out of
+      views:                             # queries on a SQLite views sink after the events
+        - { sink: views, query: "SELECT id, sold FROM ice_creams", rows: [{ id: ic-1, sold: 2 }] }
+
+Prints a line per test (passed or FAILED, with its time), under each failure where it is in the test
+file, what failed and a diff of expected (-) and actual (+), and last "N passed, M failed".
+Exit 0 when every test passes, 1 when one fails, 2 when a file does not parse or validate (FILE:LINE).`;
+
+function addTestCommand(program: Command): void {
+  program
+    .command('test')
+    .description('run pipeline tests (NAME.test.yaml): events into any stage, checks on what comes out of stages, sinks and views')
+    .argument('[files...]', 'test files, or folders to search for *.test.yaml (default: the current folder, without node_modules)')
+    .option('--timeout <seconds>', 'a test still running after this long fails, and its components are stopped', '60')
+    .addHelpText('after', TEST_HELP)
+    .action(async (files: string[], opts: { timeout: string }) => {
+      const { testCommand } = await import('./testing/command.js');
+      const seconds = Number(opts.timeout);
+      if (!(seconds > 0)) throw new CqpError('USAGE', `--timeout: expected a number of seconds, got ${opts.timeout}`);
+      setExit(await testCommand(files, seconds * 1000, { out: (line) => process.stdout.write(`${line}\n`), err: (line) => process.stderr.write(`${line}\n`) }));
+    });
 }
 
 let exitCode = 0;

@@ -201,6 +201,8 @@ export interface SinkStore<O> {
   positions?(options: O): Promise<PositionMap>;
   /** `cqp replay` rebuilds the store blue/green; without this, the sink writes its store in place. */
   rebuild?: StoreRebuild<O>;
+  /** The store is a SQLite database file: `cqp test` runs a test's `views:` queries on it. */
+  sqlite?: boolean;
 }
 
 export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {

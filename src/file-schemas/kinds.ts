@@ -22,6 +22,10 @@ export const FILE_KINDS: Record<string, FileKind> = {
     title: 'a views file (the views option of a sqlite or postgres sink)',
     schema: async () => (await import('../views/definition.js')).viewsFileSchema,
   },
+  test: {
+    title: 'a pipeline test file (cqp test FILE)',
+    schema: async () => (await import('../testing/test-file.js')).testFileSchema,
+  },
 };
 
 /** The JSON Schema (draft 2020-12) of one kind of file, as text. */

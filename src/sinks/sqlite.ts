@@ -26,6 +26,7 @@ export default defineSink({
   store: {
     option: 'db',
     locked: true,
+    sqlite: true,
     async positions({ db, views }) {
       // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
       const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);

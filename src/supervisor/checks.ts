@@ -7,11 +7,9 @@ import { messageOf } from '../core/errors.js';
 import { kebab } from '../core/options.js';
 import type { YamlPath } from '../views/yaml-location.js';
 
-/** A problem in a pipeline file: where it is (a YAML path) and what is wrong. */
-export interface Problem {
-  path: YamlPath;
-  message: string;
-}
+import type { Problem } from '../core/yaml-problems.js';
+
+export type { Problem };
 
 /**
  * A check `cqp lint` runs after the file validates: a component's check of one option (it opens or

@@ -15,7 +15,8 @@ import { compileExpression } from '../core/expression.js';
 import { kebab, optionSpecs, optionsToArgv, parseOptions } from '../core/options.js';
 import { componentNames, findComponent, loadNamedComponents } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
-import { formatYamlPath, lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
+import { problemsError, zodProblems } from '../core/yaml-problems.js';
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
 import { FILE_RUNTIME_OPTIONS, runtimeArgv, type RuntimeFileValue, type RuntimeOptionSpec, type RuntimeSettings } from '../core/runtime-options.js';
@@ -169,17 +170,6 @@ export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
 const TOP_FIELDS = ['name', 'source', 'stages', 'sinks'];
 const STAGE_FIELDS = ['name', 'filter', 'with', 'run', ...RUNTIME_KEYS];
 
-function zodProblems(error: z.ZodError, base: YamlPath, fields: string[]): Problem[] {
-  return error.issues.map((issue) => {
-    const path = [...base, ...issue.path];
-    if (issue.code === 'unrecognized_keys') {
-      const words = issue.keys.map((k) => `unknown field "${k}"${suggestion(k, fields)}`);
-      return { path: [...path, issue.keys[0] as string], message: `${words.join('; ')} (fields: ${fields.join(', ')})` };
-    }
-    return { path, message: issue.message };
-  });
-}
-
 /** Replaces `${VAR}` in every string of a parsed YAML value, reporting unset variables by path. */
 function expandAll(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: Problem[]): unknown {
   if (typeof value === 'string') {
@@ -238,7 +228,7 @@ function resolveOptions(
   }
   const rt = z.object(runtimeShape).safeParse(runtime);
   if (!rt.success) {
-    problems.push(...zodProblems(rt.error, at, []));
+    problems.push(...zodProblems(rt.error, at, () => []));
     ok = false;
   }
   let parsed: Record<string, unknown> | undefined;
@@ -271,9 +261,13 @@ function runtimeSettings(values: Record<string, unknown>, dir: string, specs: re
   return settings as RuntimeSettings;
 }
 
+/** True when an option's value is a URL (a log on a server, nats://…; a database, postgres://…), which names no file. */
+export function isUrl(value: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
+}
+
 function resolvePath(dir: string, path: string): string {
-  // A URL (a log on a server, nats://…) names no file.
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(path)) return path;
+  if (isUrl(path)) return path;
   return isAbsolute(path) ? path : resolve(dir, path);
 }
 
@@ -290,21 +284,6 @@ function expressionProblem(expr: string): string | undefined {
   } catch (error) {
     return messageOf(error).replace(/^where: /, '');
   }
-}
-
-/** Every problem as `FILE:LINE: field: message`, in line order. */
-function problemsError(file: string, doc: Document, problems: Problem[]): CqpError {
-  const located = problems.map((p) => ({ ...p, line: lineOf(doc, p.path) }));
-  located.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-  return new CqpError(
-    'CONFIG',
-    located
-      .map((p) => {
-        const field = formatYamlPath(p.path);
-        return `${file}${p.line === undefined ? '' : `:${p.line}`}: ${field ? `${field}: ` : ''}${p.message}`;
-      })
-      .join('\n'),
-  );
 }
 
 /**
@@ -349,7 +328,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
   }
   const top = pipelineSchema.safeParse(raw);
   if (!top.success) {
-    problems.push(...zodProblems(top.error, [], TOP_FIELDS));
+    problems.push(...zodProblems(top.error, [], () => TOP_FIELDS));
     return { doc, problems };
   }
   const pipeline = top.data;
@@ -387,7 +366,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     const at: YamlPath = ['stages', i];
     const parsed = stageSchema.safeParse(item);
     if (!parsed.success) {
-      problems.push(...zodProblems(parsed.error, at, STAGE_FIELDS));
+      problems.push(...zodProblems(parsed.error, at, () => STAGE_FIELDS));
       return;
     }
     const s = parsed.data;

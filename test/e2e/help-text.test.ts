@@ -18,6 +18,7 @@ const commands: string[][] = [
   ['run'],
   ['replay'],
   ['lint'],
+  ['test'],
   ...(['filter', 'source', 'sink'] as const).flatMap((kind) => componentNames(kind).map((name) => [kind, name])),
 ];
 

@@ -10,9 +10,10 @@ import { componentNames, findComponent, loadNamedComponents } from '../../src/co
 import { cqp } from '../helpers/cli.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const yamlFiles = (dir: string): string[] =>
+/** The YAML files of a folder: pipeline tests (`*.test.yaml`) apart from the rest. */
+const yamlFiles = (dir: string, tests = false): string[] =>
   readdirSync(join(ROOT, dir))
-    .filter((f) => f.endsWith('.yaml'))
+    .filter((f) => f.endsWith('.yaml') && f.endsWith('.test.yaml') === tests)
     .map((f) => join(dir, f));
 
 /** The schema `cqp schema KIND` prints, compiled by ajv in strict mode (an unknown keyword fails). */
@@ -28,6 +29,7 @@ function validator(kind: string): (doc: unknown) => string[] {
 
 const pipeline = validator('pipeline');
 const views = validator('views');
+const tests = validator('test');
 
 describe('cqp schema pipeline', () => {
   it.each(yamlFiles('pipelines'))('holds the shipped %s', (file) => {
@@ -131,5 +133,16 @@ describe('cqp schema, used wrongly', () => {
     expect(help.stdout).not.toMatch(/DESIGN|§/);
     const version = cqp(['schema', '--version']);
     expect(version).toMatchObject({ status: 0, stdout: `${(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version}\n` });
+  });
+});
+
+describe('cqp schema test', () => {
+  it.each(yamlFiles('pipelines', true))('holds the shipped %s', (file) => {
+    expect(tests(parse(readFileSync(join(ROOT, file), 'utf8')))).toEqual([]);
+  });
+
+  it('flags a misspelt key', () => {
+    const doc = { pipeline: 'ice-creams.yaml', tests: [{ name: 'x', inputs: [{ insert_at: 'enrich', events: [{}] }], output: [] }] };
+    expect(tests(doc).join('\n')).toMatch(/additionalProperty.*output/);
   });
 });
