@@ -36,7 +36,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     });
   program
     .command('run')
-    .description('run a pipeline file: source → stages → sinks, each its own process; reloads the file when it is saved (or on SIGHUP)')
+    .description('run a pipeline file: source → stages → sinks, each its own process; reloads when the file, or a views file, schema or module it names, is saved (or on SIGHUP)')
     .argument('<pipeline>', 'the pipeline YAML file')
     .option('--metrics <host:port>', 'serve /metrics (Prometheus) and /status (JSON) on this address, e.g. 127.0.0.1:9464, or a bare port (9464: 127.0.0.1)')
     .option('--status-interval <seconds>', 'seconds between status lines when stderr is not a terminal (none when stdout is the same file as stderr)', '10')

@@ -98,6 +98,25 @@ export type OptionChecks<O> = {
   [K in keyof O]?: (value: NonNullable<O[K]>, options: O, ctx: CheckContext) => unknown;
 };
 
+/**
+ * A file an option names that the component reads when it starts, as part of what it does (a views file,
+ * a JSON Schema, a module), not as its data: `cqp run` watches it and replaces the component when its
+ * bytes change, as when its options change.
+ */
+export interface ReadFile {
+  /**
+   * The files this file names that the component reads too (a views file's handler modules), as
+   * absolute paths. Reads and validates the file: throws a CqpError naming the file, line and field
+   * when it is not valid.
+   */
+  names?(file: string): Promise<string[]>;
+}
+
+/** The options of a component that name files it reads (see ReadFile); each is a path option too. */
+export type ReadFiles<O> = {
+  [K in keyof O]?: ReadFile;
+};
+
 interface ComponentBase<S extends z.ZodObject> {
   name: string;
   /**
@@ -118,6 +137,8 @@ interface ComponentBase<S extends z.ZodObject> {
   examples: Array<z.input<S>>;
   /** Checks of the options that name files or code (see OptionChecks); an option without one is checked by its schema only. */
   checks?: OptionChecks<z.infer<S>>;
+  /** The options naming files the component reads when it starts (see ReadFile). */
+  reads?: ReadFiles<z.infer<S>>;
 }
 
 export interface FilterDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {

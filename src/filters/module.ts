@@ -28,6 +28,7 @@ export default defineFilter({
   }),
   positional: 'file',
   examples: [{ file: 'upcast.mjs' }],
+  reads: { file: {} },
   checks: { file: (file, _options, ctx) => loadFunction(file, ctx.cwd) },
   async create({ file }, ctx) {
     return { process: await loadFunction(file, ctx.cwd) };

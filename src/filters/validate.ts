@@ -54,6 +54,7 @@ export default defineFilter({
   // A schema checks numbers as numbers; valid events go out as their original bytes.
   plainNumbers: true,
   examples: [{}, { schema: 'schemas/ice-cream.json' }],
+  reads: { schema: {} },
   checks: { schema: (schema, _options, ctx) => compileSchema(schema, ctx.cwd) },
   async create({ schema }, ctx) {
     const { valid, why } = await compileSchema(schema, ctx.cwd);

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSink } from '../core/component.js';
 import type { ViewEvent } from '../views/store.js';
+import { viewsFileRead } from '../views/views-file.js';
 
 const schemaOption = z
   .string()
@@ -55,6 +56,7 @@ export default defineSink({
     { url: 'postgres://postgres@127.0.0.1:5432/test' },
     { url: 'postgres://postgres@127.0.0.1:5432/test', views: 'pipelines/views/ice-creams.yaml', schema: 'shop' },
   ],
+  reads: { views: viewsFileRead },
   checks: {
     async views(views, _options, ctx) {
       const { loadViewsFile } = await import('../views/definition.js');

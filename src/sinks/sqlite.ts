@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { defineSink } from '../core/component.js';
 import type { ViewEvent } from '../views/store.js';
+import { viewsFileRead } from '../views/views-file.js';
 
 export default defineSink({
   name: 'sqlite',
@@ -44,6 +45,7 @@ export default defineSink({
   },
   followsLog: true,
   examples: [{ db: 'data/views.db' }, { db: 'data/views.db', views: 'pipelines/views/ice-creams.yaml' }],
+  reads: { views: viewsFileRead },
   checks: {
     async views(views, _options, ctx) {
       const { loadViewsFile } = await import('../views/definition.js');

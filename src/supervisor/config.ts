@@ -32,6 +32,13 @@ export interface Command {
 
 export type { RuntimeSettings };
 
+/**
+ * The files a component reads when it starts (its ReadFile options and the files they name), each with a
+ * hash of its bytes as they were when the component was started: `cqp run` fills it in (read-files.ts),
+ * and a reload replaces the component when one of them holds other bytes.
+ */
+export type FileHashes = Readonly<Record<string, string>>;
+
 export interface SourcePlan {
   name: string;
   type: string;
@@ -41,6 +48,8 @@ export interface SourcePlan {
   readsStdin: boolean;
   /** The command without `--resume` (the supervisor adds it when it starts the source). */
   command: Command;
+  /** The files it reads, with their hashes (see FileHashes). */
+  files?: FileHashes;
 }
 
 export interface StagePlan {
@@ -51,6 +60,8 @@ export interface StagePlan {
   command: Command;
   /** A `run:` program's `onError` and `deadLetter`: the supervisor applies them to what it writes. */
   runtime?: RuntimeSettings;
+  /** The files it reads, with their hashes (see FileHashes). */
+  files?: FileHashes;
 }
 
 export interface SinkPlan {
@@ -72,6 +83,8 @@ export interface SinkPlan {
    */
   logInput: LogInput | undefined;
   command: Command;
+  /** The files it reads, with their hashes (see FileHashes). */
+  files?: FileHashes;
 }
 
 export interface LogInput {
@@ -107,7 +120,7 @@ export function isPathOption(def: ComponentDefinition | undefined, key: string):
   const meta = field ? (z.globalRegistry.get(field) as { path?: unknown } | undefined) : undefined;
   // `.meta({ path: false })`: an option named like a path that is not one (a URL, a database schema).
   if (meta?.path === false) return false;
-  return PATH_OPTION_KEYS.has(key) || meta?.path === true;
+  return PATH_OPTION_KEYS.has(key) || meta?.path === true || def?.reads?.[key] !== undefined;
 }
 
 /** The CLI the supervisor spawns stages with (`<package>/bin/cqp.js`, from `src/` or `dist/` alike). */

@@ -72,10 +72,13 @@ export function readsLog(unit: SinkUnit): boolean {
 export class Context {
   plan: PipelinePlan;
   readonly reloads = { ok: 0, failed: 0 };
-  /** Reload bookkeeping (reload.ts): the last reload's number, one waiting, the text last refused. */
+  /**
+   * Reload bookkeeping (reload.ts): the last reload's number, one waiting, and the content last refused
+   * (the pipeline's text and what the files its components read held) with the files it named.
+   */
   reloadNo = 0;
   reloadQueued = false;
-  refusedText: string | undefined;
+  refused: { key: string; files: string[] } | undefined;
   source: Node | undefined;
   stages: Node[] = [];
   readonly units = new Map<string, SinkUnit>();

@@ -19,11 +19,14 @@ export interface ReloadDiff {
   empty: boolean;
 }
 
-/** The identity of a component's definition: equal specs run the same command the same way. */
+/**
+ * The identity of a component's definition: equal specs run the same command the same way, on files that
+ * hold the same bytes (a views file, a schema, a module it reads).
+ */
 export function specOf(component: SourcePlan | StagePlan | SinkPlan): string {
   // A `run:` stage's onError is applied by the supervisor, not by its command: it is part of the spec too.
   const extra = 'where' in component ? [component.where ?? null, component.logInput ?? null] : 'runtime' in component ? [component.runtime ?? null] : [];
-  return JSON.stringify([component.command, ...extra]);
+  return JSON.stringify([component.command, ...extra, component.files ?? {}]);
 }
 
 function keyed<T extends { name: string }>(items: readonly T[]): Map<string, T> {

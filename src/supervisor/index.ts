@@ -1,9 +1,9 @@
-import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
-import { basename, dirname } from 'node:path';
 import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { lintPipeline, openPipeline, readPipelineFile, type PipelinePlan } from './config.js';
+import { FileWatch } from './file-watch.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';
+import { readComponentFiles } from './read-files.js';
 import { consistentCounts, Rates, renderTable, statusLine, statusMode, summary, upstreams } from './status.js';
 import { nothingNewNote } from './nothing-new.js';
 import { supervise } from './supervise.js';
@@ -31,33 +31,6 @@ export async function lintCommand(file: string): Promise<number> {
   }
 }
 
-/** Calls `onChange` (debounced) when the file is saved: a directory watch, with a stat poll as fallback. */
-function watchPipeline(file: string, onChange: () => void): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  const fire = (): void => {
-    clearTimeout(timer);
-    timer = setTimeout(onChange, 100);
-  };
-  let watcher: FSWatcher | undefined;
-  try {
-    // Watch the folder, not the file: editors save by writing a new file and renaming it over.
-    watcher = watch(dirname(file), (_event, name) => {
-      if (name === null || name.toString() === basename(file)) fire();
-    });
-    watcher.on('error', () => {});
-  } catch {
-    watcher = undefined;
-  }
-  watchFile(file, { interval: 500 }, (now, before) => {
-    if (now.mtimeMs !== before.mtimeMs || now.size !== before.size || now.ino !== before.ino) fire();
-  });
-  return () => {
-    clearTimeout(timer);
-    watcher?.close();
-    unwatchFile(file);
-  };
-}
-
 /** `cqp run FILE`: runs the pipeline until its source ends or a signal stops it; resolves with the exit code. */
 export async function runPipelineCommand(file: string, opts: { metrics?: string; statusIntervalMs?: number; drainTimeoutMs?: number } = {}): Promise<number> {
   let plan: PipelinePlan;
@@ -66,6 +39,8 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   } catch (error) {
     return reportError(error);
   }
+  // What the files the components read hold as they start; one that is not valid, its component reports.
+  await readComponentFiles(plan);
   const mode = statusMode(process.stdout.fd, process.stderr.fd);
   let drawn = 0;
   const clearTable = (): void => {
@@ -108,8 +83,14 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     log(`cqp: the parent process (pid ${parent}) has exited: stopping the source and draining the pipeline`);
     void supervisor.stop();
   });
-  const onHup = (): void => void supervisor.requestReload();
-  const unwatch = watchPipeline(plan.file, () => void supervisor.requestReload());
+  // After each reload the files to watch are those of the pipeline now running, and of one just refused.
+  const files = new FileWatch(() => void reload());
+  const reload = async (): Promise<void> => {
+    await supervisor.requestReload();
+    files.set(supervisor.watchedFiles());
+  };
+  const onHup = (): void => void reload();
+  files.set(supervisor.watchedFiles());
 
   const rates = new Rates();
   const interval = mode === 'table' ? 1000 : opts.statusIntervalMs ?? 10_000;
@@ -136,7 +117,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     });
   } finally {
     clearInterval(ticker);
-    unwatch();
+    files.close();
     unwatchParent();
     metrics?.server.close();
   }

@@ -1,12 +1,14 @@
 /**
- * Hot reload: the pipeline file is read again and compared with the running plan by component name
- * (diff.ts); new processes are started first, so a definition that fails leaves the pipeline as it was,
- * then the source, the stages (stage-swap.ts) and the sinks are swapped between two lines.
+ * Hot reload: the pipeline file and the files its components read (read-files.ts) are read again and
+ * compared with the running plan by component name (diff.ts); new processes are started first, so a
+ * definition that fails leaves the pipeline as it was, then the source, the stages (stage-swap.ts) and
+ * the sinks are swapped between two lines.
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { messageOf } from '../core/errors.js';
 import { loadPipelineComponents, parsePipeline, type PipelinePlan, type SinkPlan, type SourcePlan } from './config.js';
+import { changedFiles, contentKey, filesRead, readComponentFiles } from './read-files.js';
 import { readsLog, type Context, type SinkUnit } from './context.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';
 import { watch } from './exits.js';
@@ -17,7 +19,7 @@ import { fanoutTargets, linkFrom, spawnProc, spawnUnit } from './wiring.js';
 /** How long a pipeline file that does not parse must stay unchanged before a reload is refused (ms). */
 const SETTLE_MS = 150;
 
-/** Queues a reload of the pipeline file; requests made while one waits are merged into it. */
+/** Queues a reload of the pipeline file and the files it names; requests made while one waits are merged into it. */
 export function requestReload(ctx: Context): Promise<void> {
   if (ctx.reloadQueued) return ctx.idle();
   ctx.reloadQueued = true;
@@ -33,45 +35,64 @@ function refuse(ctx: Context, n: number, why: string): void {
   ctx.log(`cqp: reload #${n} refused: ${why}`);
 }
 
-async function reload(ctx: Context): Promise<void> {
-  let text: string;
+/** The pipeline as it is on disk: its plan when it is valid, else why not. */
+interface OnDisk {
+  /** Identifies the content: the pipeline's text and what the files its components read hold. */
+  key: string;
+  /** The pipeline file and the files its components read (as far as they could be found). */
+  files: string[];
+  next?: PipelinePlan;
+  problem?: string;
+}
+
+/** Reads the pipeline file and the files its components read; throws when the pipeline file cannot be read. */
+async function readOnDisk(file: string): Promise<OnDisk> {
+  const text = readFileSync(file, 'utf8');
+  let next: PipelinePlan;
   try {
-    text = readFileSync(ctx.plan.file, 'utf8');
+    await loadPipelineComponents(text);
+    next = parsePipeline(text, file);
+  } catch (error) {
+    return { key: JSON.stringify([text]), files: [file], problem: messageOf(error) };
+  }
+  const problems = await readComponentFiles(next);
+  const found = { key: contentKey(next), files: filesRead(next) };
+  return problems.length > 0 ? { ...found, problem: problems.join('\n') } : { ...found, next };
+}
+
+async function reload(ctx: Context): Promise<void> {
+  let disk: OnDisk;
+  try {
+    disk = await readOnDisk(ctx.plan.file);
   } catch (error) {
     refuse(ctx, ++ctx.reloadNo, `cannot read ${ctx.plan.file}: ${messageOf(error)}`);
     return;
   }
-  // Editors save in steps and the watcher and the poll both fire: act once per content.
-  if (text === ctx.plan.text || text === ctx.refusedText) return;
-  let next: PipelinePlan | undefined;
-  let problem = '';
-  for (let look = 1; ; look++) {
-    try {
-      await loadPipelineComponents(text);
-      next = parsePipeline(text, ctx.plan.file);
-      break;
-    } catch (error) {
-      problem = messageOf(error);
-    }
-    // A file that does not parse may be half-saved: refuse it only once it has stopped changing.
+  // Editors save in steps and the watchers and the poll all fire: act once per content.
+  const running = contentKey(ctx.plan);
+  if (disk.key === running || disk.key === ctx.refused?.key) return;
+  // A file that does not parse or validate may be half-saved: refuse it only once it has stopped changing.
+  for (let look = 1; disk.problem !== undefined && look < 3; look++) {
     await sleep(SETTLE_MS);
-    let again: string;
+    let again: OnDisk;
     try {
-      again = readFileSync(ctx.plan.file, 'utf8');
+      again = await readOnDisk(ctx.plan.file);
     } catch {
-      again = text;
+      break;
     }
-    if (again === text || look >= 3) break;
-    text = again;
-    if (text === ctx.plan.text) return;
+    if (again.key === disk.key) break;
+    disk = again;
+    if (disk.key === running) return;
   }
   const n = ++ctx.reloadNo;
+  const { next } = disk;
+  const refused = { key: disk.key, files: disk.files };
   if (next === undefined) {
-    ctx.refusedText = text;
-    refuse(ctx, n, problem);
+    ctx.refused = refused;
+    refuse(ctx, n, disk.problem ?? 'the pipeline is not valid');
     return;
   }
-  ctx.refusedText = undefined;
+  ctx.refused = undefined;
   const diff = reloadDiff(ctx.plan, next);
   if (diff.empty) {
     ctx.plan = next;
@@ -92,7 +113,7 @@ async function reload(ctx: Context): Promise<void> {
     for (const u of added) for (const p of ctx.unitProcs(u)) p.stop('SIGKILL');
     await ctx.exited([...fresh.map((f) => f.proc), ...added.flatMap((u) => ctx.unitProcs(u))]);
     restoreStats(ctx, fresh, diff);
-    ctx.refusedText = text;
+    ctx.refused = refused;
     refuse(ctx, n, messageOf(error));
     return;
   }
@@ -104,14 +125,17 @@ async function reload(ctx: Context): Promise<void> {
   if (diff.stages) await swapStages(ctx, diff.stages, fresh, next);
   await swapSinks(ctx, diff, next, added, problems);
   for (const name of diff.removed) if (!next.stages.some((s) => s.name === name) && !next.sinks.some((s) => s.name === name) && next.source.name !== name) ctx.stats.delete(name);
+  const edited = changedFiles(ctx.plan, next);
   ctx.plan = next;
   if (problems.length > 0) {
+    // What was refused is tried again when something changes, not at the next save of the same content.
+    ctx.refused = refused;
     ctx.reloads.failed++;
     ctx.log(`cqp: reload #${n} partly refused: ${problems.join('; ')}`);
     return;
   }
   ctx.reloads.ok++;
-  ctx.log(`cqp: reload #${n}: ${describeDiff(diff)}`);
+  ctx.log(`cqp: reload #${n}: ${describeDiff(diff)}${edited.length > 0 ? ` (changed: ${edited.join(', ')})` : ''}`);
 }
 
 /** After a refused reload: the generations counted for processes that never ran are given back. */

@@ -12,6 +12,7 @@
 import type { PositionMap } from '../core/position.js';
 import type { PipelinePlan } from './config.js';
 import { Context, type ComponentStats, type SupervisorOptions } from './context.js';
+import { filesRead } from './read-files.js';
 import { requestReload } from './reload.js';
 import { resumeFor } from './recovery.js';
 import { endIfReadersDone, killAll, stop } from './shutdown.js';
@@ -66,9 +67,14 @@ export class Supervisor {
     return stop(this.ctx);
   }
 
-  /** Queues a reload of the pipeline file; requests made while one waits are merged into it. */
+  /** Queues a reload of the pipeline file and the files it names; requests made while one waits are merged into it. */
   requestReload(): Promise<void> {
     return requestReload(this.ctx);
+  }
+
+  /** The files a reload reads: the pipeline file, the files its components read, and those of a pipeline just refused. */
+  watchedFiles(): string[] {
+    return [...new Set([...filesRead(this.ctx.plan), ...(this.ctx.refused?.files ?? [])])];
   }
 
   /** Kills every process at once (a second signal, or too many crashes). */

@@ -1,6 +1,6 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineSink, type ComponentDefinition, type SinkDefinition } from '../../src/core/component.js';
@@ -10,6 +10,8 @@ import { registry } from '../../src/core/registry.js';
 import { openLogWriter } from '../../src/log/writer.js';
 import { commitTemp, completeTemp, type BlueGreenFile } from '../../src/supervisor/blue-green.js';
 import { loadPipeline } from '../../src/supervisor/config.js';
+import { reloadDiff } from '../../src/supervisor/diff.js';
+import { contentKey, filesRead, readComponentFiles } from '../../src/supervisor/read-files.js';
 import { resumePositions } from '../../src/supervisor/positions.js';
 import { planReplay } from '../../src/supervisor/replay.js';
 import { sinkToRunHere } from '../../src/supervisor/replay-here.js';
@@ -62,7 +64,26 @@ const inside = defineSink({
   create: notStarted,
 });
 
-const fakes: SinkDefinition[] = [journal, mirror, bare, inside];
+/** A recipe file lists, one a line, more files the sink reads (relative to the recipe); a line `!` makes it invalid. */
+const cook = defineSink({
+  name: 'test-cook',
+  summary: 'test only: reads a recipe file that names more files',
+  options: z.object({ recipe: z.string(), out: z.string().meta({ path: false }) }),
+  examples: [],
+  reads: {
+    recipe: {
+      async names(file) {
+        const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+        const bad = lines.indexOf('!');
+        if (bad >= 0) throw new CqpError('CONFIG', `${file}:${bad + 1}: field step: "!" is not a file`);
+        return lines.map((l) => join(dirname(file), l));
+      },
+    },
+  },
+  create: notStarted,
+});
+
+const fakes: SinkDefinition[] = [journal, mirror, bare, inside, cook];
 
 beforeAll(() => {
   (registry.sink as ComponentDefinition[]).push(...fakes);
@@ -191,5 +212,32 @@ describe('sink capabilities, asked of the definition', () => {
     await completeTemp(empty);
     commitTemp(empty);
     expect(readFileSync(target, 'utf8')).toBe('');
+  });
+
+  it('reads the files a sink declares it reads, and those they name: a change of their bytes changes the sink', async () => {
+    const { dir, file } = pipeline('  - { name: meal, type: test-cook, recipe: r/recipe.txt, out: out }\n  - { name: plain, type: test-bare, path: out.ndjson }\n');
+    mkdirSync(join(dir, 'r'));
+    writeFileSync(join(dir, 'r/recipe.txt'), 'salt.txt\n');
+    writeFileSync(join(dir, 'r/salt.txt'), 'a pinch');
+    const first = loadPipeline(file);
+    // An option the sink reads is a path: resolved against the pipeline's folder.
+    expect(first.sinks[0]?.options).toEqual({ recipe: join(dir, 'r/recipe.txt'), out: 'out' });
+    expect(await readComponentFiles(first)).toEqual([]);
+    expect(filesRead(first)).toEqual([file, join(dir, 'r/recipe.txt'), join(dir, 'r/salt.txt')]);
+
+    writeFileSync(join(dir, 'r/salt.txt'), 'a spoon');
+    const second = loadPipeline(file);
+    expect(await readComponentFiles(second)).toEqual([]);
+    expect(reloadDiff(first, second).sinks).toEqual({ added: [], changed: ['meal'], removed: [] });
+
+    writeFileSync(join(dir, 'r/salt.txt'), 'a pinch');
+    const third = loadPipeline(file);
+    await readComponentFiles(third);
+    expect(reloadDiff(first, third).empty).toBe(true);
+    expect(contentKey(third)).toBe(contentKey(first));
+
+    writeFileSync(join(dir, 'r/recipe.txt'), 'salt.txt\n!\n');
+    const bad = loadPipeline(file);
+    expect(await readComponentFiles(bad)).toEqual([`meal: ${join(dir, 'r/recipe.txt')}:2: field step: "!" is not a file`]);
   });
 });
