@@ -79,7 +79,7 @@ describe('command log through the built CLI', () => {
     follower.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
     });
-    const exited = new Promise<number | null>((r) => follower.on('exit', r));
+    const exited = new Promise<number | null>((r) => follower.on('close', r));
     // The log does not exist yet: the follower waits for it.
     expect(sh(`${source('demo --count 100')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
     await eventually(() => out.split('\n').length > 100, { everyMs: 20, what: 'the follower to print 100 events' });
@@ -101,7 +101,7 @@ describe('command log through the built CLI', () => {
     follower.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
     });
-    const exited = new Promise<number | null>((r) => follower.on('exit', r));
+    const exited = new Promise<number | null>((r) => follower.on('close', r));
     expect(sh(`${source('demo --count 100')} | ${sink('log --path events.log')}`, dir).status).toBe(0);
     // The second run appends seqs 101–120: the bound is the very last record, no later one will come.
     expect(sh(`${source('demo --count 120')} | ${sink('log --path events.log')}`, dir).status).toBe(0);

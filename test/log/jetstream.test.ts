@@ -330,7 +330,7 @@ describe.skipIf(!up)('the command log on JetStream', () => {
       const follower = spawn(process.execPath, [BIN.sink, 'stdout', '--read-log', log, '--follow'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       follower.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-      const exited = new Promise<number | null>((r) => follower.on('exit', r));
+      const exited = new Promise<number | null>((r) => follower.on('close', r));
       const { stamped, texts } = demo(dir, 300, 2);
       const lines = stamped.trimEnd().split('\n');
       writeFileSync(join(dir, 'a.ndjson'), `${lines.slice(0, 100).join('\n')}\n`);

@@ -93,7 +93,7 @@ describe('a sink reading the log itself (--read-log)', () => {
     child.stdio[3]?.on('data', (d: Buffer) => (reports += d.toString()));
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    const exited = new Promise<number | null>((r) => child.on('close', r));
     await sleep(300);
     // The log does not exist yet: the sink waits for it, then for the records up to 1500.
     const events = demoLog(dir, 1000);
