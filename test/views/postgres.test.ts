@@ -151,6 +151,39 @@ describe.skipIf(!up)('postgres sink', () => {
     }
   });
 
+  test('text that array and string literals escape (quotes, backslashes, braces, commas, NULL) is stored as written, in keys, columns and the events table', async () => {
+    const s = schema();
+    const file = join(dir, 'quotes.yaml');
+    writeFileSync(
+      file,
+      'views:\n  - table: odd\n    key: id\n    columns:\n      name: name\n      doc: { path: doc, type: json }\n      amount: { type: real }\n    on:\n      put: upsert\n      gone: delete\n      add: { increment: { amount: n } }\n',
+    );
+    const odd = ['it\'s', 'a "quoted" word', 'back\\slash \\" \\\\', '{braces},commas', 'NULL', '', 'line\nbreak\ttab', 'ünïcødé ☃', "E'x'", '$1 $$'];
+    const events = odd.map((text, i) => ({ type: 'put', id: `${text}#${i}`, name: text, doc: { text, list: [text] } }));
+    // Two additions of reals to one row in a batch (an incremented column starts at 0), and a key deleted then put again.
+    const more = [{ type: 'gone', id: `${odd[0]}#0` }, { type: 'put', id: `${odd[0]}#0`, name: 'again' }, { type: 'add', id: 'sum', n: 0.1 }, { type: 'add', id: 'sum', n: 0.2 }];
+    const input = `${[...events, ...more].map((e) => JSON.stringify(e)).join('\n')}\n`;
+    const r = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', s, '--views', file], { cwd: dir, input });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const plainSchema = schema();
+    const all = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', plainSchema], { cwd: dir, input });
+    expect(all.stderr).toBe('');
+    const c = await client();
+    try {
+      const rows = await c.query<{ id: string; name: string | null; doc: unknown; amount: number | null }>(`SELECT id, name, doc, amount FROM "${s}".odd ORDER BY id COLLATE "C"`);
+      const expected = [
+        ...events.map((e, i) => (i === 0 ? { id: e.id, name: 'again', doc: null, amount: 0 } : { id: e.id, name: e.name, doc: e.doc, amount: 0 })),
+        { id: 'sum', name: null, doc: null, amount: 0.1 + 0.2 },
+      ].sort((a, b) => Buffer.compare(Buffer.from(a.id), Buffer.from(b.id)));
+      expect(rows.rows).toEqual(expected);
+      const stored = await c.query<{ body: unknown }>(`SELECT body FROM "${plainSchema}".events ORDER BY seq`);
+      expect(stored.rows.map((x) => x.body)).toEqual([...events, ...more]);
+    } finally {
+      await c.end();
+    }
+  });
+
   test('cqp query postgres://… prints rows (a table, or NDJSON with exact numbers); a write is refused and changes nothing', async () => {
     const s = schema();
     const file = join(dir, 'q.yaml');
