@@ -16,7 +16,7 @@ import type { ViewDefinition } from './definition.js';
 import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, type PgClient } from './pg-connection.js';
 import { ColumnProjection, EventsProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
-import { columnTableSql, eventsTableSql, metaSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
+import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
 import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type ViewEvent } from './store.js';
 
@@ -43,6 +43,8 @@ export interface PgStoreOptions {
 export class PgViewStore {
   private client: PgClient | undefined;
   private lost = false;
+  /** The views' positions in memory are those stored: read on this connection or committed by it since. */
+  private known = false;
   private readonly where: string;
 
   private constructor(
@@ -100,6 +102,7 @@ export class PgViewStore {
 
   private async connect(): Promise<void> {
     this.lost = false;
+    this.known = false;
     const client = await connect(this.options.url, this.options.role ?? 'sink postgres', () => {
       this.lost = true;
     });
@@ -155,6 +158,25 @@ export class PgViewStore {
       if (map !== undefined) map[row.source] = row.n;
     }
     for (const p of this.projections) p.applied = byView.get(p.name) as PositionMap;
+    this.known = true;
+  }
+
+  /** Opens the batch's transaction: with the positions in memory checked inside it (no round trip), else read. */
+  private async begin(client: PgClient): Promise<PgTransaction> {
+    const tx = new PgTransaction(client);
+    const guard = this.known ? this.guard() : undefined;
+    if (guard === undefined) await this.readPositions(client, true);
+    else {
+      tx.add('BEGIN');
+      tx.add(guard);
+    }
+    return tx;
+  }
+
+  private guard(): string | undefined {
+    const expected: Record<string, PositionMap> = {};
+    for (const p of this.projections) if (Object.keys(p.applied).length > 0) expected[p.name] = p.applied;
+    return positionsGuardSql(this.options.schema, this.views, expected);
   }
 
   get views(): string[] {
@@ -193,6 +215,13 @@ export class PgViewStore {
         await this.transaction(this.client as PgClient, items, once, through);
         return;
       } catch (error) {
+        this.known = false;
+        if ((error as { code?: unknown }).code === POSITIONS_MOVED && !this.lost) {
+          // Not the positions the batch was folded against (never so while this writer holds the lock): read them and fold again.
+          await this.client?.query('ROLLBACK').catch(() => undefined);
+          attempt--;
+          continue;
+        }
         if (!isConnectionError(error)) {
           if (this.client && !this.lost) await this.client.query('ROLLBACK').catch(() => undefined);
           throw storageError(this.where, error);
@@ -208,8 +237,7 @@ export class PgViewStore {
   }
 
   private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined): Promise<void> {
-    await this.readPositions(client, true);
-    const tx = new PgTransaction(client);
+    const tx = await this.begin(client);
     const ranges = positionRanges(items);
     for (const source in through) {
       const n = through[source] as string;

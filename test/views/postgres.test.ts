@@ -262,6 +262,40 @@ describe.skipIf(!up)('postgres sink', () => {
     expect(await counts()).toEqual(new Map([...expected].map(([t, n]) => [t, n * 10])));
   });
 
+  test('positions changed in the database under a running sink are the ones its next batch goes by', async () => {
+    const s = schema();
+    const part = join(dir, 'moved.log');
+    const demo = cqp(['source', 'demo', '--count', '300', '--seed', '3']);
+    cqp(['sink', 'log', '--path', part], { input: demo.stdout });
+    const sink = spawnCli('sink', ['postgres', '--url', URL_, '--schema', s, '--read-log', part, '--follow'], { cwd: dir });
+    let stderr = '';
+    sink.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const done = collect(sink);
+    try {
+      await eventually(async () => (await positionOf(s)) === 300, { what: () => `the sink to catch up with the first 300 events; stderr: ${stderr}` });
+      // The sink holds 300 as the events table's position; the database now says 400 were applied.
+      const c = await client();
+      try {
+        expect((await c.query(`UPDATE "${s}".cqp_positions SET n = '400' WHERE view = 'events'`)).rowCount).toBe(1);
+      } finally {
+        await c.end();
+      }
+      const more = cqp(['source', 'demo', '--count', '200', '--seed', '4']);
+      cqp(['sink', 'log', '--path', part], { input: more.stdout });
+      await eventually(async () => (await positionOf(s)) === 500, { what: () => `the sink to reach 500; stderr: ${stderr}` });
+      sink.kill('SIGTERM');
+      const r = await done;
+      expect(r.status).toBe(0);
+      expect(stderr).toBe('');
+      // Events 301-400 count as applied: only 401-500 were written after the first 300.
+      const ids = parseLines((await cqpAsync(['query', URL_, `SELECT event_id FROM "${s}".events ORDER BY seq`, '--json'])).stdout).map((x) => x.event_id);
+      const id = (e: Row): unknown => (e.header as { eventId: string }).eventId;
+      expect(ids).toEqual([...parseLines(demo.stdout).map(id), ...parseLines(more.stdout).slice(100).map(id)]);
+    } finally {
+      sink.kill('SIGKILL');
+    }
+  });
+
   test('a dropped connection under a running sink: it retries, reconnects and loses nothing', async () => {
     const s = schema();
     // A TCP proxy the test cuts: every open connection destroyed, new ones refused until it is let through again.
