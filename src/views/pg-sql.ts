@@ -12,8 +12,9 @@ import { EVENTS_VIEW } from './store.js';
 /** Column types in PostgreSQL; an untyped column keeps the value's text (numbers exactly as written). */
 export const PG_TYPES: Record<ColumnType | 'any', string> = { any: 'text', text: 'text', integer: 'bigint', real: 'double precision', json: 'jsonb', boolean: 'boolean' };
 
-/** The range of PostgreSQL's bigint. */
+/** The smallest value PostgreSQL's bigint holds. */
 export const INT64_MIN = -(2n ** 63n);
+/** The largest value PostgreSQL's bigint holds. */
 export const INT64_MAX = 2n ** 63n - 1n;
 
 /** A value as the text PostgreSQL parses into the column's type; strings PostgreSQL cannot hold are refused. */
