@@ -22,7 +22,7 @@ interface KeyState {
   /** Written after the delete (or without one): a row exists at the end. */
   written: boolean;
   /** Per column index: 0 untouched, SET (the value, as PostgreSQL's text) or ADD (an amount to add). */
-  ops: Uint8Array;
+  ops: number[];
   values: SqlValue[];
 }
 
@@ -170,7 +170,7 @@ export class ColumnProjection implements Projection {
   private state(round: Map<string, KeyState>, key: string): KeyState {
     let s = round.get(key);
     if (s === undefined) {
-      s = { key, deleted: false, written: false, ops: new Uint8Array(this.columns.length), values: new Array<SqlValue>(this.columns.length) };
+      s = { key, deleted: false, written: false, ops: new Array<number>(this.columns.length).fill(0), values: new Array<SqlValue>(this.columns.length) };
       round.set(key, s);
     }
     return s;
