@@ -151,6 +151,39 @@ describe.skipIf(!up)('postgres sink', () => {
     }
   });
 
+  test('text that array and string literals escape (quotes, backslashes, braces, commas, NULL) is stored as written, in keys, columns and the events table', async () => {
+    const s = schema();
+    const file = join(dir, 'quotes.yaml');
+    writeFileSync(
+      file,
+      'views:\n  - table: odd\n    key: id\n    columns:\n      name: name\n      doc: { path: doc, type: json }\n      amount: { type: real }\n    on:\n      put: upsert\n      gone: delete\n      add: { increment: { amount: n } }\n',
+    );
+    const odd = ['it\'s', 'a "quoted" word', 'back\\slash \\" \\\\', '{braces},commas', 'NULL', '', 'line\nbreak\ttab', 'ünïcødé ☃', "E'x'", '$1 $$'];
+    const events = odd.map((text, i) => ({ type: 'put', id: `${text}#${i}`, name: text, doc: { text, list: [text] } }));
+    // Two additions of reals to one row in a batch (an incremented column starts at 0), and a key deleted then put again.
+    const more = [{ type: 'gone', id: `${odd[0]}#0` }, { type: 'put', id: `${odd[0]}#0`, name: 'again' }, { type: 'add', id: 'sum', n: 0.1 }, { type: 'add', id: 'sum', n: 0.2 }];
+    const input = `${[...events, ...more].map((e) => JSON.stringify(e)).join('\n')}\n`;
+    const r = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', s, '--views', file], { cwd: dir, input });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const plainSchema = schema();
+    const all = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', plainSchema], { cwd: dir, input });
+    expect(all.stderr).toBe('');
+    const c = await client();
+    try {
+      const rows = await c.query<{ id: string; name: string | null; doc: unknown; amount: number | null }>(`SELECT id, name, doc, amount FROM "${s}".odd ORDER BY id COLLATE "C"`);
+      const expected = [
+        ...events.map((e, i) => (i === 0 ? { id: e.id, name: 'again', doc: null, amount: 0 } : { id: e.id, name: e.name, doc: e.doc, amount: 0 })),
+        { id: 'sum', name: null, doc: null, amount: 0.1 + 0.2 },
+      ].sort((a, b) => Buffer.compare(Buffer.from(a.id), Buffer.from(b.id)));
+      expect(rows.rows).toEqual(expected);
+      const stored = await c.query<{ body: unknown }>(`SELECT body FROM "${plainSchema}".events ORDER BY seq`);
+      expect(stored.rows.map((x) => x.body)).toEqual([...events, ...more]);
+    } finally {
+      await c.end();
+    }
+  });
+
   test('cqp query postgres://… prints rows (a table, or NDJSON with exact numbers); a write is refused and changes nothing', async () => {
     const s = schema();
     const file = join(dir, 'q.yaml');
@@ -227,6 +260,40 @@ describe.skipIf(!up)('postgres sink', () => {
     r = await run();
     expect(r.status).toBe(0);
     expect(await counts()).toEqual(new Map([...expected].map(([t, n]) => [t, n * 10])));
+  });
+
+  test('positions changed in the database under a running sink are the ones its next batch goes by', async () => {
+    const s = schema();
+    const part = join(dir, 'moved.log');
+    const demo = cqp(['source', 'demo', '--count', '300', '--seed', '3']);
+    cqp(['sink', 'log', '--path', part], { input: demo.stdout });
+    const sink = spawnCli('sink', ['postgres', '--url', URL_, '--schema', s, '--read-log', part, '--follow'], { cwd: dir });
+    let stderr = '';
+    sink.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const done = collect(sink);
+    try {
+      await eventually(async () => (await positionOf(s)) === 300, { what: () => `the sink to catch up with the first 300 events; stderr: ${stderr}` });
+      // The sink holds 300 as the events table's position; the database now says 400 were applied.
+      const c = await client();
+      try {
+        expect((await c.query(`UPDATE "${s}".cqp_positions SET n = '400' WHERE view = 'events'`)).rowCount).toBe(1);
+      } finally {
+        await c.end();
+      }
+      const more = cqp(['source', 'demo', '--count', '200', '--seed', '4']);
+      cqp(['sink', 'log', '--path', part], { input: more.stdout });
+      await eventually(async () => (await positionOf(s)) === 500, { what: () => `the sink to reach 500; stderr: ${stderr}` });
+      sink.kill('SIGTERM');
+      const r = await done;
+      expect(r.status).toBe(0);
+      expect(stderr).toBe('');
+      // Events 301-400 count as applied: only 401-500 were written after the first 300.
+      const ids = parseLines((await cqpAsync(['query', URL_, `SELECT event_id FROM "${s}".events ORDER BY seq`, '--json'])).stdout).map((x) => x.event_id);
+      const id = (e: Row): unknown => (e.header as { eventId: string }).eventId;
+      expect(ids).toEqual([...parseLines(demo.stdout).map(id), ...parseLines(more.stdout).slice(100).map(id)]);
+    } finally {
+      sink.kill('SIGKILL');
+    }
   });
 
   test('a dropped connection under a running sink: it retries, reconnects and loses nothing', async () => {
