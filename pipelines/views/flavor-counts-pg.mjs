@@ -1,6 +1,6 @@
 // flavor-counts.mjs for PostgreSQL: how many ice creams currently list each flavour.
 // The postgres sink calls init(sql) once when the view is built and handle(event, sql) for every event,
-// inside the batch's transaction (each event in a savepoint of its own). sql.run/get/all take $1-style
+// inside the batch's transaction (each event that queries in a savepoint of its own). sql.run/get/all take $1-style
 // parameters and return promises; the tables are created in the sink's --schema.
 export default {
   async init(sql) {

@@ -1,7 +1,7 @@
 /**
  * Views kept by a handler module in PostgreSQL: the module's init() and handle(event, sql) get an SQL
- * helper bound to the batch's transaction (`$1`-style parameters, promises), and each event runs under
- * a savepoint, so a handler that fails leaves no partial writes and its event follows the error policy.
+ * helper bound to the batch's transaction (`$1`-style parameters, promises), and each event that writes
+ * runs under a savepoint, so a handler that fails leaves no partial writes and its event follows the error policy.
  */
 import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
@@ -36,12 +36,20 @@ function pgParam(p: unknown): unknown {
  * The helper handed to handler modules: queries run one after another on the batch's connection, in
  * the order they were called, awaited or not (`settle` waits for the last one and gives its first error).
  */
-function sqlHelper(client: () => PgClient, name: string, active: () => boolean): PgViewSql & { settle(): Promise<void> } {
+function sqlHelper(
+  client: () => PgClient,
+  name: string,
+  active: () => boolean,
+  before: () => Promise<void>,
+): PgViewSql & { settle(): Promise<void> } {
   let chain: Promise<unknown> = Promise.resolve();
   let failure: unknown;
   const query = (sql: string, params: unknown[]) => {
     if (!active()) return Promise.reject(new CqpError('STAGE', `view ${name}: the sql helper works only inside init() and handle()`));
-    const run: Promise<{ rowCount: number | null; rows: unknown[] }> = chain.then(() => client().query(sql, params.map(pgParam)));
+    const run: Promise<{ rowCount: number | null; rows: unknown[] }> = chain.then(async () => {
+      await before();
+      return client().query(sql, params.map(pgParam));
+    });
     chain = run.catch((error: unknown) => {
       failure ??= error;
     });
@@ -71,6 +79,10 @@ export class HandlerProjection implements Projection {
   readonly name: string;
   private active = false;
   private client: PgClient | undefined;
+  /** The event being handled wants a savepoint before its first query; `open`: it has one. */
+  private savepoint: 'none' | 'wanted' | 'open' = 'none';
+  /** The savepoint of an earlier event that succeeded, not released yet (released with the next one's). */
+  private unreleased = false;
   readonly sql: PgViewSql & { settle(): Promise<void> };
 
   constructor(
@@ -78,7 +90,29 @@ export class HandlerProjection implements Projection {
     private readonly handler: PgHandler,
   ) {
     this.name = view.table;
-    this.sql = sqlHelper(() => this.client as PgClient, view.table, () => this.active);
+    this.sql = sqlHelper(
+      () => this.client as PgClient,
+      view.table,
+      () => this.active,
+      () => this.openSavepoint(),
+    );
+  }
+
+  /** Whether the event being handled opened its savepoint (its handler's queries change the field). */
+  private hasSavepoint(): boolean {
+    return this.savepoint === 'open';
+  }
+
+  /**
+   * An event's savepoint is opened by its first query: an event the handler writes nothing for costs no
+   * round trip. The previous event's savepoint is released in the same round trip.
+   */
+  private async openSavepoint(): Promise<void> {
+    if (this.savepoint !== 'wanted') return;
+    this.savepoint = 'open';
+    const release = this.unreleased ? 'RELEASE SAVEPOINT cqp_event;\n' : '';
+    this.unreleased = false;
+    await (this.client as PgClient).query(`${release}SAVEPOINT cqp_event`);
   }
 
   /** Runs the module's init() (as the view is built, inside the building transaction). */
@@ -101,9 +135,10 @@ export class HandlerProjection implements Projection {
     await tx.flush();
     const client = tx.client;
     this.client = client;
+    this.unreleased = false;
     for (const i of todo) {
-      // A savepoint per event: a failing event leaves no partial writes.
-      await client.query('SAVEPOINT cqp_event');
+      // A savepoint per event that writes: a failing event leaves no partial writes.
+      this.savepoint = 'wanted';
       this.active = true;
       try {
         try {
@@ -113,13 +148,18 @@ export class HandlerProjection implements Projection {
           // Queries the handler did not await still run, in order, before the event counts as done.
           await this.sql.settle();
         }
-        await client.query('RELEASE SAVEPOINT cqp_event');
+        if (this.hasSavepoint()) this.unreleased = true;
       } catch (error) {
         this.active = false;
         if (isConnectionError(error) || error instanceof CqpError) throw error;
-        await client.query('ROLLBACK TO SAVEPOINT cqp_event');
+        if (this.hasSavepoint()) await client.query('ROLLBACK TO SAVEPOINT cqp_event;\nRELEASE SAVEPOINT cqp_event');
         onBad(i, `view ${this.name}: handler failed: ${messageOf(error)}`);
+      } finally {
+        this.savepoint = 'none';
       }
     }
+    // The last event's savepoint goes with what the batch sends next.
+    if (this.unreleased) tx.add('RELEASE SAVEPOINT cqp_event');
+    this.unreleased = false;
   }
 }

@@ -262,6 +262,46 @@ describe.skipIf(!up)('postgres sink', () => {
     expect(await counts()).toEqual(new Map([...expected].map(([t, n]) => [t, n * 10])));
   });
 
+  test('a handler event that fails leaves none of its writes, whether it wrote before failing or not; events it ignores write nothing', async () => {
+    const s = schema();
+    const file = join(dir, 'failing.yaml');
+    // Sales are ignored (no query); every 7th update writes, then fails; every 5th create fails before writing.
+    writeFileSync(join(dir, 'failing.mjs'), `export default {
+  async init(sql) { await sql.run('CREATE TABLE seen (id text NOT NULL, type text NOT NULL, n bigint PRIMARY KEY)'); },
+  async handle(event, sql) {
+    const type = event.header.eventName[0];
+    const n = Number(event['@n']);
+    if (type === 'sale.ice_cream') return;
+    if (type === 'create.ice_cream' && n % 5 === 0) throw new Error('no create ' + n);
+    await sql.run('INSERT INTO seen VALUES ($1, $2, $3)', event.header.rel.id, type, n);
+    if (type === 'update.ice_cream' && n % 7 === 0) { await sql.run('INSERT INTO seen VALUES ($1, $2, $3)', 'again', type, -n); throw new Error('no update ' + n); }
+  },
+};
+`);
+    writeFileSync(file, 'views:\n  - table: seen\n    handler: ./failing.mjs\n');
+    const numbered = events.slice(0, 1500).map((e, i) => ({ ...(e as { header: { eventName: string[]; rel: { id: string } } }), '@n': i + 1 }));
+    const r = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', s, '--views', file, '--on-error', 'skip'], {
+      cwd: dir,
+      input: numbered.map((e) => JSON.stringify(e)).join('\n') + '\n',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const type = (e: (typeof numbered)[number]): string => e.header.eventName[0] as string;
+    const kept = numbered.filter((e) => {
+      const t = type(e);
+      return t !== 'sale.ice_cream' && !(t === 'create.ice_cream' && e['@n'] % 5 === 0) && !(t === 'update.ice_cream' && e['@n'] % 7 === 0);
+    });
+    const failed = numbered.length - kept.length - numbered.filter((e) => type(e) === 'sale.ice_cream').length;
+    expect(failed).toBeGreaterThan(20);
+    expect(r.stderr).toMatch(/handler failed: no (create|update) \d+/);
+    const c = await client();
+    try {
+      const rows = await c.query<{ n: string }>(`SELECT n FROM "${s}".seen ORDER BY n`);
+      expect(rows.rows.map((x) => Number(x.n))).toEqual(kept.map((e) => e['@n']));
+    } finally {
+      await c.end();
+    }
+  });
+
   test('positions changed in the database under a running sink are the ones its next batch goes by', async () => {
     const s = schema();
     const part = join(dir, 'moved.log');
