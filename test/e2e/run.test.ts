@@ -307,7 +307,8 @@ sinks:
     expect(cqp(['sink', 'sqlite', '--db', clean, '--views', VIEWS, '--read-log', join(dir, 'out/events.log')]).status).toBe(0);
     expect(dumpViews(join(dir, 'out/views.db'))).toEqual(dumpViews(clean));
     expect(stderr).toMatch(new RegExp(`^  views: [\\d,]+ in, at seq ${events.length} of ${events.length}$`, 'm'));
-  });
+    // Each wait above has its own limit and message; on a loaded machine together they outlast the default.
+  }, 180_000);
 
   it('a view that died just before shutdown is started again and reads to the end of the log before the run exits 0', async () => {
     const dir = tmp();
