@@ -17,13 +17,57 @@ export const INT64_MIN = -(2n ** 63n);
 /** The largest value PostgreSQL's bigint holds. */
 export const INT64_MAX = 2n ** 63n - 1n;
 
+/** A lone UTF-16 surrogate (no valid Unicode: PostgreSQL's UTF-8 has no place for it). */
+const LONE_SURROGATE = /\p{Cs}/u;
+/** Every escape of a JSON text (backslashes appear only in its strings, each starting one escape). */
+const JSON_ESCAPE = /\\(?:u([0-9a-fA-F]{4})|[^u])/g;
+/**
+ * A JSON text that may hold a number beyond PostgreSQL's numeric: a 5-digit exponent, or a run of digits
+ * that a 4-digit exponent could push past 16383 decimals (the lookbehind keeps the search linear).
+ */
+const MAYBE_HUGE_NUMBER = /[eE][+-]?0*[1-9]\d{4}|(?<!\d)\d{6385}/;
+/** The strings and numbers of a JSON text. */
+const JSON_STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?/g;
+
+/** Why PostgreSQL's jsonb would refuse this JSON text (a \u0000 escape, a lone surrogate, a number beyond numeric), or undefined. */
+function jsonbRefusal(text: string): string | undefined {
+  if (text.includes('\\u')) {
+    JSON_ESCAPE.lastIndex = 0;
+    for (let m = JSON_ESCAPE.exec(text); m !== null; m = JSON_ESCAPE.exec(text)) {
+      if (m[1] === undefined) continue;
+      const code = parseInt(m[1], 16);
+      if (code === 0) return 'PostgreSQL cannot store the NUL character (\\u0000) in text';
+      if (code < 0xd800 || code > 0xdfff) continue;
+      const low = /^\\u[dD][c-fC-F][0-9a-fA-F]{2}/.exec(text.slice(JSON_ESCAPE.lastIndex, JSON_ESCAPE.lastIndex + 6));
+      if (code > 0xdbff || low === null) return `a lone UTF-16 surrogate (\\u${m[1]}) is not Unicode text PostgreSQL can store`;
+      JSON_ESCAPE.lastIndex += 6;
+    }
+  }
+  if (!MAYBE_HUGE_NUMBER.test(text)) return undefined;
+  JSON_STRING_OR_NUMBER.lastIndex = 0;
+  for (let m = JSON_STRING_OR_NUMBER.exec(text); m !== null; m = JSON_STRING_OR_NUMBER.exec(text)) {
+    if (m[1] === undefined) continue;
+    // As PostgreSQL's numeric counts: at most 131072 digits before the decimal point and 16383 after.
+    const digits = m[1] + (m[2] ?? '');
+    const exponent = Number(m[3] ?? 0);
+    const first = digits.search(/[1-9]/);
+    const before = first < 0 ? 0 : m[1].length - first + exponent;
+    const after = (m[2]?.length ?? 0) - exponent;
+    if (before > 131072 || after > 16383) return `the number ${m[0].slice(0, 20)}${m[0].length > 20 ? '…' : ''} is beyond PostgreSQL's numeric`;
+  }
+  return undefined;
+}
+
 /** A value as the text PostgreSQL parses into the column's type; strings PostgreSQL cannot hold are refused. */
 export function pgText(value: SqlValue, type: ColumnType | 'any', where: string): string | null {
   if (value === null) return null;
   if (type === 'boolean') return value === 1 || value === 1n ? 'true' : 'false';
   if (typeof value === 'string') {
-    // PostgreSQL text holds no NUL character, and jsonb no \u0000 escape.
-    if (value.includes('\0') || (type === 'json' && value.includes('\\u0000'))) throw new BadEvent(`${where}: PostgreSQL cannot store the NUL character (\\u0000) in text`);
+    // PostgreSQL text holds no NUL character and no lone surrogate (the driver would send U+FFFD in its place).
+    if (value.includes('\0')) throw new BadEvent(`${where}: PostgreSQL cannot store the NUL character (\\u0000) in text`);
+    if (LONE_SURROGATE.test(value)) throw new BadEvent(`${where}: a lone UTF-16 surrogate is not Unicode text PostgreSQL can store`);
+    const refused = type === 'json' ? jsonbRefusal(value) : undefined;
+    if (refused !== undefined) throw new BadEvent(`${where}: ${refused}`);
     return value;
   }
   if (type === 'integer' && typeof value === 'number' && !Number.isSafeInteger(value)) {

@@ -184,6 +184,44 @@ describe.skipIf(!up)('postgres sink', () => {
     }
   });
 
+  test('values PostgreSQL would refuse (a lone surrogate, a number beyond numeric) are bad events, named, not a failed batch; an escaped backslash before u0000 is text', async () => {
+    const s = schema();
+    const file = join(dir, 'refused.yaml');
+    writeFileSync(file, 'views:\n  - table: r\n    key: id\n    columns:\n      name: name\n      doc: { path: doc, type: json }\n    on:\n      put: upsert\n');
+    const lines = [
+      '{"type":"put","id":"a","name":"\\\\u0000 is text","doc":{"t":"\\\\u0000"}}',
+      '{"type":"put","id":"\\ud800","name":"x"}',
+      '{"type":"put","id":"\\udc00","name":"y"}',
+      '{"type":"put","id":"b","name":"lone \\udfff"}',
+      '{"type":"put","id":"c","doc":{"t":"\\ud83d"}}',
+      '{"type":"put","id":"d","name":"pair \\ud83d\\ude00"}',
+    ];
+    const input = `${lines.join('\n')}\n`;
+    const r = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', s, '--views', file, '--on-error', 'skip'], { cwd: dir, input });
+    expect(r.status).toBe(0);
+    for (const n of [2, 3, 4, 5]) expect(r.stderr).toMatch(new RegExp(`stdin:${n}: view r: .*lone UTF-16 surrogate`));
+    expect(r.stderr).not.toMatch(/stdin:[16]:/);
+    const plainSchema = schema();
+    const plainInput = `${[lines[0], lines[1], '{"type":"put","n":1e131072}', '{"type":"put","n":"1e131072","m":0.5e-16382}'].join('\n')}\n`;
+    const all = await cqpAsync(['sink', 'postgres', '--url', URL_, '--schema', plainSchema, '--on-error', 'skip'], { cwd: dir, input: plainInput });
+    expect(all.status).toBe(0);
+    expect(all.stderr).toMatch(/stdin:2: view events: .*lone UTF-16 surrogate/);
+    expect(all.stderr).toMatch(/stdin:3: view events: .*beyond PostgreSQL's numeric/);
+    expect(all.stderr).not.toMatch(/stdin:[14]:/);
+    const c = await client();
+    try {
+      const rows = await c.query<{ id: string; name: string | null; doc: unknown }>(`SELECT id, name, doc FROM "${s}".r ORDER BY id`);
+      expect(rows.rows).toEqual([
+        { id: 'a', name: '\\u0000 is text', doc: { t: '\\u0000' } },
+        { id: 'd', name: 'pair \u{1F600}', doc: null },
+      ]);
+      const stored = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM "${plainSchema}".events`);
+      expect(stored.rows).toEqual([{ n: '2' }]);
+    } finally {
+      await c.end();
+    }
+  });
+
   test('cqp query postgres://… prints rows (a table, or NDJSON with exact numbers); a write is refused and changes nothing', async () => {
     const s = schema();
     const file = join(dir, 'q.yaml');
