@@ -82,7 +82,8 @@ export async function buildProgram(argv: string[]): Promise<Command> {
 const TEST_HELP = `
 A test file (NAME.test.yaml, beside the pipeline) names its pipeline and holds tests. Each test feeds
 events into the pipeline's own components, on temporary files and databases: the pipeline's stores
-are never written, and sinks that publish outside cqp (kinesis) are not run, what reaches them is kept.
+are never written (a JetStream log is kept in a temporary file), and sinks that publish outside cqp
+(kinesis, PostgreSQL views) are not run, what reaches them is kept.
 
   pipeline: ice-creams.yaml              # relative to the test file
   tests:
