@@ -21,11 +21,8 @@ function loadFlock(): Flock {
   return flock;
 }
 
-/**
- * The holder's pid, for the message only: the kernel's table of locks names it (0 when the holder is in
- * another pid namespace), else the pid the holder wrote to `PATH.lock`.
- */
-function holderPid(fd: number, pidPath: string): string {
+/** The pid holding a flock on the file open as `fd`, from the kernel's table (Linux; not across pid namespaces). */
+function lockHolder(fd: number): number | undefined {
   try {
     const { dev, ino } = fstatSync(fd);
     const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
@@ -33,11 +30,21 @@ function holderPid(fd: number, pidPath: string): string {
     const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${ino}`;
     for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
       const fields = line.trim().split(/\s+/);
-      if (fields[1] === 'FLOCK' && fields[5] === id && fields[4] !== '0') return `pid ${fields[4]}`;
+      if (fields[1] === 'FLOCK' && fields[5] === id && fields[4] !== '0') return Number(fields[4]);
     }
   } catch {
-    // Not Linux: the pid file tells.
+    // Not Linux.
   }
+  return undefined;
+}
+
+/**
+ * The holder's pid, for the message only: the kernel's table of locks names it (0 when the holder is in
+ * another pid namespace), else the pid the holder wrote to `PATH.lock`.
+ */
+function holderPid(fd: number, pidPath: string): string {
+  const holder = lockHolder(fd);
+  if (holder !== undefined) return `pid ${holder}`;
   try {
     const pid = Number.parseInt(readFileSync(pidPath, 'utf8'), 10);
     if (Number.isSafeInteger(pid) && pid > 0) return `pid ${pid}`;
@@ -48,6 +55,40 @@ function holderPid(fd: number, pidPath: string): string {
 }
 
 const LOCKED_BY_ANOTHER_WRITER = 'is locked by another writer';
+
+/** How long a writer waits for a holder that is a stage of a `cqp run` that died (it stops by itself). */
+const ORPHAN_WAIT_MS = 30_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Whether `pid` is a stage whose `cqp run` is gone (killed with -9, say): such a stage drains what it
+ * was given and exits by itself, so a writer started meanwhile (the `cqp run` started again) waits for
+ * it rather than failing. Its supervisor's pid is in its environment (CQP_SUPERVISOR_PID).
+ */
+function orphanedStage(pid: number): boolean {
+  try {
+    const entry = readFileSync(`/proc/${pid}/environ`, 'utf8')
+      .split('\0')
+      .find((e) => e.startsWith('CQP_SUPERVISOR_PID='));
+    const supervisor = Number(entry?.slice('CQP_SUPERVISOR_PID='.length));
+    return Number.isSafeInteger(supervisor) && supervisor > 0 && !alive(supervisor);
+  } catch {
+    return false;
+  }
+}
+
+/** Blocks the thread for `ms` (a writer that waits for its lock has nothing else to do). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 function lockedError(fd: number, path: string, what: string): CqpError {
   return new CqpError(
@@ -82,6 +123,7 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
   const what = options.what ?? basename(path);
   const { flockSync } = loadFlock();
   let fd: number | undefined;
+  let waitUntil: number | undefined;
   for (let attempt = 0; fd === undefined; attempt++) {
     let candidate: number;
     try {
@@ -94,7 +136,17 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
       flockSync(candidate, 'exnb');
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      const refused = code === 'EAGAIN' || code === 'EWOULDBLOCK' ? lockedError(candidate, path, what) : undefined;
+      const locked = code === 'EAGAIN' || code === 'EWOULDBLOCK';
+      const holder = locked ? lockHolder(candidate) : undefined;
+      if (holder !== undefined && orphanedStage(holder) && (waitUntil === undefined || Date.now() < waitUntil)) {
+        if (waitUntil === undefined) process.stderr.write(`cqp: ${what}: waiting for pid ${holder}, a stage of a cqp run that stopped, to finish writing and exit\n`);
+        waitUntil ??= Date.now() + ORPHAN_WAIT_MS;
+        closeSync(candidate);
+        sleepSync(50);
+        attempt--;
+        continue;
+      }
+      const refused = locked ? lockedError(candidate, path, what) : undefined;
       closeSync(candidate);
       if (refused) throw refused;
       throw new CqpError('IO', `${path}: cannot take the writer lock (${messageOf(error)}); the file system may not support flock`, { cause: error });

@@ -75,7 +75,9 @@ export class StageProcess {
     this.child = spawn(command.file, command.args, {
       cwd: options.cwd,
       stdio,
-      env: command.signalsReady ? { ...process.env, CQP_READY_FD: '3' } : process.env,
+      // CQP_SUPERVISOR_PID: a writer refused by this stage's lock after this supervisor died knows the stage
+      // is an orphan on its way out, and waits for it (see acquireLock).
+      env: command.signalsReady ? { ...process.env, CQP_READY_FD: '3', CQP_SUPERVISOR_PID: String(process.pid) } : process.env,
       // Its own process group: Ctrl-C on a terminal reaches the supervisor only, which then stops the
       // source and drains the stages in order (a stage that got SIGINT itself would stop reading mid-pipe).
       detached: true,

@@ -58,18 +58,22 @@ function pipelineProcesses(dir: string): Array<{ pid: number; command: string }>
   return found;
 }
 
-function output(child: ChildProcess): () => string {
+/** What the child and the processes sharing its pipes print; `closed`: once every one of them has closed them. */
+function output(child: ChildProcess): (() => string) & { closed: Promise<void> } {
   let text = '';
   child.stdout?.setEncoding('utf8').on('data', (t: string) => (text += t));
   child.stderr?.setEncoding('utf8').on('data', (t: string) => (text += t));
-  return () => text;
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  return Object.assign(() => text, { closed });
 }
 
-async function allGone(dir: string, said: () => string): Promise<void> {
+async function allGone(dir: string, said: ReturnType<typeof output>): Promise<void> {
   await eventually(() => pipelineProcesses(dir).length === 0, {
     timeoutMs: 60_000,
     what: () => `every process of the pipeline to exit; still running:\n${pipelineProcesses(dir).map((p) => `${p.pid} ${p.command}`).join('\n')}\noutput:\n${said()}`,
   });
+  // Gone, but what they printed last may still be in the pipe: read to its end.
+  await said.closed;
 }
 
 describe('stopping `npx cqp run` stops everything', () => {

@@ -20,9 +20,9 @@ interface Writer {
 }
 
 /** Starts `cqp-sink log --path events.log` (optionally through `wrap`, e.g. unshare) with stdin kept open. */
-function startWriter(dir: string, wrap: string[] = []): Writer {
+function startWriter(dir: string, wrap: string[] = [], env: NodeJS.ProcessEnv = process.env): Writer {
   const argv = [...wrap, process.execPath, BIN.sink, 'log', '--path', 'events.log'];
-  const child = spawn(argv[0] as string, argv.slice(1), { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+  const child = spawn(argv[0] as string, argv.slice(1), { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'], env });
   child.stdin?.on('error', () => undefined);
   const writer: Writer = { child, done: collect(child), exited: false };
   void writer.done.then(() => {
@@ -40,8 +40,8 @@ function catLog(dir: string): string {
 }
 
 /** Starts the first writer and waits until its first event is in the log (it holds the lock). */
-async function holder(dir: string): Promise<Writer> {
-  const first = startWriter(dir);
+async function holder(dir: string, env?: NodeJS.ProcessEnv): Promise<Writer> {
+  const first = startWriter(dir, [], env);
   first.child.stdin?.write(lines('first', 1));
   await eventually(() => catLog(dir).includes('"writer":"first"') || first.exited, { what: 'the first writer to append its event' });
   expect(first.exited).toBe(false);
@@ -90,6 +90,35 @@ describe('the command log has one writer, held by an OS lock', () => {
     second.child.stdin?.end(lines('second', 3));
     expectRefused(await second.done, first.child.pid);
     await finish(first, dir, lines('first', 4));
+  }, 60_000);
+
+  test('a holder that is a stage of a cqp run that died is waited for (it stops by itself); one of a live run is not', async () => {
+    // A pid that was a process and is no more: the holder's supervisor, killed.
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const dead = Number(gone.stdout);
+    expect(() => process.kill(dead, 0)).toThrow();
+    const dir = tempDir();
+    // Of a live supervisor (this test process): refused at once, as any other writer.
+    const live = await holder(dir, { ...process.env, CQP_SUPERVISOR_PID: String(process.pid) });
+    const refused = startWriter(dir);
+    refused.child.stdin?.end(lines('second', 3));
+    expectRefused(await refused.done, live.child.pid);
+    await finish(live, dir, lines('first', 4));
+    // Of a dead one: the new writer waits, then appends once the orphan has finished.
+    const orphan = startWriter(dir, [], { ...process.env, CQP_SUPERVISOR_PID: String(dead) });
+    orphan.child.stdin?.write(lines('orphan', 1));
+    await eventually(() => catLog(dir).includes('"writer":"orphan"'), { what: 'the orphan to append its event' });
+    const next = startWriter(dir);
+    next.child.stdin?.end(lines('next', 2));
+    let nextErr = '';
+    next.child.stderr?.on('data', (d: Buffer) => (nextErr += d.toString()));
+    await eventually(() => nextErr.includes(`waiting for pid ${orphan.child.pid}, a stage of a cqp run that stopped`), { what: () => `the next writer to say it waits; stderr: ${nextErr}` });
+    expect(next.exited).toBe(false);
+    orphan.child.stdin?.end(lines('orphan', 3).split('\n').slice(1).join('\n'));
+    expect((await orphan.done).status).toBe(0);
+    expect((await next.done).status).toBe(0);
+    expect(cqp(['log', 'verify', 'events.log'], { cwd: dir }).status).toBe(0);
+    expect(catLog(dir)).toBe(lines('first', 4) + lines('orphan', 3) + lines('next', 2));
   }, 60_000);
 
   const unshare = ['unshare', '--pid', '--fork', '--mount-proc'];
