@@ -31,7 +31,7 @@ function spawn(
   if (direct && (direct.proc?.running === false || direct.stream.destroyed)) {
     throw new CqpError('STAGE', `${name}: ${direct.proc?.name ?? 'the process it writes into'} has exited; it is restarted first`);
   }
-  return new StageProcess(
+  const proc = new StageProcess(
     { ...command, args: [...command.args, ...extraArgs] },
     {
       name,
@@ -43,6 +43,12 @@ function spawn(
       stderrLine: (line) => ctx.log(`[${name}] ${line}`),
     },
   );
+  if (proc.controlled) {
+    // Told what to mirror once it listens (a process started while someone taps its component).
+    proc.onTapped = (message) => ctx.taps.publish(name, message);
+    void proc.ready?.then((ok) => ok && ctx.taps.refresh());
+  }
+  return proc;
 }
 
 /** A process's stdin as a link's target; a process with a control channel counts its own input. */
@@ -60,13 +66,14 @@ export function target(proc: StageProcess, stats: ComponentStats | undefined): P
  * events its error policy handled among them; `then`: what else to do with each report.
  */
 function countReports(proc: StageProcess, stats: ComponentStats, then?: (report: Progress) => void): void {
-  let last = { in: 0, out: 0, errors: 0 };
+  let last = { in: 0, out: 0, errors: 0, mirrored: 0 };
   proc.onReport = (report) => {
     if (stats.pid === proc.pid) stats.heardAt = Date.now();
     stats.in += report.in - last.in;
     stats.out += report.out - last.out;
     stats.errors += report.errors - last.errors;
-    last = report;
+    stats.mirrored += (report.mirrored ?? 0) - last.mirrored;
+    last = { ...report, mirrored: report.mirrored ?? 0 };
     then?.(report);
   };
 }
