@@ -3,7 +3,8 @@
  * fan-out of what the tapped components mirror (stage-mirror.ts) to them.
  *
  * Which process mirrors what for a component (a "tap point"):
- * - outputs of a source or stage: what that process writes;
+ * - outputs of a source or stage: what that process writes (for a `run:` program, which has no control
+ *   channel, the supervisor mirrors what it pumps from the program's stdout itself);
  * - inputs of a stage: the outputs of the one before it; inputs of a sink fed by the stages: the
  *   outputs of its `where` filter, or else of the last stage; a sink reading the log and the source
  *   have no inputs to tap, and sinks no outputs;
@@ -19,7 +20,8 @@ import { compileExpression } from '../core/expression.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { POSITION_KEY, stripStamp } from '../core/position.js';
 import type { ComponentMessage, TapRequest } from '../protocol.js';
-import type { Context } from './context.js';
+import { StageMirror } from '../stage-mirror.js';
+import type { ComponentStats, Context } from './context.js';
 import type { StageProcess } from './process.js';
 
 /** Unsent bytes a client may have before its events are dropped. */
@@ -194,6 +196,8 @@ const OFF: TapRequest = { outputs: 0, errors: false };
 export class Taps {
   private readonly clients = new Set<TapClient>();
   private readonly told = new WeakMap<StageProcess, string>();
+  /** The supervisor's own mirrors, of the `run:` programs' output it pumps, by stage name. */
+  private readonly pumped = new Map<string, StageMirror>();
 
   constructor(private readonly ctx: Context) {}
 
@@ -239,6 +243,7 @@ export class Taps {
       procs.push([unit.plan.name, unit.sink]);
       if (unit.where) procs.push([`${unit.plan.name}:where`, unit.where]);
     }
+    for (const [name, mirror] of this.pumped) mirror.tap(this.requestFor(name));
     for (const [name, proc] of procs) {
       if (!proc.controlled || !proc.running) continue;
       const request = this.requestFor(name);
@@ -247,6 +252,28 @@ export class Taps {
       this.told.set(proc, text);
       void proc.request({ cqp: 'tap', ...request });
     }
+  }
+
+  /**
+   * For the pump of a `run:` stage's output: the function to give what it forwards while the stage is
+   * tapped (undefined otherwise, so an untapped pump copies nothing).
+   */
+  pumpMirror(name: string, stats: ComponentStats): () => ((text: string) => void) | undefined {
+    let mirror = this.pumped.get(name);
+    if (!mirror) {
+      mirror = new StageMirror((message) => {
+        if (message.cqp === 'tapped') {
+          stats.mirrored += message.outputs.length;
+          this.publish(name, message);
+        }
+        return Promise.resolve();
+      });
+      this.pumped.set(name, mirror);
+      mirror.tap(this.requestFor(name));
+    }
+    const m = mirror;
+    const give = (text: string): void => m.output(text);
+    return () => (m.outputs ? give : undefined);
   }
 
   /** Hands what the process named `proc` mirrored to the clients listening to it. */

@@ -88,7 +88,7 @@ export function linkFrom(ctx: Context, proc: StageProcess, stats: ComponentStats
     ...(stats && !proc.controlled ? { count: (n: number) => (stats.out += n) } : {}),
     cleanEnd: () => proc.clean(),
     warn: (message: string) => ctx.log(`cqp: ${proc.name}: ${message}`),
-    ...(stage && stats && stage.filter === undefined ? runOutput(ctx, stage, proc, stats) : {}),
+    ...(stage && stats && stage.filter === undefined ? { ...runOutput(ctx, stage, proc, stats), mirror: ctx.taps.pumpMirror(stage.name, stats) } : {}),
   };
   const stdout = proc.stdout;
   return stdout ? new Pump(stdout, targets, { ...options, endTargets: true }) : new DirectLink(proc, targets, options);

@@ -158,6 +158,21 @@ describe('cqp tap', () => {
     expect(stage(settled, 'enrich').mirrored).toBeLessThan(stage(settled, 'enrich').out);
   }, 120_000);
 
+  it("shows what a run: program writes, from the supervisor's pump", async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'program.yaml');
+    writeFileSync(file, ['name: program', 'source: { type: demo, count: 0, rate: 300 }', 'stages:', '  - { name: copy, run: ["cat"] }', 'sinks:', '  - { name: out, type: file, path: out.ndjson }', ''].join('\n'));
+    const run = runPipeline(file, { metrics: true });
+    const url = `http://${await run.address()}`;
+    const outputs = await cqpAsync(['tap', '--url', url, '--outputs-of', 'copy', '--count', '3']);
+    expect(outputs.status, outputs.stderr).toBe(0);
+    expect(parseLines(outputs.stdout).map((e) => typeof (e.header as { eventId?: unknown }).eventId)).toEqual(['string', 'string', 'string']);
+    const inputs = await cqpAsync(['tap', '--url', url, '--inputs-of', 'out', '--count', '2', '--meta']);
+    expect(inputs.status, inputs.stderr).toBe(0);
+    expect(parseLines(inputs.stdout).map((l) => l.component)).toEqual(['out', 'out']);
+    expect(stage(await run.stages(), 'copy').mirrored).toBeGreaterThanOrEqual(5);
+  }, 120_000);
+
   it('drops for a tap whose reader stalls, while the pipeline keeps its rate, and says how many', async () => {
     const rate = 1500;
     const { run, url } = await start(rate);
