@@ -2,32 +2,27 @@ import { type Command } from 'commander';
 import { CqpError } from '../core/errors.js';
 
 const TAP_HELP = `
-Shows the events inside a running pipeline, as NDJSON: what a stage, the source or a sink's where
-filter writes, what goes into a stage or sink, and the events an error policy rejected, with why. The
-pipeline must run with --metrics; its address is all a tap needs. Names take globs (* and ?).
+The pipeline must run with --metrics: its address is all a tap needs. Names are those of the
+pipeline file (the source is "source"), globs allowed (* and ?). A sink's inputs are what passes its
+where:. Each line is the event itself ({"reason","event"} for a rejected one), or with --meta
+{"component","at","event"} (and "reason").
 
-  --outputs-of NAME    what the source or a stage writes
-  --inputs-of NAME     what goes into a stage or a sink (the outputs of the one before; a sink's input
-                       is what passes its where:)
-  --errors-of NAME     the events NAME's error policy skipped or dead-lettered, as {"reason","event"}
-
-Each line is the event itself, or with --meta {"component","at","event"} (with "reason" for a rejected
-one). Nothing is copied while nobody taps, and a tap never slows the pipeline: when it reads too slowly,
+Nothing is copied while nobody taps, and a tap never slows the pipeline: when it reads too slowly,
 events are dropped for it. How many is said on stderr at the end, and with --meta also as lines
-{"dropped":N,"at":TIME} (the total so far) among the events. Events over --limit are left out
-silently. | head -1 is a normal end. What a run: program writes cannot be tapped (the inputs of the
-stage after it can).
+{"dropped":N,"at":TIME} (the total so far) among the events. | head -1 is a normal end. Not
+tappable: a sink that follows the log (tap the log sink's inputs), and the lines a run: program
+writes that are not JSON objects.
 
 Examples:
   cqp run pipelines/example.yaml --metrics 127.0.0.1:9464 &
   cqp tap --url http://127.0.0.1:9464 --outputs-of enrich --count 5
   cqp tap --url http://127.0.0.1:9464 --errors-of '*' --meta
-  cqp tap --url http://127.0.0.1:9464 --inputs-of views --where "e.payload.qty > 1"
+  cqp tap --url http://127.0.0.1:9464 --inputs-of audit --where "e.payload.productId === '42'"
   cqp tap --url http://127.0.0.1:9464 --outputs-of source | head -1
 `;
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 function positive(option: string, text: string): number {
@@ -42,21 +37,21 @@ export function addTapCommand(program: Command, setExit: (code: number) => void)
     .command('tap')
     .description('print the live events of a running pipeline (cqp run --metrics) as NDJSON: outputs, inputs and rejected events of its components')
     .requiredOption('--url <url>', 'the address cqp run --metrics serves, e.g. http://127.0.0.1:9464')
-    .option('--outputs-of <glob>', 'what these components write (repeatable)', collect, [])
-    .option('--inputs-of <glob>', 'what goes into these components (repeatable)', collect, [])
-    .option('--errors-of <glob>', 'the events these components rejected, with the reason (repeatable)', collect, [])
+    .option('--outputs-of <glob>', 'what these components write (repeatable)', collect)
+    .option('--inputs-of <glob>', 'what goes into these components (repeatable)', collect)
+    .option('--errors-of <glob>', 'the events these components rejected, with the reason (repeatable)', collect)
     .option('--where <expr>', 'only the events for which this JavaScript expression over `e` is truthy, e.g. "e.payload.qty > 1"')
     .option('--limit <n>', 'events per second at most; more are left out', '100')
     .option('--count <n>', 'stop after this many events')
     .option('--meta', 'print each event as {"component","at","event"}, and the dropped counts as {"dropped","at"}')
     .addHelpText('after', TAP_HELP)
-    .action(async (opts: { url: string; outputsOf: string[]; inputsOf: string[]; errorsOf: string[]; where?: string; limit: string; count?: string; meta?: boolean }) => {
+    .action(async (opts: { url: string; outputsOf?: string[]; inputsOf?: string[]; errorsOf?: string[]; where?: string; limit: string; count?: string; meta?: boolean }) => {
       const { tapCommand } = await import('./command.js');
       const options = {
         url: opts.url,
-        outputsOf: opts.outputsOf,
-        inputsOf: opts.inputsOf,
-        errorsOf: opts.errorsOf,
+        outputsOf: opts.outputsOf ?? [],
+        inputsOf: opts.inputsOf ?? [],
+        errorsOf: opts.errorsOf ?? [],
         where: opts.where,
         limit: positive('--limit', opts.limit),
         count: opts.count === undefined ? undefined : positive('--count', opts.count),
