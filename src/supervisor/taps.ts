@@ -130,31 +130,42 @@ class TapClient {
     this.timer.unref();
   }
 
-  /** Offers one event (its JSON text) to the client; `reason`: it was rejected. */
-  offer(component: string, text: string, reason?: string): void {
-    let event: unknown;
-    if (this.where) {
-      try {
-        event = JSON.parse(text);
-        if (!this.where(event)) return;
-      } catch {
-        // An event the expression cannot judge (or a rejected line that is no JSON) is not shown.
-        return;
-      }
-    }
+  /**
+   * Offers events (their JSON text) to the client, written in one go; `reasons`: they were rejected,
+   * for these reasons.
+   */
+  offer(component: string, texts: string[], reasons?: string[]): void {
     const now = Date.now();
     if (now - this.windowStart >= 1000) {
       this.windowStart = now;
       this.inWindow = 0;
     }
-    if (this.inWindow >= this.query.limit) return;
-    if (this.res.writableLength > MAX_BUFFERED_BYTES) {
-      this.dropped++;
-      return;
-    }
-    this.inWindow++;
     const head = `{"component":${JSON.stringify(component)},"at":${JSON.stringify(new Date(now).toISOString())}`;
-    this.res.write(`${head}${reason === undefined ? '' : `,"reason":${JSON.stringify(reason)}`},"event":${text}}\n`);
+    let out = '';
+    for (let i = 0; i < texts.length; i++) {
+      const text = texts[i] as string;
+      if (!this.passes(text)) continue;
+      if (this.inWindow >= this.query.limit) break;
+      if (this.res.writableLength + out.length > MAX_BUFFERED_BYTES) {
+        this.dropped++;
+        continue;
+      }
+      this.inWindow++;
+      const reason = reasons?.[i];
+      out += `${head}${reason === undefined ? '' : `,"reason":${JSON.stringify(reason)}`},"event":${text}}\n`;
+    }
+    if (out !== '') this.res.write(out);
+  }
+
+  /** Whether --where keeps the event. */
+  private passes(text: string): boolean {
+    if (!this.where) return true;
+    try {
+      return Boolean(this.where(JSON.parse(text)));
+    } catch {
+      // An event the expression cannot judge (or a rejected line that is no JSON) is not shown.
+      return false;
+    }
   }
 
   tellDrops(): void {
@@ -283,8 +294,8 @@ export class Taps {
       if (subs.length > 0) client.dropped += message.dropped;
       for (const sub of subs) {
         try {
-          if (sub.kind === 'outputs') for (const line of message.outputs) client.offer(sub.component, eventText(line));
-          else for (const e of message.errors) client.offer(sub.component, rejectedText(e.line), e.reason);
+          if (sub.kind === 'outputs') client.offer(sub.component, message.outputs.map(eventText));
+          else client.offer(sub.component, message.errors.map((e) => rejectedText(e.line)), message.errors.map((e) => e.reason));
         } catch (error) {
           this.ctx.log(`cqp: tap: ${messageOf(error)}`);
         }

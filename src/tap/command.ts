@@ -20,13 +20,13 @@ export interface TapOptions {
   meta: boolean;
 }
 
-/** A line of the `/tap` stream: an event (`reason`: rejected, with why) or the number dropped so far. */
-interface TapLine {
-  component?: string;
-  at?: string;
+/** The head of an event line of the `/tap` stream, before its event: `reason` when it was rejected. */
+interface TapHead {
   reason?: string;
-  dropped?: number;
 }
+
+const DROPPED = '{"dropped":';
+const EVENT = ',"event":';
 
 /** The `/tap` address for these options. */
 export function tapUrl(options: TapOptions): URL {
@@ -46,11 +46,6 @@ export function tapUrl(options: TapOptions): URL {
   return url;
 }
 
-/** The event's text in a stream line: the last field, written as it came (no number loses digits). */
-function eventText(line: string): string {
-  const at = line.indexOf('"event":');
-  return at < 0 ? 'null' : line.slice(at + '"event":'.length, -1);
-}
 
 /** Runs the tap until `--count` events, the end of the pipeline, or SIGINT/SIGTERM; resolves with the exit code. */
 export async function tapCommand(options: TapOptions, stdout: Writable, err: (line: string) => void): Promise<number> {
@@ -96,15 +91,20 @@ export async function tapCommand(options: TapOptions, stdout: Writable, err: (li
       partial = lines.pop() ?? '';
       for (const line of lines) {
         if (line === '') continue;
-        const parsed = JSON.parse(line) as TapLine;
-        if (parsed.dropped !== undefined) {
-          dropped = parsed.dropped;
+        if (line.startsWith(DROPPED)) {
+          dropped = (JSON.parse(line) as { dropped: number }).dropped;
           if (options.meta) out(`${line}\n`);
           continue;
         }
         if (options.meta) out(`${line}\n`);
-        else if (parsed.reason !== undefined) out(`{"reason":${JSON.stringify(parsed.reason)},"event":${eventText(line)}}\n`);
-        else out(`${eventText(line)}\n`);
+        else {
+          // The event is the last field, as the pipeline wrote it (no number loses digits); the head
+          // before it is JSON strings only, where '"event":' cannot occur unescaped.
+          const at = line.indexOf(EVENT);
+          const event = line.slice(at + EVENT.length, -1);
+          const head = line.includes(',"reason":') ? (JSON.parse(`${line.slice(0, at)}}`) as TapHead) : {};
+          out(head.reason === undefined ? `${event}\n` : `{"reason":${JSON.stringify(head.reason)},"event":${event}}\n`);
+        }
         if (options.count !== undefined && ++shown >= options.count) {
           resolve(finish(undefined));
           return;
