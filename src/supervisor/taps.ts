@@ -28,6 +28,11 @@ import type { StageProcess } from './process.js';
 const MAX_BUFFERED_BYTES = 256 * 1024;
 /** How often a client hears the number of events it missed, when it grew (ms). */
 const DROPS_EVERY_MS = 250;
+/**
+ * How often, while someone taps, the processes are checked for what they were told: a process that a
+ * reload or a restart put in place since is told then (at its ready it may not be in the pipeline yet).
+ */
+const RECHECK_MS = 500;
 export const DEFAULT_TAP_LIMIT = 100;
 
 /** What a client asked for (the query of `GET /tap`). */
@@ -209,6 +214,7 @@ export class Taps {
   private readonly told = new WeakMap<StageProcess, string>();
   /** The supervisor's own mirrors, of the `run:` programs' output it pumps, by stage name. */
   private readonly pumped = new Map<string, StageMirror>();
+  private recheck: NodeJS.Timeout | undefined;
 
   constructor(private readonly ctx: Context) {}
 
@@ -224,12 +230,18 @@ export class Taps {
       this.refresh();
     });
     this.refresh();
+    if (!this.recheck) {
+      this.recheck = setInterval(() => this.refresh(), RECHECK_MS);
+      this.recheck.unref();
+    }
   }
 
   /** Ends every tap stream (the pipeline has stopped). */
   close(): void {
     for (const client of this.clients) client.end();
     this.clients.clear();
+    clearInterval(this.recheck);
+    this.recheck = undefined;
   }
 
   /** What the process named `proc` is to mirror for the clients now. */
@@ -249,6 +261,10 @@ export class Taps {
 
   /** Tells each running cqp process what to mirror, where that changed (a client came or went, a process started). */
   refresh(): void {
+    if (this.clients.size === 0 && this.recheck) {
+      clearInterval(this.recheck);
+      this.recheck = undefined;
+    }
     const procs: Array<[string, StageProcess]> = this.ctx.chain().map((n) => [n.plan.name, n.proc]);
     for (const unit of this.ctx.units.values()) {
       procs.push([unit.plan.name, unit.sink]);
@@ -256,7 +272,8 @@ export class Taps {
     }
     for (const [name, mirror] of this.pumped) mirror.tap(this.requestFor(name));
     for (const [name, proc] of procs) {
-      if (!proc.controlled || !proc.running) continue;
+      // Told once it listens (ready): a message sent before is lost; wiring.ts refreshes at its ready.
+      if (!proc.controlled || !proc.running || !proc.wasReady) continue;
       const request = this.requestFor(name);
       const text = JSON.stringify(request);
       if ((this.told.get(proc) ?? JSON.stringify(OFF)) === text) continue;

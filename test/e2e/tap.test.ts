@@ -173,6 +173,24 @@ describe('cqp tap', () => {
     expect(stage(await run.stages(), 'copy').mirrored).toBeGreaterThanOrEqual(5);
   }, 120_000);
 
+  it('goes on through a reload: the new process of a changed stage mirrors for the tap already listening', async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'reloaded.yaml');
+    const yaml = (v: number): string => ['name: reloaded', 'source: { type: demo, count: 0, rate: 300 }', 'stages:', `  - { name: tag, filter: map, with: { expr: "e.v = ${v}" } }`, 'sinks:', '  - { name: out, type: file, path: out.ndjson }', ''].join('\n');
+    writeFileSync(file, yaml(1));
+    const run = runPipeline(file, { metrics: true });
+    const url = `http://${await run.address()}`;
+    const tap = spawnCli('cqp', ['tap', '--url', url, '--outputs-of', 'tag']);
+    let out = '';
+    tap.stdout?.setEncoding('utf8').on('data', (t: string) => (out += t));
+    await eventually(() => out.includes('"v":1'), { what: 'events of the first version through the tap' });
+    writeFileSync(file, yaml(2));
+    await eventually(() => out.includes('"v":2'), { timeoutMs: 30_000, what: () => `events of the reloaded stage through the tap; cqp run said:\n${run.stderr()}` });
+    const exited = new Promise((resolve) => tap.once('exit', resolve));
+    tap.kill('SIGINT');
+    expect(await exited).toBe(0);
+  }, 120_000);
+
   it('drops for a tap whose reader stalls, while the pipeline keeps its rate, and says how many', async () => {
     const rate = 1500;
     const { run, url } = await start(rate);
