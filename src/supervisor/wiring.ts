@@ -137,6 +137,12 @@ export async function spawnUnit(ctx: Context, plan: SinkPlan, watched = true): P
     const feed = [target(sink, stats)];
     unit.where = spawn(ctx, plan.whereCommand, `${plan.name}:where`, stats, { downstream: feed });
     unit.whereLink = linkFrom(ctx, unit.where, undefined, feed);
+    // Its counts are the sink's own; only what it mirrored for a tap of the sink's inputs adds up.
+    let mirrored = 0;
+    unit.where.onReport = (report) => {
+      stats.mirrored += (report.mirrored ?? 0) - mirrored;
+      mirrored = report.mirrored ?? 0;
+    };
   }
   if (plan.logInput) countReports(sink, stats, (report) => (unit.progress = report.at));
   if (watched) for (const proc of ctx.unitProcs(unit)) watch(ctx, proc, unit);
