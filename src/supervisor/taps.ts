@@ -76,16 +76,20 @@ function tapPoints(ctx: Context): { names: string[]; outputs: Map<string, string
   const outputs = new Map<string, string>();
   const inputs = new Map<string, string[]>();
   const errors = new Map<string, string[]>();
-  const chain = [ctx.plan.source.name, ...ctx.plan.stages.map((s) => s.name)];
-  chain.forEach((name, i) => {
+  const plans = [ctx.plan.source, ...ctx.plan.stages];
+  const chain = plans.map((p) => p.name);
+  plans.forEach(({ name, command }, i) => {
     outputs.set(name, name);
     if (i > 0) inputs.set(name, [chain[i - 1] as string]);
-    errors.set(name, [name]);
+    // A `run:` program has no error policy of ours to report what it rejects.
+    if (command.signalsReady === true) errors.set(name, [name]);
   });
   const last = chain.at(-1) as string;
   for (const sink of ctx.plan.sinks) {
     const where = sink.whereCommand ? `${sink.name}:where` : undefined;
-    if (!sink.logInput) inputs.set(sink.name, [where ?? last]);
+    // A sink that reads the log itself has no control channel: nothing of it can be tapped.
+    if (sink.logInput) continue;
+    inputs.set(sink.name, [where ?? last]);
     errors.set(sink.name, where ? [sink.name, where] : [sink.name]);
   }
   return { names: [...chain, ...ctx.plan.sinks.map((s) => s.name)], outputs, inputs, errors };

@@ -76,7 +76,10 @@ export async function tapCommand(options: TapOptions, stdout: Writable, err: (li
       stdout.once('drain', () => res.resume());
     }
   };
+  let finished = false;
   const finish = (why: string | undefined): number => {
+    if (finished) return 0;
+    finished = true;
     res.destroy();
     if (dropped > 0) err(`cqp tap: dropped ${dropped} ${dropped === 1 ? 'event' : 'events'}: the tap read too slowly to keep up (the pipeline went on at its pace)`);
     if (why !== undefined) err(`cqp tap: ${why}`);
@@ -113,5 +116,6 @@ export async function tapCommand(options: TapOptions, stdout: Writable, err: (li
     });
     res.on('end', () => resolve(finish('the pipeline stopped')));
     res.on('error', () => resolve(finish('the connection to the pipeline was lost')));
+    res.on('close', () => resolve(finish('the connection to the pipeline was lost')));
   });
 }

@@ -171,6 +171,10 @@ describe('cqp tap', () => {
     expect(inputs.status, inputs.stderr).toBe(0);
     expect(parseLines(inputs.stdout).map((l) => l.component)).toEqual(['out', 'out']);
     expect(stage(await run.stages(), 'copy').mirrored).toBeGreaterThanOrEqual(5);
+    // What the program rejects is its own business: it has no error policy of ours to report it.
+    const errors = await cqpAsync(['tap', '--url', url, '--errors-of', 'copy']);
+    expect(errors.status).toBe(2);
+    expect(errors.stderr).toContain('--errors-of "copy": copy has none to tap');
   }, 120_000);
 
   it('goes on through a reload: the new process of a changed stage mirrors for the tap already listening', async () => {
