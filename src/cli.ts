@@ -4,9 +4,10 @@ import { isBrokenPipe } from './core/runtime.js';
 import { outputClosed } from './stage-control.js';
 import { packageVersion } from './core/version.js';
 import { addAuthoringCommands } from './authoring-cli.js';
+import { addTapCommand } from './tap/cli.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
-const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema', 'test']);
+const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema', 'test', 'tap']);
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
@@ -76,6 +77,7 @@ export async function buildProgram(argv: string[]): Promise<Command> {
     });
   addAuthoringCommands(program, setExit);
   addTestCommand(program);
+  addTapCommand(program, setExit);
   return program;
 }
 

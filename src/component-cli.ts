@@ -111,6 +111,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     progress: supervisor.progress,
     until: supervisor.until,
     counts: control?.counts,
+    ...(control ? { rejected: (message: string, raw: string) => control.mirror.rejected(message, raw) } : {}),
     upstreamLost: () => control?.upstreamLost() ?? false,
     barrier: control?.barrier,
   };

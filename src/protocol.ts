@@ -3,7 +3,8 @@
  * They travel on one of two transports, as objects in both:
  *
  * - the control channel (Node IPC), given to the stages and sinks fed by the stages: `cut`, `output`,
- *   `barrier` and `upstream-lost` one way; the answers, progress, `output-closed` and `locked` the other;
+ *   `barrier`, `upstream-lost` and `tap` one way; the answers, progress, `output-closed`, `locked` and
+ *   `tapped` (what a tapped component mirrors) the other;
  * - the pipe named by CQP_READY_FD, given to every cqp component: `ready`; a sink reading the log
  *   (`--read-log`), which has no control channel, keeps it for its progress and `locked`, and hears
  *   `until` on it. There each message is one JSON line.
@@ -23,6 +24,23 @@ export interface Progress {
   out: number;
   errors: number;
   at: PositionMap;
+  /** Lines it mirrored to the supervisor for `cqp tap` (none while nobody taps it). */
+  mirrored?: number;
+}
+
+/**
+ * What a component mirrors while tapped (`cqp tap`): `outputs`, the lines it writes per second at most
+ * (0: none; 'all': every one, for a tap that filters them); `errors`: the events its error policy rejects.
+ */
+export interface TapRequest {
+  outputs: number | 'all';
+  errors: boolean;
+}
+
+/** One event a component's error policy rejected, with why. */
+export interface TappedError {
+  reason: string;
+  line: string;
 }
 
 /** What a component says to the supervisor. */
@@ -41,7 +59,12 @@ export type ComponentMessage =
   /** Its output was closed under it (the process it wrote into exited): its exit that follows is no crash. */
   | { cqp: 'output-closed' }
   /** Another writer holds its log or database: a new process would be refused the same way. */
-  | { cqp: 'locked'; message: string };
+  | { cqp: 'locked'; message: string }
+  /**
+   * Mirrored while tapped: lines it wrote (as written, stamps and all) and events it rejected; `dropped`:
+   * how many it left out since the last one because the channel was still busy (a tap never slows it).
+   */
+  | { cqp: 'tapped'; outputs: string[]; errors: TappedError[]; dropped: number };
 
 /** What the supervisor says to a component. */
 export type SupervisorMessage =
@@ -59,7 +82,9 @@ export type SupervisorMessage =
   /** The process feeding this one died: an unfinished last line is its half-written line. Answered with `ack`. */
   | { cqp: 'upstream-lost' }
   /** A sink following the log: stop once the log has been read up to these positions (the shutdown). */
-  | { cqp: 'until'; at: PositionMap };
+  | { cqp: 'until'; at: PositionMap }
+  /** Mirror this from now on (`cqp tap`); `{ outputs: 0, errors: false }` stops the mirroring. */
+  | ({ cqp: 'tap' } & TapRequest);
 
 /** The answers a supervisor waits for. */
 export type Reply = Extract<ComponentMessage, { cqp: 'cut' | 'ack' }>['cqp'];
@@ -76,6 +101,19 @@ function positions(value: unknown): PositionMap | undefined {
 }
 
 const count = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
+
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}
+
+function tappedErrors(value: unknown): TappedError[] {
+  const out: TappedError[] = [];
+  if (Array.isArray(value)) for (const v of value) {
+    const f = fields(v);
+    if (typeof f?.reason === 'string' && typeof f.line === 'string') out.push({ reason: f.reason, line: f.line });
+  }
+  return out;
+}
 
 /** What a barrier id may hold: it goes into a line of its own. */
 const BARRIER_ID = /^[\w.-]+$/;
@@ -102,7 +140,9 @@ export function componentMessage(value: unknown): ComponentMessage | undefined {
     case 'output-closed':
       return { cqp: m.cqp };
     case 'progress':
-      return { cqp: 'progress', in: count(m.in), out: count(m.out), errors: count(m.errors), at: positions(m.at) ?? {} };
+      return { cqp: 'progress', in: count(m.in), out: count(m.out), errors: count(m.errors), at: positions(m.at) ?? {}, mirrored: count(m.mirrored) };
+    case 'tapped':
+      return { cqp: 'tapped', outputs: strings(m.outputs), errors: tappedErrors(m.errors), dropped: count(m.dropped) };
     case 'locked':
       return typeof m.message === 'string' ? { cqp: 'locked', message: m.message } : undefined;
     default:
@@ -120,6 +160,8 @@ export function supervisorMessage(value: unknown): SupervisorMessage | undefined
       return { cqp: m.cqp };
     case 'barrier':
       return typeof m.id === 'string' && BARRIER_ID.test(m.id) ? { cqp: 'barrier', id: m.id, cut: m.cut === true } : undefined;
+    case 'tap':
+      return { cqp: 'tap', outputs: m.outputs === 'all' ? 'all' : count(m.outputs), errors: m.errors === true };
     case 'until': {
       const at = positions(m.at);
       return at ? { cqp: 'until', at } : undefined;

@@ -13,6 +13,8 @@
  * - `upstream-lost`: the process feeding this one died; an unfinished last line at the end of the input
  *   is its half-written line, dropped rather than read. Answered with `ack`.
  *
+ * - `tap`: mirror what it writes and what its error policy rejects, while someone taps it (stage-mirror.ts).
+ *
  * The stage reports its progress (protocol.ts) as it goes and at its end: the supervisor's counts, the
  * events its error policy handled, and for a source the last position written (where it resumes when
  * no sink holds positions).
@@ -24,6 +26,7 @@ import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
 import { CqpError } from './core/errors.js';
 import { BARRIER_MARK, barrierLine, supervisorMessage, type ComponentMessage } from './protocol.js';
+import { StageMirror } from './stage-mirror.js';
 
 /** How often a stage reports its counts (ms) when they moved. */
 const REPORT_MS = 250;
@@ -52,6 +55,8 @@ export class SwitchableOutput extends Writable {
   private flushWaiters: Array<() => void> = [];
   private failure: Error | undefined;
   private barrier: ArmedCut | undefined;
+  /** Set only while the output is tapped (stage-mirror.ts): given each chunk written. */
+  mirror: ((text: string) => void) | undefined;
   private readonly onTargetError = (error: Error): void => {
     this.failure ??= error;
   };
@@ -78,6 +83,7 @@ export class SwitchableOutput extends Writable {
   }
 
   override _write(chunk: string | Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.mirror) this.mirror(typeof chunk === 'string' ? chunk : chunk.toString('utf8'));
     const go = (): void => this.send(chunk, encoding, callback);
     if (this.target) go();
     else this.waiting = go;
@@ -216,6 +222,8 @@ export interface StageControl {
   output: SwitchableOutput | undefined;
   counts: StageCounts;
   barrier: BarrierWatch;
+  /** What it mirrors for `cqp tap` (its error policy tells it what it rejects). */
+  mirror: StageMirror;
   /** True once the supervisor said the process feeding this one died. */
   upstreamLost: () => boolean;
   /** Sends the last report and lets the channel go (the process may then exit). */
@@ -235,6 +243,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   const counts: StageCounts = { in: 0, out: 0, errors: 0, at: undefined };
   const output = writes ? new SwitchableOutput(process.stdout) : undefined;
   let lost = false;
+  const mirror = new StageMirror(sendToSupervisor);
   /** The barrier line armed for, without its newline. */
   let armed: string | undefined;
   const barrier: BarrierWatch = {
@@ -248,7 +257,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
   let last = '';
   let ticks = 0;
   const report = (heartbeat = false): Promise<void> => {
-    const message: ComponentMessage = { cqp: 'progress', in: counts.in, out: counts.out, errors: counts.errors, at: counts.at ?? {} };
+    const message: ComponentMessage = { cqp: 'progress', in: counts.in, out: counts.out, errors: counts.errors, at: counts.at ?? {}, mirrored: mirror.mirrored };
     const text = JSON.stringify(message);
     if (text === last && !(heartbeat && ++ticks % HEARTBEAT_TICKS === 0)) return Promise.resolve();
     last = text;
@@ -273,6 +282,9 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       void sendToSupervisor({ cqp: 'ack' });
     } else if (message?.cqp === 'output' && output && handle) {
       output.connect(handle as Socket);
+    } else if (message?.cqp === 'tap') {
+      mirror.tap(message);
+      if (output) output.mirror = mirror.outputs ? (text) => mirror.output(text) : undefined;
     } else if (message?.cqp === 'upstream-lost') {
       lost = true;
       void sendToSupervisor({ cqp: 'ack' });
@@ -295,6 +307,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
     output,
     counts,
     barrier,
+    mirror,
     upstreamLost: () => lost,
     close: async () => {
       clearInterval(ticker);

@@ -31,6 +31,8 @@ export function createPolicy(options: {
   warn: (message: string) => void;
   /** Called with the count after each failure reported (`cqp run` counts them where they happen). */
   counted?: (count: number) => void;
+  /** Called with each failure and the line it was about (`cqp tap --errors-of`). */
+  rejected?: (message: string, raw: string) => void;
 }): ErrorPolicy {
   const input = options.input ?? 'stdin';
   if (options.mode === 'dead-letter' && !options.deadLetter) {
@@ -48,6 +50,7 @@ export function createPolicy(options: {
     report(no, message, raw, from = input) {
       count++;
       options.counted?.(count);
+      options.rejected?.(message, raw);
       const where = `${from}:${no}`;
       if (options.mode === 'fail') {
         throw new CqpError('BAD_INPUT', `${where}: ${message}\n  ${cut(raw)}`);

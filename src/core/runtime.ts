@@ -74,6 +74,8 @@ export interface StageIo {
   progress?: (progress: SinkProgress) => void;
   /** Kept up to date when given (under `cqp run`). */
   counts?: StageCounts | undefined;
+  /** Under `cqp run`: given each event the error policy rejects, and why (mirrored while tapped). */
+  rejected?: ((message: string, raw: string) => void) | undefined;
   /** True when the process feeding this one died: an unfinished last line is its half-written line. */
   upstreamLost?: () => boolean;
   /**
@@ -108,6 +110,7 @@ function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
     warn: io.warn,
     ...(input ? { input } : {}),
     ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
+    ...(io.rejected ? { rejected: io.rejected } : {}),
   });
   return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
 }

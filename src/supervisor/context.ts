@@ -9,6 +9,7 @@ import { Failures } from './failures.js';
 import type { Link } from './link.js';
 import { Lifecycle, type State } from './lifecycle.js';
 import type { StageProcess } from './process.js';
+import { Taps } from './taps.js';
 
 /** Live counters of one component, kept across its generations. */
 export interface ComponentStats {
@@ -20,6 +21,8 @@ export interface ComponentStats {
   in: number;
   out: number;
   errors: number;
+  /** Lines its processes mirrored for `cqp tap` (zero while nobody taps it). */
+  mirrored: number;
   restarts: number;
   /**
    * When its running process last reported (ms since the epoch): cqp components report at least once a
@@ -84,6 +87,8 @@ export class Context {
   readonly units = new Map<string, SinkUnit>();
   readonly stats = new Map<string, ComponentStats>();
   readonly lifecycle = new Lifecycle();
+  /** The `cqp tap` clients and what the processes mirror for them. */
+  readonly taps: Taps = new Taps(this);
   /** Crash times within the window (recovery.ts). */
   crashes: number[] = [];
   /** Set when something went wrong while stopping: the run ends with exit 1. */
@@ -131,7 +136,7 @@ export class Context {
   statsFor(name: string, kind: ComponentStats['kind']): ComponentStats {
     let s = this.stats.get(name);
     if (!s) {
-      s = { name, kind, pid: undefined, generation: 0, in: 0, out: 0, errors: 0, restarts: 0, heardAt: undefined };
+      s = { name, kind, pid: undefined, generation: 0, in: 0, out: 0, errors: 0, mirrored: 0, restarts: 0, heardAt: undefined };
       this.stats.set(name, s);
     }
     return s;

@@ -119,6 +119,7 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     clearInterval(ticker);
     files.close();
     unwatchParent();
+    supervisor.closeTaps();
     metrics?.server.close();
   }
   clearTable();

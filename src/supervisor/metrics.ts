@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type * as PromClient from 'prom-client';
 import type { AddressInfo } from 'node:net';
-import { CqpError } from '../core/errors.js';
+import { CqpError, messageOf } from '../core/errors.js';
+import { parseTapQuery } from './taps.js';
 import type { ComponentStats, Supervisor } from './supervisor.js';
 
 /** Parses `HOST:PORT` (`127.0.0.1:9464`, `[::1]:0`, `:9464`) or a bare port (`9464`), which binds 127.0.0.1. */
@@ -15,7 +16,7 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
-/** Serves `/metrics` (Prometheus text) and `/status` (JSON); resolves with the bound address. */
+/** Serves `/metrics` (Prometheus text), `/status` (JSON) and `/tap` (taps.ts); resolves with the bound address. */
 export async function serveMetrics(supervisor: Supervisor, host: string, port: number): Promise<{ server: Server; address: string }> {
   // Loaded only with --metrics: it is a good part of the supervisor's start-up, before any stage runs.
   // Required, not imported: the bins' bundle is CommonJS, run from a code cache (see core/import-module.ts).
@@ -64,7 +65,8 @@ export async function serveMetrics(supervisor: Supervisor, host: string, port: n
     },
   });
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const url = new URL(req.url ?? '/', 'http://cqp');
+    const path = url.pathname;
     if (path === '/metrics') {
       registry.metrics().then(
         (text) => {
@@ -79,9 +81,16 @@ export async function serveMetrics(supervisor: Supervisor, host: string, port: n
     } else if (path === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(`${JSON.stringify(supervisor.status())}\n`);
+    } else if (path === '/tap') {
+      try {
+        supervisor.tap(parseTapQuery(url.searchParams), res);
+      } catch (error) {
+        res.writeHead(400, { 'content-type': 'text/plain' });
+        res.end(`${messageOf(error)}\n`);
+      }
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('try /metrics or /status\n');
+      res.end('try /metrics, /status or /tap\n');
     }
   });
   await new Promise<void>((resolve, reject) => {

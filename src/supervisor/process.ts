@@ -55,6 +55,8 @@ export class StageProcess {
   /** Its last progress report (on either transport), and a listener for each. */
   reported: Progress = { in: 0, out: 0, errors: 0, at: {} };
   onReport: ((report: Progress) => void) | undefined;
+  /** Given what it mirrors while tapped (`cqp tap`). */
+  onTapped: ((message: Extract<ComponentMessage, { cqp: 'tapped' }>) => void) | undefined;
   /** It said its output was closed under it (the process it wrote into exited): its exit 0 that follows is no crash. */
   outputClosed = false;
   /** What it said when it was refused its log or database because another writer holds it. */
@@ -156,11 +158,14 @@ export class StageProcess {
         this.readyNow(true);
         return;
       case 'progress':
-        this.reported = { in: message.in, out: message.out, errors: message.errors, at: message.at };
+        this.reported = { in: message.in, out: message.out, errors: message.errors, at: message.at, mirrored: message.mirrored ?? 0 };
         this.onReport?.(this.reported);
         return;
       case 'output-closed':
         this.outputClosed = true;
+        return;
+      case 'tapped':
+        this.onTapped?.(message);
         return;
       case 'locked':
         this.locked = message.message;

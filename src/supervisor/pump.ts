@@ -33,6 +33,8 @@ export interface PumpOptions {
    */
   rewrite?: (lines: Buffer) => Rewritten;
   failed?: (error: CqpError) => void;
+  /** For `cqp tap`: what to give each run of whole lines forwarded, while someone taps them (else undefined). */
+  mirror?: () => ((text: string) => void) | undefined;
 }
 
 const NL = 10;
@@ -164,6 +166,8 @@ export class Pump implements Link {
       if (bytes.length === 0) return;
       parts = [bytes];
     }
+    const mirror = this.options.mirror?.();
+    if (mirror) mirror(parts.map((p) => p.toString('utf8')).join(''));
     let lines = 0;
     for (const part of parts) lines += countLines(part);
     this.options.count?.(lines);

@@ -36,7 +36,7 @@ export interface SinkHere {
  * would write to stderr goes to `log`, under its name, as the supervisor passes on a sink's stderr.
  */
 function runSinkHere(sink: SinkPlan, dir: string, log: (line: string) => void): SinkHere {
-  const stats: ComponentStats = { name: sink.name, kind: 'sink', pid: process.pid, generation: 1, in: 0, out: 0, errors: 0, restarts: 0, heardAt: Date.now() };
+  const stats: ComponentStats = { name: sink.name, kind: 'sink', pid: process.pid, generation: 1, in: 0, out: 0, errors: 0, mirrored: 0, restarts: 0, heardAt: Date.now() };
   const controller = new AbortController();
   const say = (line: string): void => log(`[${sink.name}] ${line}`);
   let ready = false;

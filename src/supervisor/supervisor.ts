@@ -9,7 +9,9 @@
  * - shutdown.ts: draining, the views' catch-up, the drain limit;
  * - reload.ts and stage-swap.ts: hot reload.
  */
+import type { ServerResponse } from 'node:http';
 import type { PositionMap } from '../core/position.js';
+import type { TapQuery } from './taps.js';
 import type { PipelinePlan } from './config.js';
 import { Context, type ComponentStats, type SupervisorOptions } from './context.js';
 import { filesRead } from './read-files.js';
@@ -24,7 +26,7 @@ export type { ComponentStats, SupervisorOptions } from './context.js';
 
 /** The `/status` document; `stalled`: seconds since a silent stage's last report, or null. */
 export interface PipelineStatus {
-  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; stalled: number | null }>;
+  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; mirrored: number; stalled: number | null }>;
   reloads: { ok: number; failed: number };
 }
 
@@ -108,10 +110,20 @@ export class Supervisor {
     return this.ctx.components();
   }
 
+  /** Streams to `res` the events `query` asks for, until it goes away or the pipeline stops (`cqp tap`). */
+  tap(query: TapQuery, res: ServerResponse): void {
+    this.ctx.taps.open(query, res);
+  }
+
+  /** Ends every tap stream. */
+  closeTaps(): void {
+    this.ctx.taps.close();
+  }
+
   /** The `/status` document. */
   status(): PipelineStatus {
     return {
-      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, stalled: stalledFor(s) ?? null })),
+      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, mirrored: s.mirrored, stalled: stalledFor(s) ?? null })),
       reloads: { ...this.reloads },
     };
   }

@@ -31,7 +31,7 @@ function spawn(
   if (direct && (direct.proc?.running === false || direct.stream.destroyed)) {
     throw new CqpError('STAGE', `${name}: ${direct.proc?.name ?? 'the process it writes into'} has exited; it is restarted first`);
   }
-  return new StageProcess(
+  const proc = new StageProcess(
     { ...command, args: [...command.args, ...extraArgs] },
     {
       name,
@@ -43,6 +43,12 @@ function spawn(
       stderrLine: (line) => ctx.log(`[${name}] ${line}`),
     },
   );
+  if (proc.controlled) {
+    // Told what to mirror once it listens (a process started while someone taps its component).
+    proc.onTapped = (message) => ctx.taps.publish(name, message);
+    void proc.ready?.then((ok) => ok && ctx.taps.refresh());
+  }
+  return proc;
 }
 
 /** A process's stdin as a link's target; a process with a control channel counts its own input. */
@@ -60,13 +66,14 @@ export function target(proc: StageProcess, stats: ComponentStats | undefined): P
  * events its error policy handled among them; `then`: what else to do with each report.
  */
 function countReports(proc: StageProcess, stats: ComponentStats, then?: (report: Progress) => void): void {
-  let last = { in: 0, out: 0, errors: 0 };
+  let last = { in: 0, out: 0, errors: 0, mirrored: 0 };
   proc.onReport = (report) => {
     if (stats.pid === proc.pid) stats.heardAt = Date.now();
     stats.in += report.in - last.in;
     stats.out += report.out - last.out;
     stats.errors += report.errors - last.errors;
-    last = report;
+    stats.mirrored += (report.mirrored ?? 0) - last.mirrored;
+    last = { ...report, mirrored: report.mirrored ?? 0 };
     then?.(report);
   };
 }
@@ -81,7 +88,7 @@ export function linkFrom(ctx: Context, proc: StageProcess, stats: ComponentStats
     ...(stats && !proc.controlled ? { count: (n: number) => (stats.out += n) } : {}),
     cleanEnd: () => proc.clean(),
     warn: (message: string) => ctx.log(`cqp: ${proc.name}: ${message}`),
-    ...(stage && stats && stage.filter === undefined ? runOutput(ctx, stage, proc, stats) : {}),
+    ...(stage && stats && stage.filter === undefined ? { ...runOutput(ctx, stage, proc, stats), mirror: ctx.taps.pumpMirror(stage.name, stats) } : {}),
   };
   const stdout = proc.stdout;
   return stdout ? new Pump(stdout, targets, { ...options, endTargets: true }) : new DirectLink(proc, targets, options);
@@ -130,6 +137,12 @@ export async function spawnUnit(ctx: Context, plan: SinkPlan, watched = true): P
     const feed = [target(sink, stats)];
     unit.where = spawn(ctx, plan.whereCommand, `${plan.name}:where`, stats, { downstream: feed });
     unit.whereLink = linkFrom(ctx, unit.where, undefined, feed);
+    // Its counts are the sink's own; only what it mirrored for a tap of the sink's inputs adds up.
+    let mirrored = 0;
+    unit.where.onReport = (report) => {
+      stats.mirrored += (report.mirrored ?? 0) - mirrored;
+      mirrored = report.mirrored ?? 0;
+    };
   }
   if (plan.logInput) countReports(sink, stats, (report) => (unit.progress = report.at));
   if (watched) for (const proc of ctx.unitProcs(unit)) watch(ctx, proc, unit);

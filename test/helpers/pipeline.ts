@@ -18,6 +18,8 @@ export interface StageStatus {
   in: number;
   out: number;
   errors: number;
+  /** Lines mirrored for `cqp tap`. */
+  mirrored: number;
   stalled: number | null;
 }
 
@@ -40,6 +42,8 @@ export interface RunningPipeline {
   exitWithin(timeoutMs: number): Promise<number | null>;
   /** Waits until stderr matches, failing with stderr when the run exits first or the deadline passes. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** The `HOST:PORT` of `/status` and `/tap` (started with `metrics: true`). */
+  address(): Promise<string>;
   /** `/status` (started with `metrics: true`). */
   status(): Promise<PipelineStatus>;
   /** Its stages from `/status`. */
@@ -94,9 +98,9 @@ export function runPipeline(file: string, options: RunOptions = {}): RunningPipe
       { timeoutMs, what: () => `cqp run to print ${pattern}; stderr so far:\n${err}` },
     );
   let address: string | undefined;
+  const metricsAddress = async (): Promise<string> => (address ??= (await waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string);
   const status = async (): Promise<PipelineStatus> => {
-    address ??= (await waitFor(/metrics on http:\/\/([\d.:]+)\//))[1] as string;
-    const res = await fetch(`http://${address}/status`);
+    const res = await fetch(`http://${await metricsAddress()}/status`);
     return (await res.json()) as PipelineStatus;
   };
   return {
@@ -106,6 +110,7 @@ export function runPipeline(file: string, options: RunOptions = {}): RunningPipe
     exited: () => code,
     exitWithin: (timeoutMs) => eventually(() => (code === undefined ? undefined : { code }), { timeoutMs, what: () => `cqp run to exit; stderr:\n${err}` }).then((r) => r.code),
     waitFor,
+    address: metricsAddress,
     status,
     stages: async () => (await status()).stages,
   };

@@ -148,6 +148,51 @@ describe('a stage under cqp run (the control channel)', () => {
   });
 });
 
+describe('a stage under cqp run, tapped (cqp tap)', () => {
+  const rejectThree = ['where', "e.i !== 3 || (() => { throw new Error('three') })()", '--on-error', 'skip'];
+  const listening = (stage: ReturnType<typeof controlled>): Promise<unknown> =>
+    eventually(() => stage.messages.some((m) => m.cqp === 'progress'), { what: () => `the stage's first report (stderr: ${stage.stderr()})` });
+
+  it('mirrors nothing until told: no tapped message, mirrored 0', async () => {
+    const stage = controlled(rejectThree);
+    await listening(stage);
+    stage.child.stdin?.end(lines(0, 10));
+    expect(await exit(stage.child)).toBe(0);
+    expect(stage.messages.filter((m) => m.cqp === 'tapped')).toEqual([]);
+    const last = stage.messages.filter((m) => m.cqp === 'progress').at(-1);
+    expect(last).toMatchObject({ in: 10, out: 9, errors: 1, mirrored: 0 });
+  });
+
+  it('told to, mirrors every line it writes and each rejected event with its reason; told to stop, stops', async () => {
+    const stage = controlled(rejectThree);
+    await listening(stage);
+    stage.child.send({ cqp: 'tap', outputs: 'all', errors: true });
+    stage.child.stdin?.write(lines(0, 10));
+    const tapped = (): Array<{ outputs: string[]; errors: Array<{ reason: string; line: string }> }> => stage.messages.filter((m) => m.cqp === 'tapped') as never;
+    await eventually(() => tapped().flatMap((m) => m.outputs).length === 9, { what: () => `9 mirrored lines (stderr: ${stage.stderr()})` });
+    expect(tapped().flatMap((m) => m.outputs).map((l) => (JSON.parse(l) as { i: number }).i)).toEqual([0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    expect(tapped().flatMap((m) => m.errors)).toEqual([{ reason: 'where: three', line: lines(3, 4).trimEnd() }]);
+    stage.child.send({ cqp: 'tap', outputs: 0, errors: false });
+    // Told in order on one channel: the lines written after the stop are not mirrored.
+    await eventually(() => stage.messages.filter((m) => m.cqp === 'progress').some((m) => m.in === 10), { what: 'the first lines counted' });
+    stage.child.stdin?.end(lines(10, 20));
+    expect(await exit(stage.child)).toBe(0);
+    expect(tapped().flatMap((m) => m.outputs)).toHaveLength(9);
+    expect(stage.messages.filter((m) => m.cqp === 'progress').at(-1)).toMatchObject({ in: 20, out: 19, mirrored: 10 });
+  });
+
+  it('at a rate, mirrors at most that many lines a second', async () => {
+    const stage = controlled(['where', 'true']);
+    await listening(stage);
+    stage.child.send({ cqp: 'tap', outputs: 5, errors: false });
+    stage.child.stdin?.end(lines(0, 100));
+    expect(await exit(stage.child)).toBe(0);
+    const mirrored = stage.messages.filter((m) => m.cqp === 'tapped').flatMap((m) => m.outputs as string[]);
+    expect(mirrored.length).toBeGreaterThan(0);
+    expect(mirrored.length).toBeLessThanOrEqual(10);
+  });
+});
+
 describe('SwitchableOutput', () => {
   it('armed, splits a chunk at the barrier line: the lines before go to the current output, the line is dropped, the rest waits for the next', async () => {
     const collect = (stream: PassThrough): (() => string) => {

@@ -12,7 +12,7 @@ import type { ComponentStats } from '../../src/supervisor/supervisor.js';
 const PIPELINES = fileURLToPath(new URL('../../pipelines/', import.meta.url));
 
 function stats(name: string, kind: ComponentStats['kind'], inN: number, out: number): ComponentStats {
-  return { name, kind, pid: 1, generation: 1, in: inN, out, errors: 0, restarts: 0, heardAt: undefined };
+  return { name, kind, pid: 1, generation: 1, in: inN, out, errors: 0, mirrored: 0, restarts: 0, heardAt: undefined };
 }
 
 const dirs: string[] = [];
