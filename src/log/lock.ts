@@ -124,6 +124,7 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
   const { flockSync } = loadFlock();
   let fd: number | undefined;
   let waitUntil: number | undefined;
+  let waitingFor: number | undefined;
   for (let attempt = 0; fd === undefined; attempt++) {
     let candidate: number;
     try {
@@ -138,9 +139,15 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
       const code = (error as NodeJS.ErrnoException).code;
       const locked = code === 'EAGAIN' || code === 'EWOULDBLOCK';
       const holder = locked ? lockHolder(candidate) : undefined;
-      if (holder !== undefined && orphanedStage(holder) && (waitUntil === undefined || Date.now() < waitUntil)) {
+      const orphan = holder !== undefined && orphanedStage(holder);
+      // Once waiting for it, the orphan exiting (its environment already gone, or the lock let go as we
+      // looked) is no reason to give up; another live writer taking the lock first is.
+      const stillWaiting =
+        waitUntil !== undefined && Date.now() < waitUntil && (holder === undefined || holder === waitingFor || orphan || !alive(holder));
+      if (locked && ((orphan && waitUntil === undefined) || stillWaiting)) {
         if (waitUntil === undefined) process.stderr.write(`cqp: ${what}: waiting for pid ${holder}, a stage of a cqp run that stopped, to finish writing and exit\n`);
         waitUntil ??= Date.now() + ORPHAN_WAIT_MS;
+        waitingFor ??= holder;
         closeSync(candidate);
         sleepSync(50);
         attempt--;
