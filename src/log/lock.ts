@@ -2,6 +2,7 @@ import { closeSync, fstatSync, openSync, readFileSync, renameSync, statSync, unl
 import { createRequire } from 'node:module';
 import { basename } from 'node:path';
 import { CqpError, messageOf } from '../core/errors.js';
+import { processAlive } from '../core/pid.js';
 
 /** A held writer lock; `release()` is idempotent, and the OS drops the lock when the process ends. */
 export interface WriterLock {
@@ -59,14 +60,6 @@ const LOCKED_BY_ANOTHER_WRITER = 'is locked by another writer';
 /** How long a writer waits for a holder that is a stage of a `cqp run` that died (it stops by itself). */
 const ORPHAN_WAIT_MS = 30_000;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Whether `pid` is a stage whose `cqp run` is gone (killed with -9, say): such a stage drains what it
@@ -79,7 +72,7 @@ function orphanedStage(pid: number): boolean {
       .split('\0')
       .find((e) => e.startsWith('CQP_SUPERVISOR_PID='));
     const supervisor = Number(entry?.slice('CQP_SUPERVISOR_PID='.length));
-    return Number.isSafeInteger(supervisor) && supervisor > 0 && !alive(supervisor);
+    return Number.isSafeInteger(supervisor) && supervisor > 0 && !processAlive(supervisor);
   } catch {
     return false;
   }
@@ -143,7 +136,7 @@ export function acquireLock(path: string, options: { what?: string; create?: boo
       // Once waiting for it, the orphan exiting (its environment already gone, or the lock let go as we
       // looked) is no reason to give up; another live writer taking the lock first is.
       const stillWaiting =
-        waitUntil !== undefined && Date.now() < waitUntil && (holder === undefined || holder === waitingFor || orphan || !alive(holder));
+        waitUntil !== undefined && Date.now() < waitUntil && (holder === undefined || holder === waitingFor || orphan || !processAlive(holder));
       if (locked && ((orphan && waitUntil === undefined) || stillWaiting)) {
         if (waitUntil === undefined) process.stderr.write(`cqp: ${what}: waiting for pid ${holder}, a stage of a cqp run that stopped, to finish writing and exit\n`);
         waitUntil ??= Date.now() + ORPHAN_WAIT_MS;

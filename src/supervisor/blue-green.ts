@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import type { StoreRebuild } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
+import { processAlive } from '../core/pid.js';
 
 /** One sink's file being rebuilt: written at `temp`, renamed over `target` at the end, as its definition says. */
 export interface BlueGreenFile {
@@ -31,14 +32,6 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Names in the target's folder that replays left for it, with the pid of the replay that made each. */
 function replayFiles(target: string): Array<{ path: string; pid: number }> {
@@ -63,7 +56,7 @@ function replayFiles(target: string): Array<{ path: string; pid: number }> {
  */
 export function clearLeftovers(target: string): string[] {
   const files = replayFiles(target);
-  const busy = files.find((f) => f.pid !== process.pid && running(f.pid));
+  const busy = files.find((f) => f.pid !== process.pid && processAlive(f.pid));
   if (busy) {
     throw new CqpError(
       'LOCKED',

@@ -3,30 +3,16 @@
  * `cqp_log_leases` bucket, kept by compare-and-set on its revision and renewed every second. A writer
  * that dies stops renewing and the key ages out within LEASE_MS.
  */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { Kvm, type KV } from '@nats-io/kv';
 import { CqpError, messageOf } from '../../core/errors.js';
 import type { Session } from './stream.js';
+import { processAlive } from '../../core/pid.js';
 
 const LEASE_BUCKET = 'cqp_log_leases';
 /** How long a lease lasts without renewal: a dead writer's lapses within this. */
 export const LEASE_MS = 5000;
 const RENEW_MS = 1000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A killed process not yet reaped by its parent (a zombie) still answers signal 0.
-  try {
-    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
 
 /** The log's single-writer lease: a key in a bucket whose entries age out unless renewed. */
 export class Lease {
@@ -72,7 +58,7 @@ export class Lease {
           const v = JSON.parse(who) as { holder?: string; since?: string; host?: string; pid?: number };
           who = `${v.holder ?? '?'}, since ${v.since ?? '?'}`;
           // A holder on this machine whose process is gone (killed) need not be waited for.
-          dead = v.host === hostname() && typeof v.pid === 'number' && v.pid !== process.pid && !alive(v.pid);
+          dead = v.host === hostname() && typeof v.pid === 'number' && v.pid !== process.pid && !processAlive(v.pid);
         } catch {
           // Shown as stored.
         }
