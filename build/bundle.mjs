@@ -1,10 +1,13 @@
 // Bundles dist/ (tsc's output) into dist/bundle/, which the bins load. Start-up time was mostly module
 // loading and compiling: Node resolves, reads and compiles each file (zod alone is about 90), and Node
-// 20 keeps no compiled code between runs. So the commands are one CommonJS file, cli.cjs, that the bins
-// run through bin/load-bundle.js with V8 code caches made here (cli.cjs.<kind>.cache): the functions a start
-// compiles are read back instead. Its modules still run only when a command needs them (esbuild wraps
-// each in a function called on first import). dist/bundle/ is two folders below the package, as
-// dist/core/ is, so the paths the code finds from its own place (bin/cqp.js, package.json) hold in both.
+// 20 keeps no compiled code between runs. So the commands are CommonJS files that the bins run through
+// bin/load-bundle.js with V8 code caches made here (<bundle>.cjs.cache): the functions a start compiles
+// are read back instead. There is one bundle per kind of process: cli.cjs has every command (cqp run,
+// replay, …), filter.cjs, source.cjs and sink.cjs a component's process of that kind alone (its kind's
+// components and the runtime), so that a stage reads and deserializes a third of the code, not all of it.
+// Their modules still run only when a command needs them (esbuild wraps each module a command imports
+// with import() in a function called on first import). dist/bundle/ is two folders below the package,
+// as dist/core/ is, so the paths the code finds from its own place (bin/cqp.js, package.json) hold in all.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,9 +35,12 @@ const common = {
   logLevel: 'warning',
 };
 
+// The entry of each bundle, by the name bin/load-bundle.js knows it by.
+const ENTRIES = { cli: 'dist/cli.js', filter: 'dist/filters/main.js', source: 'dist/sources/main.js', sink: 'dist/sinks/main.js' };
+
 await build({
   ...common,
-  entryPoints: { cli: 'dist/cli.js' },
+  entryPoints: ENTRIES,
   outExtension: { '.js': '.cjs' },
   format: 'cjs',
   // A CommonJS file has no import.meta: the code finds files beside its own (the worker, the hooks, package.json) from its URL.
@@ -75,8 +81,8 @@ await build({
   banner: { js: "import { createRequire as __cqpCreateRequire } from 'node:module'; const require = __cqpCreateRequire(import.meta.url);" },
 });
 
-// The code caches, one per kind of process (see bin/load-bundle.js), each written by the loader from a
-// typical start of its kind (CQP_WRITE_CODE_CACHE=1): one event through `cqp-filter map` (the start every
+// The code caches, one per bundle (see bin/load-bundle.js), each written by the loader from a typical
+// start of its kind (CQP_WRITE_CODE_CACHE=1): one event through `cqp-filter map` (the start every
 // stage shares), a log read by `cqp-source log`, a views sink reading a log as a replay runs it, and
 // `cqp replay` itself. They run in a scratch folder on a few demo events.
 const scratch = mkdtempSync(join(tmpdir(), 'cqp-code-cache-'));

@@ -1,9 +1,8 @@
-import { Command } from 'commander';
-import { CqpError, exitCodeFor, messageOf } from './core/errors.js';
-import { isBrokenPipe } from './core/runtime.js';
-import { outputClosed } from './stage-control.js';
-import { packageVersion } from './core/version.js';
+import type { Command } from 'commander';
+import type { ComponentDefinition, ComponentKind } from './core/component.js';
+import { CqpError } from './core/errors.js';
 import { addAuthoringCommands } from './authoring-cli.js';
+import { cqpProgram, runMain, setExit } from './main.js';
 import { addTapCommand } from './tap/cli.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
@@ -11,13 +10,11 @@ const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph'
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
-  const program = new Command('cqp')
-    .description('stream processor for NDJSON events: filters, a command log, SQLite views, replay, hot reload')
-    .showHelpAfterError('(add --help for usage)')
-    .exitOverride();
+  const program = cqpProgram();
   if (!PLAIN_COMMANDS.has(argv[0] ?? '')) {
-    const { addComponentCommands } = await import('./component-cli.js');
-    await addComponentCommands(program, argv);
+    const [{ addComponentCommands }, { componentFiles, loadComponents }] = await Promise.all([import('./component-cli.js'), import('./components.js')]);
+    program.command('list').description('list every source, filter and sink').action(() => listCommand(loadComponents));
+    await addComponentCommands(program, argv, componentFiles);
   }
   addLogCommands(program);
   program
@@ -123,11 +120,14 @@ function addTestCommand(program: Command): void {
     });
 }
 
-let exitCode = 0;
-
-/** Records the exit code a command returned (commands that fail by returning, not throwing). */
-function setExit(code: number): void {
-  exitCode = code;
+async function listCommand(loadComponents: (kind: ComponentKind) => Promise<ComponentDefinition[]>): Promise<void> {
+  const kinds = ['source', 'filter', 'sink'] as const;
+  const loaded = await Promise.all(kinds.map((kind) => loadComponents(kind)));
+  const width = Math.max(...loaded.flat().map((c) => c.name.length));
+  kinds.forEach((kind, i) => {
+    process.stdout.write(`${kind}s:\n`);
+    for (const c of loaded[i] ?? []) process.stdout.write(`  ${c.name.padEnd(width)}  ${c.summary}\n`);
+  });
 }
 
 function addLogCommands(program: Command): void {
@@ -162,63 +162,7 @@ function addLogCommands(program: Command): void {
     .action((file: string, opts: Record<string, unknown>) => run('repair', file, opts));
 }
 
-/** Entry point of every bin: parses argv, runs, and exits with 0, 1 or 2. */
-export async function main(argv: string[]): Promise<void> {
-  // Node makes a stdout pipe non-blocking once it is touched. A sink other than `stdout` writes nothing
-  // there, so it leaves stdout alone: programs sharing that pipe (`tee >(cqp-sink …) | …`) keep theirs.
-  const printsOnly = ['--help', '-h', '--version', '-V'].some((flag) => argv.includes(flag));
-  const usesStdout = !(argv[0] === 'sink' && argv[1] !== undefined && argv[1] !== 'stdout' && !printsOnly);
-  if (usesStdout) {
-    process.stdout.on('error', (error) => {
-      // Under `cqp run` it says so first: the supervisor must not take the exit for a crash.
-      if (isBrokenPipe(error)) void outputClosed().then(() => process.exit(0));
-    });
-  }
-  const program = await buildProgram(argv);
-  const version = packageVersion();
-  // Every command answers --version (`cqp-filter --version`, `cqp run --version`), not only `cqp`.
-  const override = (cmd: Command): void => {
-    cmd.exitOverride();
-    cmd.version(version, '-V, --version', 'print the cqp version');
-    cmd.commands.forEach(override);
-  };
-  override(program);
-  let code: number;
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-    code = exitCode;
-  } catch (error) {
-    code = await handleError(error);
-  }
-  // A write to a full pipe is queued, not lost, but process.exit would drop it: wait for stdout to
-  // drain first. Exiting (rather than returning) ends an stdin paused mid-stream after SIGTERM.
-  if (usesStdout) await flushed(process.stdout);
-  process.exit(code);
-}
-
-function flushed(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.writableLength === 0 || stream.destroyed) resolve();
-    else stream.write('', () => resolve());
-  });
-}
-
-async function handleError(error: unknown): Promise<number> {
-  const code = (error as { code?: string }).code ?? '';
-  if (code.startsWith('commander.')) {
-    // `--help` and `--version` exit 0; usage printed because no command was given (bare `cqp`) is a usage error.
-    return (error as { exitCode?: number }).exitCode === 0 ? 0 : 2;
-  }
-  if (isBrokenPipe(error)) return 0;
-  // chalk is loaded here, not at start-up: it imports node:process, whose loading touches
-  // process.stdout (see main).
-  const { stderrColor } = await import('./core/color.js');
-  const prefix = stderrColor.red('cqp:');
-  if (error instanceof CqpError) {
-    process.stderr.write(error.code === 'BAD_INPUT' ? `${error.message}\n` : `${prefix} ${error.message}\n`);
-    return exitCodeFor(error);
-  }
-  process.stderr.write(`${prefix} ${messageOf(error)}\n`);
-  if (process.env.CQP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack ?? ''}\n`);
-  return 1;
+/** Entry point of `cqp`: every command (a component's process runs its kind's main.ts, e.g. filters/main.ts). */
+export function main(argv: string[]): Promise<void> {
+  return runMain(argv, buildProgram);
 }

@@ -3,14 +3,14 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { Command, Option } from 'commander';
-import { componentNames, loadComponents } from './components.js';
-import type { ComponentDefinition, ComponentKind } from './core/component.js';
+import { loadFrom, type ComponentDefinition, type ComponentFiles, type ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
 import { commanderOptions, optionSpecs, parseOptions } from './core/options.js';
 import type { PositionMap } from './core/position.js';
 import { RUNTIME_OPTIONS, runtimeOptionsFor } from './core/runtime-options.js';
 import { isBrokenPipe, READ_CHUNK_BYTES, runFilter, runSink, runSource, type RuntimeOptions, type SinkProgress, type StageIo } from './core/runtime.js';
 import { suggestion } from './core/suggest.js';
+import { cqpProgram, runMain } from './main.js';
 import { resolveLogLocation } from './log/command-log.js';
 import { messageLine, readMessages, supervisorMessage, type ComponentMessage } from './protocol.js';
 import { sendToSupervisor, stageControl } from './stage-control.js';
@@ -57,9 +57,9 @@ type RunComponent = (def: ComponentDefinition, options: Record<string, unknown>,
  * Adds `cqp <kind> <name>` with flags generated from its schema: for the component the arguments name
  * (only its file is loaded), or for every component of the kind (`cqp filter --help`, a misspelt name).
  */
-async function addKind(parent: Command, kind: ComponentKind, named: string | undefined, act: RunComponent): Promise<void> {
-  const names = componentNames(kind);
-  for (const def of await loadComponents(kind, named !== undefined && names.includes(named) ? [named] : names)) {
+async function addKind(parent: Command, kind: ComponentKind, files: ComponentFiles, named: string | undefined, act: RunComponent): Promise<void> {
+  const names = Object.keys(files);
+  for (const def of await loadFrom(files, named !== undefined && names.includes(named) ? [named] : names)) {
     const cmd = parent.command(def.name).description(def.summary);
     if (def.positional) cmd.argument(`[${def.positional}]`, `the --${def.positional} option`);
     for (const option of commanderOptions(def.options, def.positional)) cmd.addOption(option);
@@ -83,7 +83,7 @@ async function addKind(parent: Command, kind: ComponentKind, named: string | und
   }
   parent.on('command:*', (operands: string[]) => {
     const name = operands[0] ?? '';
-    const hint = suggestion(name, componentNames(kind));
+    const hint = suggestion(name, names);
     throw new CqpError('USAGE', `unknown ${kind} "${name}"${hint} (cqp list shows them all)`);
   });
 }
@@ -246,31 +246,22 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   };
 }
 
-async function listCommand(): Promise<void> {
-  const kinds = ['source', 'filter', 'sink'] as const;
-  const loaded = await Promise.all(kinds.map((kind) => loadComponents(kind)));
-  const width = Math.max(...loaded.flat().map((c) => c.name.length));
-  kinds.forEach((kind, i) => {
-    process.stdout.write(`${kind}s:\n`);
-    for (const c of loaded[i] ?? []) process.stdout.write(`  ${c.name.padEnd(width)}  ${c.summary}\n`);
-  });
-}
-
 /**
- * Adds `cqp list` and `cqp filter|source|sink NAME`, generated from the registry. Only the kind the
- * arguments name is loaded (`filter map …` loads map alone; `help filter` every filter).
+ * Adds `cqp filter|source|sink NAME`, generated from the registry, for the kinds `files` has. Only the
+ * kind the arguments name is loaded (`filter map …` loads map alone; `help filter` every filter).
  */
-export async function addComponentCommands(program: Command, argv: readonly string[]): Promise<void> {
-  program.command('list').description('list every source, filter and sink').action(listCommand);
+export async function addComponentCommands(program: Command, argv: readonly string[], files: Partial<Record<ComponentKind, ComponentFiles>>): Promise<void> {
   const kinds = [
     ['filter', 'run a filter: NDJSON stdin → stdout (cqp filter NAME --help)'],
     ['source', 'run a source: events → NDJSON stdout (cqp source KIND --help)'],
     ['sink', 'run a sink: NDJSON stdin → a destination (cqp sink KIND --help)'],
   ] as const;
   for (const [kind, description] of kinds) {
+    const own = files[kind];
+    if (!own) continue;
     const parent = program.command(kind).description(description);
     const [first, second, third] = argv[0] === 'help' ? argv.slice(1) : argv;
-    if (first === kind) await addKind(parent, kind, argv[0] === 'help' ? third : second, runComponent);
+    if (first === kind) await addKind(parent, kind, own, argv[0] === 'help' ? third : second, runComponent);
   }
 }
 
@@ -284,12 +275,13 @@ export interface ComponentCall {
 /**
  * Reads a component's command line (`['sink', 'sqlite', '--db', …]`) with the code its own process
  * reads it with, for a caller that runs the component inside its own process (a replay's one sink).
+ * `files`: the registry (components.ts), passed in so that a component's process does not load it.
  */
-export async function readComponentCommand(argv: readonly string[]): Promise<ComponentCall> {
+export async function readComponentCommand(argv: readonly string[], files: Record<ComponentKind, ComponentFiles>): Promise<ComponentCall> {
   const kind = argv[0] as ComponentKind;
   let call: ComponentCall | undefined;
   const program = new Command('cqp').exitOverride().configureOutput({ writeOut: () => {}, writeErr: () => {} });
-  await addKind(program.command(kind), kind, argv[1], (def, options, runtime) => {
+  await addKind(program.command(kind), kind, files[kind], argv[1], (def, options, runtime) => {
     call = { def, options, runtime };
     return Promise.resolve();
   });
@@ -301,4 +293,17 @@ export async function readComponentCommand(argv: readonly string[]): Promise<Com
   }
   if (!call) throw new CqpError('USAGE', `not a component's command line: ${argv.join(' ')}`);
   return call;
+}
+
+/**
+ * Entry point of a component's process (`cqp-filter …`, `cqp filter …`): `argv` starts with its kind,
+ * and the program knows that kind's components alone, so the process loads no other code (see
+ * build/bundle.mjs). Help, errors and exit codes are those of `cqp <kind>` in the full program.
+ */
+export function componentMain(argv: string[], kind: ComponentKind, files: ComponentFiles): Promise<void> {
+  return runMain(argv, async (args) => {
+    const program = cqpProgram();
+    await addComponentCommands(program, args, { [kind]: files });
+    return program;
+  });
 }

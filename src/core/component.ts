@@ -253,6 +253,15 @@ export function isExactlyOnce(def: SinkDefinition): boolean {
 export type ComponentDefinition = FilterDefinition | SourceDefinition | SinkDefinition;
 export type ComponentKind = ComponentDefinition['kind'];
 
+/** One kind's components, each under its CLI word, as a function that imports its file. */
+export type ComponentFiles = Record<string, () => Promise<{ default: ComponentDefinition }>>;
+
+/** Loads the named components of one kind's list (all of them without names), in its order; unknown names are skipped. */
+export async function loadFrom(files: ComponentFiles, names: readonly string[] = Object.keys(files)): Promise<ComponentDefinition[]> {
+  const loaded = await Promise.all(names.flatMap((name) => (Object.hasOwn(files, name) ? [files[name]?.()] : [])));
+  return loaded.flatMap((m) => (m ? [m.default] : []));
+}
+
 /** Declares a filter with its option types inferred from the schema. */
 export function defineFilter<S extends z.ZodObject>(d: Omit<FilterDefinition<S>, 'kind'>): FilterDefinition {
   return { kind: 'filter', ...d } as unknown as FilterDefinition;

@@ -41,9 +41,9 @@ function runSinkHere(sink: SinkPlan, dir: string, log: (line: string) => void): 
   const say = (line: string): void => log(`[${sink.name}] ${line}`);
   let ready = false;
   const run = async (): Promise<number> => {
-    const [{ readComponentCommand }, { runSink }] = await Promise.all([import('../component-cli.js'), import('../core/runtime.js')]);
+    const [{ readComponentCommand }, { runSink }, { componentFiles }] = await Promise.all([import('../component-cli.js'), import('../core/runtime.js'), import('../components.js')]);
     try {
-      const { def, options, runtime } = await readComponentCommand([...sink.command.args.slice(1), ...(sink.logInput?.args ?? [])]);
+      const { def, options, runtime } = await readComponentCommand([...sink.command.args.slice(1), ...(sink.logInput?.args ?? [])], componentFiles);
       if (def.kind !== 'sink') throw new CqpError('CONFIG', `${sink.name}: ${def.name} is not a sink`);
       const io: StageIo = {
         // A sink reading the log never reads its input stream; process.stdin is never touched.

@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { readComponentCommand, type ComponentCall } from '../component-cli.js';
+import { componentFiles } from '../components.js';
 import type { JsonObject, SinkDefinition } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { parseOptions } from '../core/options.js';
@@ -52,7 +53,7 @@ export async function runPipelineTest(plan: PipelinePlan, loaded: LoadedTest, tm
   const calls = new Map<string, ComponentCall & { def: SinkDefinition }>();
   const stores = new Map<string, string>();
   for (const sink of plan.sinks) {
-    const call = await readComponentCommand(sink.command.args.slice(1));
+    const call = await readComponentCommand(sink.command.args.slice(1), componentFiles);
     const def = call.def;
     if (def.kind !== 'sink') throw new CqpError('CONFIG', `${sink.name}: ${def.name} is not a sink`);
     const store = def.store;
@@ -139,7 +140,7 @@ function aside(name: string, runtime: RuntimeOptions, ctx: RunContext): RuntimeO
 async function filterOutput(name: string, command: Command, input: string, ctx: RunContext): Promise<string> {
   const out = collector();
   try {
-    const { def, options, runtime } = await readComponentCommand(command.args.slice(1));
+    const { def, options, runtime } = await readComponentCommand(command.args.slice(1), componentFiles);
     if (def.kind !== 'filter') throw new CqpError('CONFIG', `${def.name} is not a filter`);
     await runFilter(def, options, aside(name, runtime, ctx), stageIo(name, input, out.stream, ctx));
   } catch (error) {
