@@ -50,7 +50,7 @@ function loadBundle(argv) {
   const cache = `${file}.cache`;
   const write = process.env.CQP_WRITE_CODE_CACHE === '1';
   delete process.env.CQP_WRITE_CODE_CACHE;
-  const script = new Script(Module.wrap(readFileSync(file, 'utf8')), { filename: file, cachedData: readCache(cache) });
+  const script = new Script(Module.wrap(readFileSync(file, 'latin1')), { filename: file, cachedData: readCache(cache) });
   // On Node 20 an import() in code compiled from a script's cache finds no loader: the bundle imports
   // user modules through this one (see src/core/import-module.ts).
   globalThis.cqpImportModule = (url) => import(url);

@@ -1,7 +1,7 @@
-import { createReadStream, fstatSync } from 'node:fs';
+import { fstatSync, read } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { loadFrom, type ComponentDefinition, type ComponentFiles, type ComponentKind } from './core/component.js';
 import { CqpError } from './core/errors.js';
@@ -138,11 +138,29 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
  */
 function stdinStream(): Readable {
   try {
-    if (fstatSync(0).isFile()) return createReadStream('', { fd: 0, highWaterMark: READ_CHUNK_BYTES, autoClose: false });
+    if (fstatSync(0).isFile()) return fileStream(0);
   } catch {
     // No usable fd 0 (closed stdin): fall back to process.stdin, which reports it as an empty stream.
   }
   return process.stdin;
+}
+
+/**
+ * The file open as `fd`, from where it is, READ_CHUNK_BYTES at a time; `fd` stays open. What
+ * fs.createReadStream does, without loading Node's file streams and file handles (fs/promises,
+ * readline): a few milliseconds of every stage's start.
+ */
+function fileStream(fd: number): Readable {
+  return new Readable({
+    highWaterMark: READ_CHUNK_BYTES,
+    read() {
+      const chunk = Buffer.allocUnsafeSlow(READ_CHUNK_BYTES);
+      read(fd, chunk, 0, READ_CHUNK_BYTES, null, (error, bytes) => {
+        if (error) this.destroy(error);
+        else this.push(bytes > 0 ? chunk.subarray(0, bytes) : null);
+      });
+    },
+  });
 }
 
 /** How long a stage waits at its end for its last reports to reach the supervisor (ms). */
