@@ -10,7 +10,7 @@
 // as dist/core/ is, so the paths the code finds from its own place (bin/cqp.js, package.json) hold in all.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,7 +44,8 @@ await build({
   outExtension: { '.js': '.cjs' },
   format: 'cjs',
   // A CommonJS file has no import.meta: the code finds files beside its own (the worker, the hooks, package.json) from its URL.
-  define: { 'import.meta.url': '__cqpFileUrl' },
+  // The version, so that a start need not read package.json for it (src/core/version.ts).
+  define: { 'import.meta.url': '__cqpFileUrl', CQP_BUNDLED_VERSION: JSON.stringify(JSON.parse(readFileSync(`${root}package.json`, 'utf8')).version) },
   banner: { js: "const __cqpFileUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [
     {
