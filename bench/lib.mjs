@@ -83,10 +83,13 @@ export function row({ what, events, mb, seconds, baseline, baselineSeconds, targ
   process.stderr.write(`  ${what}: ${ratio.toFixed(2)}× ${baseline}\n`);
 }
 
-/** A row that is a figure rather than a ratio (latency, pause, memory). */
-export function figure({ what, value, target, ok }) {
-  rows.push({ what, 'events/s': '', 'MB/s': '', baseline: '', 'baseline events/s': '', ratio: value, target, ok: ok === undefined ? '' : ok ? 'yes' : 'NO' });
-  process.stderr.write(`  ${what}: ${value}\n`);
+/**
+ * A row that is a figure rather than a ratio (latency, pause, memory, start-up): `baseline` names what
+ * it is measured beside, if anything, and `baselineValue` is that one's figure.
+ */
+export function figure({ what, value, target, ok, baseline = '', baselineValue = '' }) {
+  rows.push({ what, 'events/s': '', 'MB/s': '', baseline, 'baseline events/s': baselineValue, ratio: value, target, ok: ok === undefined ? '' : ok ? 'yes' : 'NO' });
+  process.stderr.write(`  ${what}: ${value}${baseline ? ` (${baseline}: ${baselineValue})` : ''}\n`);
 }
 
 /** Prints the table as Markdown. */

@@ -1,13 +1,12 @@
 // Bench rows for cqp replay: N events from a command log into the 3-column view (a
 // 4-column table: the key and 3 columns), beside the plain better-sqlite3 loop over the same events as
-// NDJSON. Both are timed as whole commands, start-up included. Two lengths: BENCH_REPLAY_EVENTS (default
-// 1000000), and a short replay of BENCH_SHORT_REPLAY_EVENTS (default 200000), where start-up weighs more.
+// NDJSON. Both are timed as whole commands, start-up included. BENCH_REPLAY_EVENTS (default 1000000)
+// events here; the short replay's row, where start-up weighs more, is among the start-up rows (startup.mjs).
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, NODE, ROOT, bestOf, fileMB, row, timeShell, writeEvents } from './lib.mjs';
 
 const LONG = Number(process.env.BENCH_REPLAY_EVENTS ?? 1_000_000);
-const SHORT = Number(process.env.BENCH_SHORT_REPLAY_EVENTS ?? 200_000);
 
 /** Writes `events` events as NDJSON and as a command log, and a pipeline whose one sink is the view. */
 export async function replayFixture(dir, name, events) {
@@ -22,7 +21,8 @@ export async function replayFixture(dir, name, events) {
   return { input, replay: `"${NODE}" "${BIN('cqp')}" replay --log "${log}" --pipeline "${pipeline}"` };
 }
 
-async function replayRow({ dir, reps }, name, events, target) {
+/** Times `cqp replay` of `events` events beside the plain loop, best of `reps`, and adds the row. */
+export async function replayRow({ dir, reps }, name, events, target, note) {
   process.stderr.write(`  replay: writing ${events} events and their log\n`);
   const { input, replay } = await replayFixture(dir, name, events);
   const plainDb = join(dir, `${name}-plain.db`);
@@ -36,11 +36,10 @@ async function replayRow({ dir, reps }, name, events, target) {
     },
     reps,
   );
-  row({ what: `cqp replay, ${events.toLocaleString('en-US')} events, 3-column view`, events, mb: fileMB(input), seconds: t.replay, baseline: 'plain better-sqlite3 loop', baselineSeconds: t.plainSqlite, target });
+  row({ what: `cqp replay, ${events.toLocaleString('en-US')} events, 3-column view${note ? `, ${note}` : ''}`, events, mb: fileMB(input), seconds: t.replay, baseline: 'plain better-sqlite3 loop', baselineSeconds: t.plainSqlite, target });
   rmSync(input, { force: true });
 }
 
 export async function bench(context) {
   await replayRow(context, 'replay', LONG, 0.8);
-  await replayRow(context, 'replay-short', SHORT, 0.8);
 }

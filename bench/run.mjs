@@ -1,6 +1,6 @@
 // npm run bench: cqp's throughput beside baselines measured in the same run.
 // BENCH_EVENTS (default 300000) sets the stream length (BENCH_RUN_EVENTS, default 1000000, cqp run's long
-// stream; BENCH_REPLAY_EVENTS and BENCH_SHORT_REPLAY_EVENTS the replays'); BENCH_REPS (default 3) the
+// stream; BENCH_REPLAY_EVENTS the long replay's, BENCH_SHORT_REPLAY_EVENTS the start-up section's); BENCH_REPS (default 3) the
 // runs per command (BENCH_STARTUP_REPS those of the start-up rows);
 // BENCH_ONLY (e.g. "pipeline,replay") picks sections: filters, storage, jetstream, postgres, sources, pipeline, tap, replay, startup.
 import { mkdtempSync, writeFileSync } from 'node:fs';
