@@ -3,7 +3,7 @@
  * zod's issues turned into problems at their YAML paths, unknown fields with a did-you-mean, and every
  * problem as `FILE:LINE: field: message`.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Document } from 'yaml';
 import { CqpError } from './errors.js';
 import { suggestion } from './suggest.js';

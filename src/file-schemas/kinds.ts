@@ -35,18 +35,7 @@ export async function fileSchemaText(kind: string): Promise<string> {
     const kinds = Object.keys(FILE_KINDS);
     throw new CqpError('USAGE', `schema: unknown kind of file "${kind}"${suggestion(kind, kinds)} (kinds: ${kinds.join(', ')})`);
   }
-  const { z } = await import('zod');
-  const json = z.toJSONSchema(await entry.schema(), {
-    target: 'draft-2020-12',
-    // What the file holds, before defaults fill it in: a key with a default may be left out.
-    io: 'input',
-    // A type with no JSON Schema form is left open rather than failing the command; checks written in code
-    // (a dot path that parses, an action word) have none either: cqp run and cqp lint still make them.
-    unrepresentable: 'any',
-    override: ({ jsonSchema }) => {
-      // cqp's own marks on options (`path`), not JSON Schema keywords.
-      delete (jsonSchema as Record<string, unknown>).path;
-    },
-  });
+  const { jsonSchemaOf } = await import('./json-schema.js');
+  const json = jsonSchemaOf(await entry.schema());
   return `${JSON.stringify({ ...json, title: `cqp: ${entry.title}` }, null, 2)}\n`;
 }

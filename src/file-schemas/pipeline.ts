@@ -3,7 +3,7 @@
  * (pipeline-fields.ts, which `cqp run` validates with) and, for each built-in component, its options
  * schema, so that an editor completes and checks `with:` and a sink's options as `cqp run` would.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ComponentDefinition } from '../core/component.js';
 import { optionSpecs } from '../core/options.js';
 import { componentNames, loadNamedComponents, registry } from '../core/registry.js';

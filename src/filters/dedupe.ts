@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEEP, defineFilter } from '../core/component.js';
 import { stringifyJson } from '../core/json.js';
 import { compileFallbackPath } from '../core/paths.js';

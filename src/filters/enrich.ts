@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEEP, defineFilter, type JsonObject } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
 import { parseJson } from '../core/json.js';

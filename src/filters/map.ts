@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineFilter, type JsonObject } from '../core/component.js';
 import { compileExpression } from '../core/expression.js';
 

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineFilter, type FilterResult, type JsonObject } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
 import { importUserModule } from '../core/user-module.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEEP, defineFilter } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { envelopeSchema } from '../schemas/envelope.js';

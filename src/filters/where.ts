@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEEP, defineFilter } from '../core/component.js';
 import { compileExpression } from '../core/expression.js';
 

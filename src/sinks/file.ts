@@ -1,6 +1,6 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSink } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 

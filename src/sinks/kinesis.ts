@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSink, type SinkEvent } from '../core/component.js';
 import { compileFallbackPath, compilePath, type PathGetter } from '../core/paths.js';
 import type { KinesisTarget } from '../kinesis/client.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSink } from '../core/component.js';
 import { openCommandLog } from '../log/command-log.js';
 

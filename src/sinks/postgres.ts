@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSink } from '../core/component.js';
 import type { ViewEvent } from '../views/store.js';
 import { viewsFileRead } from '../views/views-file.js';

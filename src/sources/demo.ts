@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSource } from '../core/component.js';
 import { resumeAt, stampJson } from '../core/position.js';
 import { seededRandom } from '../core/random.js';

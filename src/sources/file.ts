@@ -1,5 +1,5 @@
 import { basename, dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { checkObjectLine } from '../core/check-line.js';
 import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { resumeAt, stampLine, type PositionMap } from '../core/position.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { CqpError } from '../core/errors.js';
 import { nestingError } from '../core/json.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSource } from '../core/component.js';
 import { stampJson, stampLine } from '../core/position.js';
 import { resolveLogLocation } from '../log/command-log.js';

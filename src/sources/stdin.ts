@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { collectBatch, defineSource, type SourceBatch } from '../core/component.js';
 import { checkObjectLine } from '../core/check-line.js';
 import { LineSplitter, type SplitLine } from '../core/lines.js';

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { z } from 'zod';
+import * as z from 'zod';
 import { isExactlyOnce, type ComponentDefinition, type ComponentKind, type SinkDefinition } from '../core/component.js';
 import type { Document } from 'yaml';
 import { CqpError, messageOf } from '../core/errors.js';

@@ -2,7 +2,7 @@
  * The fields of a pipeline file, as zod schemas: `cqp run` validates files with them (config.ts), and
  * `cqp schema pipeline` builds its JSON Schema from them and from each component's own options.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { FILE_RUNTIME_OPTIONS, type RuntimeFileValue, type RuntimeOptionSpec } from '../core/runtime-options.js';
 
 const FILE_VALUE: Record<RuntimeFileValue, (spec: RuntimeOptionSpec) => z.ZodType> = {

@@ -2,7 +2,7 @@
  * The pipeline test file (`NAME.test.yaml`): the one zod schema that validates it, and that a JSON
  * Schema for editors is generated from.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 const event = z.record(z.string(), z.unknown());
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { CqpError, messageOf } from '../core/errors.js';
 import { parsePath } from '../core/paths.js';
 import { suggestion } from '../core/suggest.js';

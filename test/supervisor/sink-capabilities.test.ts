@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineSink, type ComponentDefinition, type SinkDefinition } from '../../src/core/component.js';
 import { CqpError } from '../../src/core/errors.js';
 import type { PositionMap } from '../../src/core/position.js';
