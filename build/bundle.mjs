@@ -62,6 +62,29 @@ await build({
       },
     },
     {
+      // acorn (a map or where expression's parser) builds its Unicode property tables for regular
+      // expressions as it loads, for six ECMAScript versions: 1.5 ms of such a stage's start, for
+      // tables only an expression with a regular expression literal uses. They are built when first used.
+      name: 'lazy-acorn-unicode',
+      setup(b) {
+        b.onLoad({ filter: /[\\/]acorn[\\/]dist[\\/]acorn\.mjs$/ }, async (args) => {
+          let text = await readFile(args.path, 'utf8');
+          const edits = [
+            ['for (var i = 0, list = [9, 10, 11, 12, 13, 14]; i < list.length; i += 1) {\n  var ecmaVersion = list[i];\n\n  buildUnicodeData(ecmaVersion);\n}\n', ''],
+            [
+              'this.unicodeProperties = data[parser.options.ecmaVersion >= 14 ? 14 : parser.options.ecmaVersion];',
+              'var unicodeVersion = parser.options.ecmaVersion >= 14 ? 14 : parser.options.ecmaVersion;\n  if (unicodeVersion >= 9 && !data[unicodeVersion]) buildUnicodeData(unicodeVersion);\n  this.unicodeProperties = data[unicodeVersion];',
+            ],
+          ];
+          for (const [from, to] of edits) {
+            if (!text.includes(from)) throw new Error(`${args.path}: no "${from.split('\n')[0]}" to make lazy (a new acorn?): update build/bundle.mjs`);
+            text = text.replace(from, to);
+          }
+          return { contents: text, loader: 'js' };
+        });
+      },
+    },
+    {
       // zod's translations of its messages (about 300 kB): cqp uses the English ones, which zod loads apart.
       // (The parts of zod cqp never calls are left out as unused: cqp imports it as a namespace, see eslint.config.js.)
       name: 'no-zod-locales',
