@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parsePipeline } from '../../src/supervisor/config.js';
 import { parseHostPort } from '../../src/supervisor/metrics.js';
-import { describeReplay, type ReplayPlan } from '../../src/supervisor/replay.js';
+import type { ReplayPlan } from '../../src/supervisor/replay.js';
+import { describeReplay } from '../../src/supervisor/replay-report.js';
 import { consistentCounts, formatCount, Rates, statusLine, statusMode, summary, upstreams } from '../../src/supervisor/status.js';
 import type { ComponentStats } from '../../src/supervisor/supervisor.js';
 
