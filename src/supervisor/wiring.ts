@@ -112,6 +112,8 @@ function runOutput(ctx: Context, stage: StagePlan, proc: StageProcess, stats: Co
  * their stores), and notes the partitions it holds.
  */
 function answerWorker(ctx: Context, proc: StageProcess, stats: ComponentStats): void {
+  // A new process holds nothing until it says so.
+  stats.holding = undefined;
   proc.onAsk = (id) => {
     void resumePositions(ctx.plan.sinks).then(
       (at) => proc.request({ cqp: 'sinks-at', id, at: at ?? null }),

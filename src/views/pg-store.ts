@@ -176,7 +176,7 @@ export class PgViewStore {
   }
 
   /** Opens the batch's transaction: with the positions in memory of its sources checked inside it (no round trip), else read. */
-  private async begin(client: PgClient, sources: string[]): Promise<PgTransaction> {
+  private async begin(client: PgClient, sources: string[]): Promise<{ tx: PgTransaction; read: boolean }> {
     const tx = new PgTransaction(client);
     const guard = this.known ? this.guard(sources) : undefined;
     if (guard === undefined) await this.readPositions(client, true);
@@ -184,7 +184,7 @@ export class PgViewStore {
       tx.add('BEGIN');
       tx.add(guard);
     }
-    return tx;
+    return { tx, read: guard === undefined };
   }
 
   private guard(sources: string[]): string | undefined {
@@ -222,8 +222,8 @@ export class PgViewStore {
       reported.add(id);
       onBad(index, message);
     };
-    // The positions this store last saw, before a guard that failed made it read them again (a group's fence).
-    let seen: PositionMap[] | undefined;
+    // The positions this store last saw, before a failed guard or a retry made it read them again (a group's fence).
+    const seen = this.projections.map((p) => ({ ...p.applied }));
     for (let attempt = 0; ; attempt++) {
       try {
         if (this.client === undefined || this.lost) {
@@ -241,7 +241,6 @@ export class PgViewStore {
           // Not the positions the batch was folded against (never so for a writer alone on the schema):
           // read them and fold again; in a group, first check that no other worker took over a source.
           await this.client?.query('ROLLBACK').catch(() => undefined);
-          seen ??= this.projections.map((p) => ({ ...p.applied }));
           attempt--;
           continue;
         }
@@ -265,7 +264,7 @@ export class PgViewStore {
     }
   }
 
-  private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined, seen: PositionMap[] | undefined): Promise<void> {
+  private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined, seen: PositionMap[]): Promise<void> {
     const ranges = positionRanges(items);
     const first = new Map([...ranges].map(([source, range]) => [source, range.min]));
     for (const source in through) {
@@ -274,8 +273,9 @@ export class PgViewStore {
       if (range === undefined) ranges.set(source, { min: n, max: n });
       else if (compareFast(n, range.max) > 0) range.max = n;
     }
-    const tx = await this.begin(client, [...ranges.keys()]);
-    if (this.options.group !== undefined && seen !== undefined) await this.fence(client, seen, first);
+    const { tx, read } = await this.begin(client, [...ranges.keys()]);
+    // Positions read in this transaction (not checked by the guard): in a group, another worker may have moved them.
+    if (this.options.group !== undefined && read) await this.fence(client, seen, first);
     const moved: PositionMap[] = [];
     const rows: Array<[string, string, string]> = [];
     for (const p of this.projections) {

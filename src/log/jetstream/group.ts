@@ -23,7 +23,7 @@ import { CqpError, messageOf } from '../../core/errors.js';
 import { compareN, type PositionMap } from '../../core/position.js';
 import type { ShareReadOptions } from '../command-log.js';
 import type { LogEvent } from '../input.js';
-import { KeyLease, openLeaseBucket } from './lease.js';
+import { heldByLive, KeyLease, openLeaseBucket } from './lease.js';
 import { readRecords } from './reader.js';
 import { metaOf, parseNatsLocation, Session } from './stream.js';
 
@@ -54,6 +54,8 @@ interface Held {
 
 interface Queued {
   k: number;
+  /** The tenure it was read under: a partition lost or given back and taken again is another one. */
+  h: Held;
   events: LogEvent[];
 }
 
@@ -97,7 +99,7 @@ class Share {
   private wake: (() => void) | undefined;
   private room: Array<() => void> = [];
   private failure: unknown;
-  private shown = '';
+  private shown: string | undefined;
 
   constructor(
     private readonly s: Session,
@@ -121,8 +123,10 @@ class Share {
   }
 
   private async members(): Promise<number> {
+    const keys: string[] = [];
+    for await (const key of await this.kv.keys(`${this.prefix}.m.*`)) if (key) keys.push(key);
     let n = 0;
-    for await (const key of await this.kv.keys(`${this.prefix}.m.*`)) if (key) n++;
+    for (const key of keys) if (await heldByLive(this.kv, key)) n++;
     return Math.max(1, n);
   }
 
@@ -182,7 +186,7 @@ class Share {
             const r = records[i] as (typeof records)[number];
             events[i] = { text: r.bytes.toString('utf8'), position: { source, n: String(r.seq) } };
           }
-          await this.push({ k, events });
+          await this.push({ k, h, events });
         }
       } catch (error) {
         if (!stop.signal.aborted) this.failure ??= error;
@@ -245,7 +249,8 @@ class Share {
 
   private async push(item: Queued): Promise<void> {
     while (this.queued >= MAX_QUEUED) await new Promise<void>((resolve) => this.room.push(resolve));
-    if (this.held.get(item.k)?.stop.signal.aborted !== false) return;
+    // Read before its partition was lost or given back (maybe taken again since): never handed on.
+    if (this.held.get(item.k) !== item.h || item.h.stop.signal.aborted) return;
     this.queue.push(item);
     this.queued += item.events.length;
     this.poke();
@@ -283,8 +288,8 @@ class Share {
     if (!item) return undefined;
     this.queued -= item.events.length;
     this.freeRoom();
-    const h = this.held.get(item.k);
-    if (!h || this.o.signal.aborted) return undefined;
+    const h = item.h;
+    if (this.held.get(item.k) !== h || h.stop.signal.aborted || this.o.signal.aborted) return undefined;
     h.last = item.events.at(-1)?.position.n ?? h.last;
     return item.events;
   }

@@ -45,6 +45,18 @@ function describeHolder(text: string): { who: string; dead: boolean } {
   }
 }
 
+/**
+ * True when `key` is held (a member counts), false when nobody holds it: a key whose holder is a dead
+ * process of this machine is deleted on the way, as it would lapse anyway.
+ */
+export async function heldByLive(kv: KV, key: string): Promise<boolean> {
+  const entry = await kv.get(key);
+  if (!entry || entry.operation !== 'PUT') return false;
+  if (!describeHolder(entry.string()).dead) return true;
+  await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+  return false;
+}
+
 /** One key of the bucket, held by this process until released or lost; see the top of this file. */
 export class KeyLease {
   private timer: NodeJS.Timeout | undefined;
