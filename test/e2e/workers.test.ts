@@ -11,7 +11,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { BIN } from '../helpers/cli.js';
+import { BIN, cqpAsync } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { runPipeline, type PipelineStatus, type RunningPipeline } from '../helpers/pipeline.js';
 import { descendants } from '../helpers/processes.js';
@@ -229,6 +229,24 @@ describe.skipIf(!natsUp || !pgUp)('workers of a group on a partitioned JetStream
     await stopAll([...alive, fourth]);
     for (const w of [...alive, fourth]) expect(w.stderr()).toMatch(/group views: released partitions? [\d, ]+ on the way out/);
   }, 170_000);
+
+  test('views kept by a reader of the whole log are carried on by a group, nothing applied twice', async () => {
+    const { log, schema, file } = setup();
+    const first = new Writer(log, dir);
+    first.write(1500);
+    expect(await first.end()).toBe(0);
+    const whole = await cqpAsync(['postgres', '--url', PG, '--schema', schema, '--views', 'views.yaml', '--read-log', log], { bin: 'sink', cwd: dir });
+    expect(whole.status, whole.stderr).toBe(0);
+    await viewsMatch(schema, 1500, []);
+    const more = new Writer(log, dir);
+    more.written = 1500;
+    more.write(700);
+    expect(await more.end()).toBe(0);
+    const worker = runPipeline(file, { cwd: dir, metrics: true });
+    await worker.waitFor(/took partition \d \(after \d+, where the sinks stand in the whole log\)/);
+    await viewsMatch(schema, 2200, [worker]);
+    await stopAll([worker]);
+  }, 120_000);
 
   test('fencing: a worker paused past its lease is taken over; resumed, its stale batch is rolled back and reported, and the views stay right', async () => {
     const { log, schema, file } = setup();

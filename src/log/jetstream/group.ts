@@ -20,7 +20,7 @@ import { hostname } from 'node:os';
 import type { KV } from '@nats-io/kv';
 import { sleep } from '../../core/backoff.js';
 import { CqpError, messageOf } from '../../core/errors.js';
-import { compareN, type PositionMap } from '../../core/position.js';
+import { compareN, resumeAt, type PositionMap } from '../../core/position.js';
 import type { ShareReadOptions } from '../command-log.js';
 import type { LogEvent } from '../input.js';
 import { heldByLive, KeyLease, openLeaseBucket } from './lease.js';
@@ -171,8 +171,19 @@ class Share {
       return;
     }
     const n = at?.[source];
-    // The held event again (its sub-events too): the sinks skip it, and see where this reader starts.
-    const from = n === undefined ? undefined : { seq: Number(n.split('.')[0]) };
+    // Views built by a reader of the whole log (a replay, or before the group) hold its position instead.
+    const whole = at?.[`log:${this.logId}`];
+    const base = (p: string): number => Number(p.split('.')[0]);
+    let from: { seq: number } | undefined;
+    let where = n === undefined ? 'from its start' : `from ${n}, where the sinks stand`;
+    if (whole !== undefined && (n === undefined || base(whole) > base(n))) {
+      const next = resumeAt(whole);
+      from = { seq: Number(next.n) + (next.inclusive ? 0 : 1) };
+      where = `after ${whole}, where the sinks stand in the whole log`;
+    } else if (n !== undefined) {
+      // The held event again (its sub-events too): the sinks skip it, and see where this reader starts.
+      from = { seq: base(n) };
+    }
     const stop = new AbortController();
     const h: Held = { lease, stop, last: undefined, reading: Promise.resolve() };
     lease.onLost = (reason) => this.lose(k, h, reason);
@@ -193,7 +204,7 @@ class Share {
         this.poke();
       }
     })();
-    this.log(`took partition ${k}${n === undefined ? ' (from its start)' : ` (from ${n}, where the sinks stand)`}`);
+    this.log(`took partition ${k} (${where})`);
   }
 
   private lose(k: number, h: Held, reason: string): void {
