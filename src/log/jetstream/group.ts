@@ -232,7 +232,8 @@ class Share {
     this.drop(k, h);
     this.show();
     try {
-      await h.reading;
+      // Its reader was stopped; nothing it still reads is handed on, so it is not waited for long.
+      await Promise.race([h.reading, sleep(RELEASE_WAIT_MS)]);
       if (h.last !== undefined && !(await this.committed(partitionSource(this.logId, k), h.last))) {
         this.log(`partition ${k}: the sinks did not commit up to ${h.last} within ${RELEASE_WAIT_MS / 1000} s; giving it back all the same`);
       }
