@@ -466,6 +466,11 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     if (source?.group !== undefined && shared !== undefined) {
       r.options[shared] = source.group;
       r.given[shared] = source.group;
+    } else if (source?.group !== undefined && def.store !== undefined) {
+      problems.push({
+        path: [...at, 'type'],
+        message: `a ${type} sink cannot be written by the workers of group ${source.group} together (each would keep only the partitions it holds); give the group a sink they share, such as postgres`,
+      });
     }
     sinkDefs.set(name, def);
     sinkDrafts.push({
