@@ -114,6 +114,7 @@ async function runComponent(def: ComponentDefinition, options: Record<string, un
     ...(control ? { rejected: (message: string, raw: string) => control.mirror.rejected(message, raw) } : {}),
     upstreamLost: () => control?.upstreamLost() ?? false,
     barrier: control?.barrier,
+    worker: control?.worker,
   };
   try {
     if (def.kind === 'filter') await runFilter(def, options, runtime, io);

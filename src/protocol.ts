@@ -64,7 +64,11 @@ export type ComponentMessage =
    * Mirrored while tapped: lines it wrote (as written, stamps and all) and events it rejected; `dropped`:
    * how many it left out since the last one because the channel was still busy (a tap never slows it).
    */
-  | { cqp: 'tapped'; outputs: string[]; errors: TappedError[]; dropped: number };
+  | { cqp: 'tapped'; outputs: string[]; errors: TappedError[]; dropped: number }
+  /** A source reading its share of a group's input asks where the exactly-once sinks stand (answered with `sinks-at`). */
+  | { cqp: 'sinks-at'; id: string }
+  /** A source reading its share of a group's input: the group and the partitions it holds now. */
+  | { cqp: 'holding'; group: string; partitions: number[] };
 
 /** What the supervisor says to a component. */
 export type SupervisorMessage =
@@ -84,7 +88,9 @@ export type SupervisorMessage =
   /** A sink following the log: stop once the log has been read up to these positions (the shutdown). */
   | { cqp: 'until'; at: PositionMap }
   /** Mirror this from now on (`cqp tap`); `{ outputs: 0, errors: false }` stops the mirroring. */
-  | ({ cqp: 'tap' } & TapRequest);
+  | ({ cqp: 'tap' } & TapRequest)
+  /** The answer to `sinks-at`: the positions the exactly-once sinks hold (null: no sink keeps positions). */
+  | { cqp: 'sinks-at'; id: string; at: PositionMap | null };
 
 /** The answers a supervisor waits for. */
 export type Reply = Extract<ComponentMessage, { cqp: 'cut' | 'ack' }>['cqp'];
@@ -145,6 +151,12 @@ export function componentMessage(value: unknown): ComponentMessage | undefined {
       return { cqp: 'tapped', outputs: strings(m.outputs), errors: tappedErrors(m.errors), dropped: count(m.dropped) };
     case 'locked':
       return typeof m.message === 'string' ? { cqp: 'locked', message: m.message } : undefined;
+    case 'sinks-at':
+      return typeof m.id === 'string' ? { cqp: 'sinks-at', id: m.id } : undefined;
+    case 'holding':
+      return typeof m.group === 'string' && Array.isArray(m.partitions)
+        ? { cqp: 'holding', group: m.group, partitions: m.partitions.filter((k): k is number => Number.isSafeInteger(k)) }
+        : undefined;
     default:
       return undefined;
   }
@@ -165,6 +177,10 @@ export function supervisorMessage(value: unknown): SupervisorMessage | undefined
     case 'until': {
       const at = positions(m.at);
       return at ? { cqp: 'until', at } : undefined;
+    }
+    case 'sinks-at': {
+      const at = m.at === null ? null : positions(m.at);
+      return typeof m.id === 'string' && at !== undefined ? { cqp: 'sinks-at', id: m.id, at } : undefined;
     }
     default:
       return undefined;

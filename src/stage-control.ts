@@ -24,6 +24,8 @@
 import { Writable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { StageCounts } from './core/runtime.js';
+import type { WorkerLink } from './core/component.js';
+import type { PositionMap } from './core/position.js';
 import { CqpError } from './core/errors.js';
 import { BARRIER_MARK, barrierLine, supervisorMessage, type ComponentMessage } from './protocol.js';
 import { StageMirror } from './stage-mirror.js';
@@ -226,9 +228,14 @@ export interface StageControl {
   mirror: StageMirror;
   /** True once the supervisor said the process feeding this one died. */
   upstreamLost: () => boolean;
+  /** What a source reading its share of a group's input asks of and tells the supervisor. */
+  worker: WorkerLink;
   /** Sends the last report and lets the channel go (the process may then exit). */
   close: () => Promise<void>;
 }
+
+/** How long a question to the supervisor waits for its answer. */
+const ASK_TIMEOUT_MS = 30_000;
 
 /**
  * The control channel, when this process runs under `cqp run` (a Node IPC channel is open); undefined
@@ -253,6 +260,24 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
       armed = undefined;
       return true;
     },
+  };
+  const asked = new Map<string, (at: PositionMap | undefined) => void>();
+  let questions = 0;
+  const worker: WorkerLink = {
+    sinksAt: () =>
+      new Promise((resolve, reject) => {
+        const id = String(++questions);
+        const timer = setTimeout(() => {
+          asked.delete(id);
+          reject(new CqpError('STAGE', 'cqp run did not say where the sinks stand'));
+        }, ASK_TIMEOUT_MS);
+        asked.set(id, (at) => {
+          clearTimeout(timer);
+          resolve(at);
+        });
+        void sendToSupervisor({ cqp: 'sinks-at', id });
+      }),
+    holding: (group, partitions) => void sendToSupervisor({ cqp: 'holding', group, partitions }),
   };
   let last = '';
   let ticks = 0;
@@ -285,6 +310,10 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
     } else if (message?.cqp === 'tap') {
       mirror.tap(message);
       if (output) output.mirror = mirror.outputs ? (text) => mirror.output(text) : undefined;
+    } else if (message?.cqp === 'sinks-at') {
+      const answer = asked.get(message.id);
+      asked.delete(message.id);
+      answer?.(message.at ?? undefined);
     } else if (message?.cqp === 'upstream-lost') {
       lost = true;
       void sendToSupervisor({ cqp: 'ack' });
@@ -308,6 +337,7 @@ export function stageControl(writes: boolean, isSource: boolean, stop: () => voi
     counts,
     barrier,
     mirror,
+    worker,
     upstreamLost: () => lost,
     close: async () => {
       clearInterval(ticker);

@@ -25,6 +25,16 @@ export interface StageContext {
   cwd: string;
   /** `--max-line-bytes`: the longest input line accepted (sources that cut lines honour it). */
   maxLineBytes?: number;
+  /** Under `cqp run` only: the supervisor, as a source that shares its input among workers needs it. */
+  worker?: WorkerLink;
+}
+
+/** What a source reading its share of a group's input asks of and tells the `cqp run` it runs under. */
+export interface WorkerLink {
+  /** The positions the pipeline's exactly-once sinks hold now, read from their stores (committed); undefined when none keeps positions. */
+  sinksAt(): Promise<PositionMap | undefined>;
+  /** The group it works in and the partitions it holds now (shown by /status and the status table). */
+  holding(group: string, partitions: number[]): void;
 }
 
 /** Marker a filter returns to forward the input line's original bytes unchanged. */
@@ -152,6 +162,11 @@ export interface SourceDefinition<S extends z.ZodObject = z.ZodObject> extends C
   resumable: boolean;
   /** True when the source reads its process's stdin: `cqp run` hands it the supervisor's own. */
   readsStdin?: boolean;
+  /**
+   * The option naming the group of workers this source shares its input with (each `cqp run` of the
+   * group reads its share). `cqp run` then sets the sinks' `SinkStore.sharedBy` option to the group.
+   */
+  groupOption?: string;
   create(options: z.infer<S>, ctx: StageContext & { resume: PositionMap }): SourceInstance | Promise<SourceInstance>;
 }
 
@@ -224,6 +239,12 @@ export interface SinkStore<O> {
   rebuild?: StoreRebuild<O>;
   /** The store is a SQLite database file: `cqp test` runs a test's `views:` queries on it. */
   sqlite?: boolean;
+  /**
+   * The option that lets the workers of a group write the store together (each for the partitions it
+   * holds, fenced by the stored positions): `cqp run` sets it to the group's name when its source is
+   * a group worker. Without it, a store has one writer.
+   */
+  sharedBy?: keyof O & string;
 }
 
 export interface SinkDefinition<S extends z.ZodObject = z.ZodObject> extends ComponentBase<S> {

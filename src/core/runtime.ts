@@ -19,6 +19,7 @@ import {
   type SinkInstance,
   type SourceDefinition,
   type StageContext,
+  type WorkerLink,
 } from './component.js';
 
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
@@ -78,6 +79,8 @@ export interface StageIo {
   rejected?: ((message: string, raw: string) => void) | undefined;
   /** True when the process feeding this one died: an unfinished last line is its half-written line. */
   upstreamLost?: () => boolean;
+  /** Under `cqp run`: the supervisor, for a source reading its share of a group's input. */
+  worker?: WorkerLink | undefined;
   /**
    * Under `cqp run` (filters): the barrier lines the supervisor writes into the input to cut the output
    * exactly there (stage-control.ts). Given each line that starts with the record separator; a barrier
@@ -112,7 +115,7 @@ function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
     ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
     ...(io.rejected ? { rejected: io.rejected } : {}),
   });
-  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
+  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes, ...(io.worker ? { worker: io.worker } : {}) };
 }
 
 /**

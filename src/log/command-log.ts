@@ -6,10 +6,21 @@
 import { isAbsolute, resolve } from 'node:path';
 import { CqpError } from '../core/errors.js';
 import type { PositionMap } from '../core/position.js';
+import type { WorkerLink } from '../core/component.js';
 import type { LogRecord } from './format.js';
+import type { LogEvent } from './input.js';
 import type { ReadLogOptions } from './reader.js';
 import type { LogStat, VerifyResult } from './tools.js';
 import type { FsyncPolicy, LogWriter } from './writer.js';
+
+/** What reading a share of a log takes: the group, where the sinks stood at start, and the supervisor to ask later. */
+export interface ShareReadOptions {
+  group: string;
+  resume: PositionMap;
+  signal: AbortSignal;
+  warn(message: string): void;
+  worker: WorkerLink | undefined;
+}
 
 /** What opening a log for appending takes. */
 export interface OpenWriterOptions {
@@ -50,6 +61,12 @@ export interface CommandLog {
   verify(): Promise<VerifyResult>;
   /** Lets go of what reading the log holds (a connection to a server); a writer closes apart. */
   close(): Promise<void>;
+  /**
+   * A log whose partitions several readers share (a group of workers): reads this reader's share, each
+   * partition in order and stamped as a source of its own, until `signal`. Absent for a log one
+   * machine reads.
+   */
+  readShare?(options: ShareReadOptions): AsyncGenerator<LogEvent[]>;
 }
 
 const URL_SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i;

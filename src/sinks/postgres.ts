@@ -29,7 +29,9 @@ export default defineSink({
     '(one multi-row upsert per shape) and committed in one transaction with the positions of its events, so every ' +
     'view applies each event exactly once across crashes and reconnections. Column types: integer is bigint ' +
     '(exact to 2^63-1), real double precision, json jsonb, boolean boolean, text and untyped columns text. ' +
-    'One writer per schema: a second sink on the same schema fails at once, naming the holder. A server that ' +
+    'One writer per schema: a second sink on the same schema fails at once, naming the holder; the workers of a ' +
+    'group (--group) write one schema together, and a batch of a partition another worker has taken over since is ' +
+    'rolled back (fenced). A server that ' +
     'cannot be reached is an error at start; while running, a lost connection is retried with backoff and ' +
     'nothing is acknowledged before it is committed. A view added or redefined is built from empty and catches ' +
     'up from the start of a resumable source or the log it follows.',
@@ -37,9 +39,15 @@ export default defineSink({
     url: z.string().min(1).regex(/^postgres(ql)?:\/\//i, 'expected a URL like postgres://user@host:5432/database').describe('the database, e.g. postgres://postgres@127.0.0.1:5432/test'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),
     schema: schemaOption,
+    group: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, 'a group name is letters, digits, _ and - only')
+      .optional()
+      .describe('the group of workers writing this schema together, each for the partitions it holds (cqp run sets it for a group worker)'),
   }),
   store: {
     option: 'url',
+    sharedBy: 'group',
     async positions({ url, views, schema }) {
       const [{ loadViewsFile }, { readPgViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/pg-store.js')]);
       return readPgViewsApplied(url, schema ?? DEFAULT_SCHEMA, views === undefined ? undefined : loadViewsFile(views));
@@ -64,12 +72,12 @@ export default defineSink({
       await loadHandlers(loadViewsFile(resolve(ctx.cwd, views)));
     },
   },
-  async create({ url, views, schema }, ctx) {
+  async create({ url, views, schema, group }, ctx) {
     const { loadViewsFile } = await import('../views/definition.js');
     const { PgViewStore } = await import('../views/pg-store.js');
     // Validate the views file before anything touches the database or reads an event.
     const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
-    const store = await PgViewStore.open({ url, schema: schema ?? DEFAULT_SCHEMA, views: definitions, warn: ctx.warn, signal: ctx.signal });
+    const store = await PgViewStore.open({ url, schema: schema ?? DEFAULT_SCHEMA, views: definitions, warn: ctx.warn, signal: ctx.signal, group });
     return {
       applied: () => store.applied(),
       async write(batch, through) {

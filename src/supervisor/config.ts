@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
-import { isExactlyOnce, type ComponentDefinition, type ComponentKind, type SinkDefinition } from '../core/component.js';
+import { isExactlyOnce, type ComponentDefinition, type ComponentKind, type SinkDefinition, type SourceDefinition } from '../core/component.js';
 import type { Document } from 'yaml';
 import { CqpError, messageOf } from '../core/errors.js';
 import { compileExpression } from '../core/expression.js';
@@ -46,6 +46,8 @@ export interface SourcePlan {
   resumable: boolean;
   /** It reads its process's stdin: the supervisor hands it its own. */
   readsStdin: boolean;
+  /** The group of workers whose input it shares (its definition's `groupOption`), when it is one of them. */
+  group?: string | undefined;
   /** The command without `--resume` (the supervisor adds it when it starts the source). */
   command: Command;
   /** The files it reads, with their hashes (see FileHashes). */
@@ -210,6 +212,12 @@ interface Resolved {
   runtime: RuntimeSettings;
 }
 
+/** The group a source's options name, when its definition has a group option and it is set. */
+function groupOf(def: SourceDefinition, options: Record<string, unknown>): string | undefined {
+  const value = def.groupOption === undefined ? undefined : options[def.groupOption];
+  return typeof value === 'string' ? value : undefined;
+}
+
 /**
  * Checks a component's options: unknown keys get a did-you-mean, values are validated by the
  * component's own schema, and path options resolve against the pipeline's folder.
@@ -368,6 +376,7 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
         options: r.options,
         resumable: sourceDef.resumable,
         readsStdin: sourceDef.readsStdin === true,
+        group: groupOf(sourceDef, r.options),
         command: cliCommand(['source', sourceType, ...optionsToArgv(sourceDef, r.given), ...runtimeArgv(r.runtime)]),
       };
     }
@@ -452,6 +461,17 @@ function analysePipeline(text: string, file: string, env: NodeJS.ProcessEnv, che
     const r = resolveOptions(def, rest, at, dir, problems, checks);
     if (!r) return;
     const store = def.store === undefined ? undefined : r.options[def.store.option];
+    // The workers of a group write their sinks' stores together, each for its partitions.
+    const shared = def.store?.sharedBy;
+    if (source?.group !== undefined && shared !== undefined) {
+      r.options[shared] = source.group;
+      r.given[shared] = source.group;
+    } else if (source?.group !== undefined && def.store !== undefined) {
+      problems.push({
+        path: [...at, 'type'],
+        message: `a ${type} sink cannot be written by the workers of group ${source.group} together (each would keep only the partitions it holds); give the group a sink they share, such as postgres`,
+      });
+    }
     sinkDefs.set(name, def);
     sinkDrafts.push({
       name,

@@ -30,6 +30,8 @@ export interface ComponentStats {
    * program (it does not report) and while no process of it runs.
    */
   heardAt: number | undefined;
+  /** A source reading its share of a group's input: the group, and the partitions its process holds now. */
+  holding?: { group: string; partitions: number[] } | undefined;
 }
 
 export interface SupervisorOptions {

@@ -99,11 +99,11 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
     rates.sample(components);
     if (mode === 'table') {
       clearTable();
-      const table = renderTable(components, rates, supervisor.reloads);
+      const table = renderTable(components, rates, supervisor.reloads, supervisor.worker());
       process.stderr.write(`${table}\n`);
       drawn = table.split('\n').length;
     } else {
-      process.stderr.write(`${statusLine(components, rates, supervisor.reloads)}\n`);
+      process.stderr.write(`${statusLine(components, rates, supervisor.reloads, supervisor.worker())}\n`);
     }
   }, interval);
   ticker?.unref();

@@ -53,6 +53,22 @@ export async function serveMetrics(supervisor: Supervisor, host: string, port: n
   counter('cqp_stage_errors_total', 'Bad lines and rejected events the error policy of the stage skipped or dead-lettered.', (c) => c.errors);
   counter('cqp_stage_restarts_total', 'Restarts of the stage after crashes.', (c) => c.restarts);
   gauge('cqp_stage_generation', 'Process generation of the stage (1 + replacements).', (c) => c.generation);
+  // A group's worker: 1 for each partition it holds, 0 for one it held before and no longer does.
+  const everHeld = new Set<number>();
+  new Gauge({
+    name: 'cqp_partition_lease',
+    help: 'Whether this worker holds the lease of the partition (1) or no longer does (0), per group and partition.',
+    labelNames: ['group', 'partition'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const { group, partitions } = supervisor.worker();
+      if (group === undefined) return;
+      const held = new Set(partitions);
+      for (const k of held) everHeld.add(k);
+      for (const k of [...everHeld].sort((a, b) => a - b)) this.set({ group, partition: String(k) }, held.has(k) ? 1 : 0);
+    },
+  });
   new Counter({
     name: 'cqp_reloads_total',
     help: 'Pipeline reloads by result.',

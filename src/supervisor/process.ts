@@ -55,6 +55,9 @@ export class StageProcess {
   /** Its last progress report (on either transport), and a listener for each. */
   reported: Progress = { in: 0, out: 0, errors: 0, at: {} };
   onReport: ((report: Progress) => void) | undefined;
+  /** A source reading its share of a group's input: asked where the sinks stand (question `id`), and told what it holds. */
+  onAsk: ((id: string) => void) | undefined;
+  onHolding: ((group: string, partitions: number[]) => void) | undefined;
   /** Given what it mirrors while tapped (`cqp tap`). */
   onTapped: ((message: Extract<ComponentMessage, { cqp: 'tapped' }>) => void) | undefined;
   /** It said its output was closed under it (the process it wrote into exited): its exit 0 that follows is no crash. */
@@ -169,6 +172,12 @@ export class StageProcess {
         return;
       case 'locked':
         this.locked = message.message;
+        return;
+      case 'sinks-at':
+        this.onAsk?.(message.id);
+        return;
+      case 'holding':
+        this.onHolding?.(message.group, message.partitions);
         return;
       case 'cut':
       case 'ack':

@@ -120,8 +120,15 @@ function pad(text: string, width: number, right = false): string {
   return right ? text.padStart(width) : text.padEnd(width);
 }
 
+/** What a group's worker holds, as the table and the status lines show it: `group views: partitions 0, 3, 5`. */
+export function holdingText(worker: { group?: string; partitions?: number[] }): string | undefined {
+  if (worker.group === undefined) return undefined;
+  const held = worker.partitions ?? [];
+  return `group ${worker.group}: ${held.length === 0 ? 'no partition held' : `partition${held.length === 1 ? '' : 's'} ${held.join(', ')}`}`;
+}
+
 /** The live table shown on a terminal: one row per component. */
-export function renderTable(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }): string {
+export function renderTable(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }, worker: { group?: string; partitions?: number[] } = {}): string {
   const head = ['stage', 'pid', 'gen', 'in/s', 'out/s', 'in', 'out', 'errors', 'restarts', 'state'];
   const rows = components.map((c) => {
     const r = rates.of(c.name);
@@ -132,11 +139,12 @@ export function renderTable(components: ComponentStats[], rates: Rates, reloads:
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]): string => cells.map((cell, i) => pad(cell, widths[i] as number, i > 0 && i < cells.length - 1)).join('  ').trimEnd();
-  return [stderrColor.bold(line(head)), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`].join('\n');
+  const holding = holdingText(worker);
+  return [stderrColor.bold(line(head)), ...rows.map(line), `reloads: ${reloads.ok} ok, ${reloads.failed} failed`, ...(holding ? [holding] : [])].join('\n');
 }
 
 /** One status line for a log (no terminal); the first one, with no rate measured yet, shows counts only. */
-export function statusLine(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }): string {
+export function statusLine(components: ComponentStats[], rates: Rates, reloads: { ok: number; failed: number }, worker: { group?: string; partitions?: number[] } = {}): string {
   const parts = components.map((c) => {
     const r = rates.of(c.name);
     const restarts = c.restarts > 0 ? ` restarts=${c.restarts}` : '';
@@ -146,7 +154,8 @@ export function statusLine(components: ComponentStats[], rates: Rates, reloads: 
     const rate = (n: number | undefined): string => (n === undefined ? '' : ` (${formatRate(n)}/s)`);
     return c.kind === 'sink' ? `${c.name} in=${formatCount(c.in)}${rate(r?.in)}${errors}${restarts}${state}` : `${c.name} out=${formatCount(c.out)}${rate(r?.out)}${errors}${restarts}${state}`;
   });
-  return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed`;
+  const holding = holdingText(worker);
+  return `cqp: ${parts.join(' | ')} | reloads ${reloads.ok} ok ${reloads.failed} failed${holding ? ` | ${holding}` : ''}`;
 }
 
 /** The end-of-run summary: events in and out per component, time and rate, where each exactly-once sink ended, and what failed for good. */

@@ -28,6 +28,9 @@ export type { ComponentStats, SupervisorOptions } from './context.js';
 export interface PipelineStatus {
   stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; mirrored: number; stalled: number | null }>;
   reloads: { ok: number; failed: number };
+  /** A worker of a group (its source shares the group's input): the group, and the partitions it holds now. */
+  group?: string;
+  partitions?: number[];
 }
 
 export class Supervisor {
@@ -125,6 +128,15 @@ export class Supervisor {
     return {
       stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, mirrored: s.mirrored, stalled: stalledFor(s) ?? null })),
       reloads: { ...this.reloads },
+      ...this.worker(),
     };
+  }
+
+  /** The group this `cqp run` works in and the partitions it holds now; nothing when it is no group's worker. */
+  worker(): { group: string; partitions: number[] } | Record<string, never> {
+    const group = this.plan.source.group;
+    if (group === undefined) return {};
+    const held = this.components().find((c) => c.kind === 'source')?.holding;
+    return { group, partitions: held?.group === group ? [...held.partitions] : [] };
   }
 }

@@ -4,7 +4,8 @@
  * stdout: cqp stages write straight into the next one's pipe, steered over a control channel, and the
  * supervisor pumps the rest).
  */
-import { CqpError } from '../core/errors.js';
+import { CqpError, messageOf } from '../core/errors.js';
+import { resumePositions } from './positions.js';
 import type { PositionMap } from '../core/position.js';
 import type { Progress } from '../protocol.js';
 import type { Command, SinkPlan, SourcePlan, StagePlan } from './config.js';
@@ -106,6 +107,24 @@ function runOutput(ctx: Context, stage: StagePlan, proc: StageProcess, stats: Co
   });
 }
 
+/**
+ * Answers a source reading its share of a group's input: where the exactly-once sinks stand (read from
+ * their stores), and notes the partitions it holds.
+ */
+function answerWorker(ctx: Context, proc: StageProcess, stats: ComponentStats): void {
+  // A new process holds nothing until it says so.
+  stats.holding = undefined;
+  proc.onAsk = (id) => {
+    void resumePositions(ctx.plan.sinks).then(
+      (at) => proc.request({ cqp: 'sinks-at', id, at: at ?? null }),
+      (error: unknown) => ctx.log(`cqp: cannot read where the sinks stand (${messageOf(error)})`),
+    );
+  };
+  proc.onHolding = (group, partitions) => {
+    stats.holding = { group, partitions };
+  };
+}
+
 /** Spawns a source or stage process, writing into `downstream` if it can (the link is made by linkFrom). */
 export function spawnProc(ctx: Context, plan: SourcePlan | StagePlan, kind: 'source' | 'stage', downstream: readonly PumpTarget[], resume?: PositionMap, watched = true): { proc: StageProcess; stats: ComponentStats } {
   const stats = ctx.statsFor(plan.name, kind);
@@ -114,6 +133,7 @@ export function spawnProc(ctx: Context, plan: SourcePlan | StagePlan, kind: 'sou
   const inherit = isSource && (plan as SourcePlan).readsStdin ? 'stdin' : undefined;
   const proc = spawn(ctx, plan.command, plan.name, stats, { extraArgs, downstream, ...(inherit ? { inherit } : {}) });
   if (proc.controlled) countReports(proc, stats);
+  if (isSource && proc.controlled) answerWorker(ctx, proc, stats);
   stats.generation++;
   stats.pid = proc.pid;
   stats.heardAt = proc.controlled ? Date.now() : undefined;

@@ -96,6 +96,20 @@ export function lockKey(schema: string): string {
   return `cqp-views:${schema}`;
 }
 
+/**
+ * Runs `setup` (creating the schema's tables, building views) while holding the schema's setup lock:
+ * writers that share a schema (a group's workers) starting together build it once, one after another.
+ */
+export async function withSetupLock<T>(client: PgClient, schema: string, setup: () => Promise<T>): Promise<T> {
+  const key = `cqp-views-setup:${schema}`;
+  await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [key]);
+  try {
+    return await setup();
+  } finally {
+    await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [key]).catch(() => undefined);
+  }
+}
+
 interface Holder {
   pid: number;
   application_name: string | null;
@@ -116,19 +130,23 @@ async function holderOf(client: PgClient, schema: string): Promise<Holder | unde
  * refused with a LOCKED error naming it, except this process's own earlier connection (lost under it,
  * its session not ended yet on the server), which is ended so the lock passes to the new one.
  */
-export async function lockSchema(client: PgClient, url: string, schema: string): Promise<void> {
+export async function lockSchema(client: PgClient, url: string, schema: string, shared = false): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok', [lockKey(schema)]);
+    const take = shared ? 'pg_try_advisory_lock_shared' : 'pg_try_advisory_lock';
+    const got = await client.query<{ ok: boolean }>(`SELECT ${take}(hashtextextended($1, 0)) AS ok`, [lockKey(schema)]);
     if (got.rows[0]?.ok === true) return;
     const holder = await holderOf(client, schema);
     const mine = holder?.application_name?.endsWith(` ${hostname()} pid ${process.pid}`) === true;
-    if (mine && attempt < 5 && holder) {
+    if (mine && !shared && attempt < 5 && holder) {
       await client.query('SELECT pg_terminate_backend($1)', [holder.pid]);
       await new Promise((r) => setTimeout(r, 100));
       continue;
     }
     if (holder === undefined && attempt < 5) continue; // released in between
     const who = holder ? `${holder.application_name || 'another client'} (server pid ${holder.pid})` : 'another client';
+    if (shared) {
+      throw new CqpError('LOCKED', `PostgreSQL ${describeUrl(url)}, schema "${schema}": ${who} holds it alone (a replay rebuilding it?); the workers of a group write it together once it is done`);
+    }
     throw new CqpError(
       'LOCKED',
       `PostgreSQL ${describeUrl(url)}, schema "${schema}": ${who} is writing it; one writer per schema at a time (stop that one, or give this one another --schema)`,

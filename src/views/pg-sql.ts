@@ -189,15 +189,15 @@ export function existingKeysSql(t: ViewTable): string {
 export const POSITIONS_MOVED = 'CQ001';
 
 /**
- * Checks, inside the batch's transaction, that the stored positions of these views are `expected` (per
- * view, per source; views holding none left out), and raises POSITIONS_MOVED otherwise, which aborts
+ * Checks, inside the batch's transaction, that the stored positions of these views for the batch's
+ * sources are `expected` (per view, per source; views holding none of them left out), and raises POSITIONS_MOVED otherwise, which aborts
  * the transaction before any of its writes: a batch folded against positions held in memory then
  * needs no round trip to read them first. Undefined when the literals could not be quoted in its body.
  */
-export function positionsGuardSql(schema: string, views: readonly string[], expected: Record<string, Record<string, string>>): string | undefined {
+export function positionsGuardSql(schema: string, views: readonly string[], sources: readonly string[], expected: Record<string, Record<string, string>>): string | undefined {
   const stored =
     `SELECT coalesce(jsonb_object_agg(view, m), '{}'::jsonb) FROM (SELECT view, jsonb_object_agg(source, n) AS m FROM ${q(schema)}.cqp_positions ` +
-    `WHERE view = ANY(${arrayLiteral(views, 'text')}) GROUP BY view) per_view`;
+    `WHERE view = ANY(${arrayLiteral(views, 'text')}) AND source = ANY(${arrayLiteral(sources, 'text')}) GROUP BY view) per_view`;
   const body = `BEGIN IF (${stored}) IS DISTINCT FROM ${literal(JSON.stringify(expected))}::jsonb THEN RAISE EXCEPTION 'the stored positions are not those the batch was folded against' USING ERRCODE = '${POSITIONS_MOVED}'; END IF; END`;
   return body.includes('$cqp_guard$') ? undefined : `DO $cqp_guard$${body}$cqp_guard$`;
 }

@@ -13,12 +13,16 @@ import { holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { ViewDefinition } from './definition.js';
-import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, type PgClient } from './pg-connection.js';
+import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, withSetupLock, type PgClient } from './pg-connection.js';
 import { ColumnProjection, EventsProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
 import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
 import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type ViewEvent } from './store.js';
+
+/** SQLSTATEs of a transaction PostgreSQL picked to fail between concurrent writers (a group's workers): retried. */
+const DEADLOCK = '40P01';
+const SERIALIZATION = '40001';
 
 /** The definition hash of the events table (no views file). */
 const EVENTS_HASH = 'events-table-pg-v1';
@@ -37,6 +41,12 @@ export interface PgStoreOptions {
   signal?: AbortSignal | undefined;
   /** Who writes, as the connection names itself (`sink postgres`, `replay`). */
   role?: string;
+  /**
+   * The group of workers writing this schema together, each for the partitions it holds: the schema's
+   * lock is then shared, and a batch is fenced (refused) when another worker has committed for one of
+   * its sources since this store last saw it, unless the batch starts at the stored position.
+   */
+  group?: string | undefined;
 }
 
 /** PostgreSQL query views kept in one schema; see the top of this file. */
@@ -83,15 +93,17 @@ export class PgViewStore {
     await store.connect();
     try {
       const client = store.client as PgClient;
-      for (const [i, p] of projections.entries()) {
-        const view = views?.[i];
-        const create = async (): Promise<void> => {
-          if (view === undefined) for (const sql of eventsTableSql(schema)) await client.query(sql);
-          else if (view.kind === 'columns') await client.query(columnTableSql(schema, view));
-          else await (inits[i] as HandlerProjection).init(client);
-        };
-        await store.build(p.name, hashes[i] as string, create);
-      }
+      await withSetupLock(client, schema, async () => {
+        for (const [i, p] of projections.entries()) {
+          const view = views?.[i];
+          const create = async (): Promise<void> => {
+            if (view === undefined) for (const sql of eventsTableSql(schema)) await client.query(sql);
+            else if (view.kind === 'columns') await client.query(columnTableSql(schema, view));
+            else await (inits[i] as HandlerProjection).init(client);
+          };
+          await store.build(p.name, hashes[i] as string, create);
+        }
+      });
       await store.readPositions(client);
     } catch (error) {
       await store.close();
@@ -107,9 +119,11 @@ export class PgViewStore {
       this.lost = true;
     });
     try {
-      await lockSchema(client, this.options.url, this.options.schema);
+      await lockSchema(client, this.options.url, this.options.schema, this.options.group !== undefined);
       await client.query(`SET search_path TO ${q(this.options.schema)}, public`).catch(() => undefined);
-      for (const sql of metaSql(this.options.schema)) await client.query(sql);
+      await withSetupLock(client, this.options.schema, async () => {
+        for (const sql of metaSql(this.options.schema)) await client.query(sql);
+      });
       await client.query(`SET search_path TO ${q(this.options.schema)}, public`);
     } catch (error) {
       await disconnect(client);
@@ -161,22 +175,26 @@ export class PgViewStore {
     this.known = true;
   }
 
-  /** Opens the batch's transaction: with the positions in memory checked inside it (no round trip), else read. */
-  private async begin(client: PgClient): Promise<PgTransaction> {
+  /** Opens the batch's transaction: with the positions in memory of its sources checked inside it (no round trip), else read. */
+  private async begin(client: PgClient, sources: string[]): Promise<{ tx: PgTransaction; read: boolean }> {
     const tx = new PgTransaction(client);
-    const guard = this.known ? this.guard() : undefined;
+    const guard = this.known ? this.guard(sources) : undefined;
     if (guard === undefined) await this.readPositions(client, true);
     else {
       tx.add('BEGIN');
       tx.add(guard);
     }
-    return tx;
+    return { tx, read: guard === undefined };
   }
 
-  private guard(): string | undefined {
+  private guard(sources: string[]): string | undefined {
     const expected: Record<string, PositionMap> = {};
-    for (const p of this.projections) if (Object.keys(p.applied).length > 0) expected[p.name] = p.applied;
-    return positionsGuardSql(this.options.schema, this.views, expected);
+    for (const p of this.projections) {
+      const mine: PositionMap = {};
+      for (const source of sources) if (p.applied[source] !== undefined) mine[source] = p.applied[source];
+      if (Object.keys(mine).length > 0) expected[p.name] = mine;
+    }
+    return positionsGuardSql(this.options.schema, this.views, sources, expected);
   }
 
   get views(): string[] {
@@ -204,6 +222,8 @@ export class PgViewStore {
       reported.add(id);
       onBad(index, message);
     };
+    // The positions this store last saw, before a failed guard or a retry made it read them again (a group's fence).
+    const seen = this.projections.map((p) => ({ ...p.applied }));
     for (let attempt = 0; ; attempt++) {
       try {
         if (this.client === undefined || this.lost) {
@@ -212,14 +232,22 @@ export class PgViewStore {
           await this.connect();
           this.options.warn(`cqp: ${this.where}: connected again; writing the batch`);
         }
-        await this.transaction(this.client as PgClient, items, once, through);
+        await this.transaction(this.client as PgClient, items, once, through, seen);
         return;
       } catch (error) {
         this.known = false;
-        if ((error as { code?: unknown }).code === POSITIONS_MOVED && !this.lost) {
-          // Not the positions the batch was folded against (never so while this writer holds the lock): read them and fold again.
+        const code = (error as { code?: unknown }).code;
+        if (code === POSITIONS_MOVED && !this.lost) {
+          // Not the positions the batch was folded against (never so for a writer alone on the schema):
+          // read them and fold again; in a group, first check that no other worker took over a source.
           await this.client?.query('ROLLBACK').catch(() => undefined);
           attempt--;
+          continue;
+        }
+        if ((code === DEADLOCK || code === SERIALIZATION) && !this.lost && attempt < 20) {
+          // Two workers of a group updating the same rows in another order: one of them is picked to retry.
+          await this.client?.query('ROLLBACK').catch(() => undefined);
+          await sleep(backoffMs(attempt, 20, 500));
           continue;
         }
         if (!isConnectionError(error)) {
@@ -236,15 +264,18 @@ export class PgViewStore {
     }
   }
 
-  private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined): Promise<void> {
-    const tx = await this.begin(client);
+  private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined, seen: PositionMap[]): Promise<void> {
     const ranges = positionRanges(items);
+    const first = new Map([...ranges].map(([source, range]) => [source, range.min]));
     for (const source in through) {
       const n = through[source] as string;
       const range = ranges.get(source);
       if (range === undefined) ranges.set(source, { min: n, max: n });
       else if (compareFast(n, range.max) > 0) range.max = n;
     }
+    const { tx, read } = await this.begin(client, [...ranges.keys()]);
+    // Positions read in this transaction (not checked by the guard): in a group, another worker may have moved them.
+    if (this.options.group !== undefined && read) await this.fence(client, seen, first);
     const moved: PositionMap[] = [];
     const rows: Array<[string, string, string]> = [];
     for (const p of this.projections) {
@@ -272,6 +303,29 @@ export class PgViewStore {
     // The views' writes still held, the positions and the COMMIT: one round trip.
     await tx.commit(rows.length === 0 ? undefined : positionsUpsertSql(this.options.schema, rows));
     this.projections.forEach((p, v) => Object.assign(p.applied, moved[v]));
+  }
+
+  /**
+   * A group's fence, with the stored positions just read inside the batch's transaction: a source whose
+   * stored position another worker moved since this store saw it is no longer this worker's, unless
+   * the batch starts at that position (the source took it over from there). Such a batch is rolled back,
+   * and the store stops: it is restarted and resumes from the stored positions.
+   */
+  private async fence(client: PgClient, seen: PositionMap[], first: Map<string, string>): Promise<void> {
+    for (const [v, p] of this.projections.entries()) {
+      for (const [source, n] of first) {
+        const stored = p.applied[source];
+        const before = seen[v]?.[source];
+        if (stored === undefined || stored === before) continue;
+        if (n.split('.')[0] === stored.split('.')[0]) continue;
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw new CqpError(
+          'FENCED',
+          `${this.where}: fenced: another worker of group ${this.options.group ?? ''} has committed ${source} up to ${stored} since this one saw ${before ?? 'nothing'} of it ` +
+            `(this worker lost that partition's lease); the batch from ${n} was rolled back, nothing of it applied`,
+        );
+      }
+    }
   }
 
   /** The definition hash of each view, in order (replay compares them). */

@@ -90,4 +90,17 @@ describe('helpers', () => {
     expect(expandVariables('${A}-${B:-x}-${C:-}', { A: '1' })).toBe('1-x-');
     expect(() => expandVariables('${A}', {})).toThrow(/A is not set/);
   });
+  it('a group worker shares its postgres sink with the group; a store the workers cannot share is refused, naming the sink', () => {
+    const plan = parsePipeline(
+      'source: { type: log, path: "nats://127.0.0.1:4222/events", group: views }\nsinks:\n  - { name: views, type: postgres, url: "postgres://p@127.0.0.1:5432/test" }\n',
+      'p.yaml',
+    );
+    expect(plan.source.group).toBe('views');
+    expect(plan.sinks[0]?.options.group).toBe('views');
+    expect(plan.sinks[0]?.command.args.slice(-2)).toEqual(['--group', 'views']);
+    const message = problems('source: { type: log, path: "nats://127.0.0.1:4222/events", group: views }\nsinks:\n  - { name: db, type: sqlite, db: v.db }\n');
+    expect(message).toMatch(/sinks\[0\]|sinks\.0|line 3/);
+    expect(message).toContain('a sqlite sink cannot be written by the workers of group views together');
+    expect(problems('source: { type: log, path: "nats://127.0.0.1:4222/events", group: "a b" }\nsinks:\n  - { name: out, type: stdout }\n')).toContain('a group name is letters, digits, _ and - only');
+  });
 });

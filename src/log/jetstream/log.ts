@@ -7,7 +7,7 @@
  * sequence orders the whole log. One connection serves every read of an opened log until `close()`;
  * a writer has its own (`writer.ts`), which it closes with itself.
  */
-import type { CommandLog, LogTailInfo, OpenWriterOptions } from '../command-log.js';
+import type { CommandLog, LogTailInfo, OpenWriterOptions, ShareReadOptions } from '../command-log.js';
 import { sleep } from '../../core/backoff.js';
 import { CqpError } from '../../core/errors.js';
 import type { LogRecord } from '../format.js';
@@ -15,6 +15,8 @@ import type { ReadLogOptions } from '../reader.js';
 import type { LogStat, VerifyResult } from '../tools.js';
 import type { LogWriter } from '../writer.js';
 import { positionsHeld } from './checkpoint.js';
+import { readGroupShare } from './group.js';
+import type { LogEvent } from '../input.js';
 import { readRecords, verifyStream } from './reader.js';
 import { metaOf, parseNatsLocation, Session, type NatsLocation } from './stream.js';
 import { openJetStreamWriter } from './writer.js';
@@ -106,6 +108,10 @@ export class JetStreamCommandLog implements CommandLog {
 
   async verify(): Promise<VerifyResult> {
     return verifyStream(await this.connection());
+  }
+
+  readShare(options: ShareReadOptions): AsyncGenerator<LogEvent[]> {
+    return readGroupShare({ ...options, location: this.location });
   }
 
   async close(): Promise<void> {

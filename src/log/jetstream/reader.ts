@@ -10,7 +10,7 @@ import { crc32c } from '../crc32c.js';
 import type { LogRecord } from '../format.js';
 import type { ReadLogOptions } from '../reader.js';
 import type { VerifyResult } from '../tools.js';
-import { CRC_HEADER, ID_HEADER, metaOf, POSITION_HEADER, type Session } from './stream.js';
+import { CRC_HEADER, ID_HEADER, metaOf, partitionSubject, POSITION_HEADER, type Session } from './stream.js';
 
 /** Largest batch of records a reader yields at once. */
 const READ_BATCH = 4096;
@@ -23,7 +23,7 @@ function recordOf(m: JsMsg): LogRecord {
 }
 
 /** What a read of the stream takes beyond the bounds: headers only (no event bytes), for positions. */
-type StreamReadOptions = ReadLogOptions & { headersOnly?: boolean };
+type StreamReadOptions = ReadLogOptions & { headersOnly?: boolean; partition?: number };
 
 /** The stream's messages from `from` to `until` (inclusive), each made into a `T` by `each`, in batches. */
 async function* readMessages<T extends { seq: number; time: number }>(s: Session, options: StreamReadOptions, each: (m: JsMsg) => T): AsyncGenerator<T[]> {
@@ -38,6 +38,8 @@ async function* readMessages<T extends { seq: number; time: number }>(s: Session
   if (!follow && info.state.messages === 0) return;
   if (!follow && from && 'time' in from && Date.parse(info.state.last_ts) < from.time) return;
   const opts: Partial<OrderedConsumerOptions> = { headers_only: options.headersOnly === true };
+  // One partition's records only: the subject the writer gives them.
+  if (options.partition !== undefined) opts.filter_subjects = partitionSubject(s.where.stream, options.partition);
   if (from && 'seq' in from && from.seq > firstSeq) Object.assign(opts, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from.seq });
   else if (from && 'time' in from) Object.assign(opts, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(from.time).toISOString() });
   else Object.assign(opts, { deliver_policy: DeliverPolicy.All });

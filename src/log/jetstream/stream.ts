@@ -17,6 +17,11 @@ export const CRC_HEADER = 'Cqp-Crc32c';
 export const REQUEST_TIMEOUT_MS = 5000;
 const DESCRIPTION = /^cqp command log id=([0-9a-f]{32}) partitions=(\d+)$/;
 
+/** The subject of partition `k` of a stream's log. */
+export function partitionSubject(stream: string, k: number): string {
+  return `cqp.${stream}.${k}`;
+}
+
 /** The parts of a `nats://HOST:PORT/STREAM` location. */
 export interface NatsLocation {
   servers: string;

@@ -23,7 +23,7 @@ import { crc32c } from '../crc32c.js';
 import type { AppendItem, LogWriter } from '../writer.js';
 import { CheckpointKeeper, positionsHeld } from './checkpoint.js';
 import { Lease } from './lease.js';
-import { CRC_HEADER, ID_HEADER, metaOf, POSITION_HEADER, REQUEST_TIMEOUT_MS, Session, type NatsLocation, type StreamMeta } from './stream.js';
+import { CRC_HEADER, ID_HEADER, metaOf, partitionSubject, POSITION_HEADER, REQUEST_TIMEOUT_MS, Session, type NatsLocation, type StreamMeta } from './stream.js';
 
 /** FNV-1a over the key's UTF-16 code units: the same key always lands in the same partition. */
 export function partitionOf(key: string, partitions: number): number {
@@ -125,9 +125,9 @@ class JetStreamWriter implements LogWriter {
 
   private subjectFor(bytes: Buffer): string {
     const p = this.meta.partitions;
-    if (p === 1) return `cqp.${this.stream}.0`;
+    if (p === 1) return partitionSubject(this.stream, 0);
     const key = entityKey(bytes);
-    return `cqp.${this.stream}.${key === undefined ? 0 : partitionOf(key, p)}`;
+    return partitionSubject(this.stream, key === undefined ? 0 : partitionOf(key, p));
   }
 
   private async append(items: AppendItem[]): Promise<{ firstSeq: number; lastSeq: number }> {
