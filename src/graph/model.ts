@@ -4,7 +4,7 @@
  * of the pipeline writes, not the stages' output). The renderers (dot.ts, mermaid.ts) only lay it out.
  */
 import { findComponent } from '../core/registry.js';
-import type { PipelinePlan, SinkPlan, StagePlan } from '../supervisor/config.js';
+import type { PipelinePlan, SinkPlan, StagePlan } from '../supervisor/plan.js';
 
 export type NodeRole = 'source' | 'stage' | 'sink';
 

@@ -6,7 +6,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
 import { isExactlyOnce, type ComponentDefinition, type ComponentKind, type SinkDefinition, type SourceDefinition } from '../core/component.js';
 import type { Document } from 'yaml';
@@ -19,95 +18,10 @@ import { lineOf, parseYaml, type YamlPath } from '../views/yaml-location.js';
 import { problemsError, zodProblems } from '../core/yaml-problems.js';
 import { queueChecks, runChecks, type Check, type Problem } from './checks.js';
 import { findProgram } from './program.js';
+import { cliCommand, type Command, type PipelinePlan, type SinkPlan, type SourcePlan, type StagePlan } from './plan.js';
+import { expandAll, splitCommandLine } from './pipeline-text.js';
 import { FILE_RUNTIME_OPTIONS, runtimeArgv, type RuntimeFileValue, type RuntimeOptionSpec, type RuntimeSettings } from '../core/runtime-options.js';
 import { PROGRAM_RUNTIME_OPTIONS, RUNTIME_KEYS, pipelineSchema, runtimeShape, stageSchema } from './pipeline-fields.js';
-
-/** How a process is started: an executable and its arguments. */
-export interface Command {
-  file: string;
-  args: string[];
-  /** A cqp component: it reports readiness on CQP_READY_FD once its options are checked and files open. */
-  signalsReady?: boolean;
-}
-
-export type { RuntimeSettings };
-
-/**
- * The files a component reads when it starts (its ReadFile options and the files they name), each with a
- * hash of its bytes as they were when the component was started: `cqp run` fills it in (read-files.ts),
- * and a reload replaces the component when one of them holds other bytes.
- */
-export type FileHashes = Readonly<Record<string, string>>;
-
-export interface SourcePlan {
-  name: string;
-  type: string;
-  options: Record<string, unknown>;
-  resumable: boolean;
-  /** It reads its process's stdin: the supervisor hands it its own. */
-  readsStdin: boolean;
-  /** The group of workers whose input it shares (its definition's `groupOption`), when it is one of them. */
-  group?: string | undefined;
-  /** The command without `--resume` (the supervisor adds it when it starts the source). */
-  command: Command;
-  /** The files it reads, with their hashes (see FileHashes). */
-  files?: FileHashes;
-}
-
-export interface StagePlan {
-  name: string;
-  /** The built-in filter, or undefined for a `run:` program. */
-  filter: string | undefined;
-  options: Record<string, unknown>;
-  command: Command;
-  /** A `run:` program's `onError` and `deadLetter`: the supervisor applies them to what it writes. */
-  runtime?: RuntimeSettings;
-  /** The files it reads, with their hashes (see FileHashes). */
-  files?: FileHashes;
-}
-
-export interface SinkPlan {
-  name: string;
-  type: string;
-  options: Record<string, unknown>;
-  exactlyOnce: boolean;
-  /** The file or database the sink keeps (the value of the option its definition names), if any. */
-  store: string | undefined;
-  /** It writes to its process's stdout, the supervisor's own: when that is closed, the pipeline stops. */
-  writesStdout: boolean;
-  where: string | undefined;
-  /** The hidden `cqp filter where EXPR` in front of the sink, when it has `where:`. */
-  whereCommand: Command | undefined;
-  /**
-   * Set when the sink reads a command log itself (`--read-log`) instead of the stages' output: beside a
-   * sink that writes a command log, the sinks that follow logs read it (`follow`); a replay without
-   * stages bounds the read.
-   */
-  logInput: LogInput | undefined;
-  command: Command;
-  /** The files it reads, with their hashes (see FileHashes). */
-  files?: FileHashes;
-}
-
-export interface LogInput {
-  path: string;
-  /** Keep reading until stopped (`cqp run`), or end at the bounds in `args` (`cqp replay`). */
-  follow: boolean;
-  /** Added to the sink's command: `--read-log PATH` and `--follow` or `--from`/`--until`. */
-  args: string[];
-}
-
-/** A validated pipeline: what `cqp run` starts and what a reload compares. */
-export interface PipelinePlan {
-  file: string;
-  /** The YAML file's folder: relative paths resolve against it and stages run in it. */
-  dir: string;
-  name: string;
-  text: string;
-  source: SourcePlan;
-  stages: StagePlan[];
-  sinks: SinkPlan[];
-}
 
 /**
  * Option keys whose values are file paths, resolved against the pipeline file's folder. One list for
@@ -125,84 +39,8 @@ export function isPathOption(def: ComponentDefinition | undefined, key: string):
   return PATH_OPTION_KEYS.has(key) || meta?.path === true || def?.reads?.[key] !== undefined;
 }
 
-/** The CLI the supervisor spawns stages with (`<package>/bin/cqp.js`, from `src/` or `dist/` alike). */
-export function cliPath(): string {
-  return fileURLToPath(new URL('../../bin/cqp.js', import.meta.url));
-}
-
-/** The command that runs `cqp ARGS` as a stage (the same command a user could type). */
-export function cliCommand(args: string[]): Command {
-  return { file: process.execPath, args: [cliPath(), ...args], signalsReady: true };
-}
-
-/** Splits a command line the way a POSIX shell splits words (quotes and backslashes; no expansion). */
-export function splitCommandLine(line: string): string[] {
-  const words: string[] = [];
-  let word = '';
-  let inWord = false;
-  let quote: '"' | "'" | undefined;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i] as string;
-    if (quote === "'") {
-      if (c === "'") quote = undefined;
-      else word += c;
-    } else if (quote === '"') {
-      if (c === '"') quote = undefined;
-      else if (c === '\\' && i + 1 < line.length && '"\\$`'.includes(line[i + 1] as string)) word += line[++i];
-      else word += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      inWord = true;
-    } else if (c === '\\' && i + 1 < line.length) {
-      word += line[++i];
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(word);
-      word = '';
-      inWord = false;
-    } else {
-      word += c;
-      inWord = true;
-    }
-  }
-  if (quote) throw new Error(`unclosed ${quote} quote`);
-  if (inWord) words.push(word);
-  return words;
-}
-
-const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
-
-/** Expands `${VAR}` and `${VAR:-default}` in one string; throws naming the first unset variable. */
-export function expandVariables(text: string, env: NodeJS.ProcessEnv): string {
-  return text.replace(VAR, (_match, name: string, fallback: string | undefined) => {
-    const value = env[name];
-    if (value !== undefined && (value !== '' || fallback === undefined)) return value;
-    if (fallback !== undefined) return fallback;
-    throw new Error(`environment variable ${name} is not set (set it, or write \${${name}:-default})`);
-  });
-}
-
 const TOP_FIELDS = ['name', 'source', 'stages', 'sinks'];
 const STAGE_FIELDS = ['name', 'filter', 'with', 'run', ...RUNTIME_KEYS];
-
-/** Replaces `${VAR}` in every string of a parsed YAML value, reporting unset variables by path. */
-function expandAll(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: Problem[]): unknown {
-  if (typeof value === 'string') {
-    try {
-      return expandVariables(value, env);
-    } catch (error) {
-      problems.push({ path, message: messageOf(error) });
-      return value;
-    }
-  }
-  if (Array.isArray(value)) return value.map((v, i) => expandAll(v, env, [...path, i], problems));
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = expandAll(v, env, [...path, k], problems);
-    return out;
-  }
-  return value;
-}
 
 interface Resolved {
   /** Every option, defaults filled in. */

@@ -4,7 +4,7 @@
  * so each sees a pipeline at rest between two of them.
  */
 import type { PositionMap } from '../core/position.js';
-import type { PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './config.js';
+import type { PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './plan.js';
 import { Failures } from './failures.js';
 import type { Link } from './link.js';
 import { Lifecycle, type State } from './lifecycle.js';

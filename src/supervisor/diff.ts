@@ -1,4 +1,4 @@
-import type { PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './config.js';
+import type { PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './plan.js';
 
 /** What a reload changes, keyed by component name (source, stages and sinks). */
 export interface ReloadDiff {

@@ -1,5 +1,6 @@
 import { CqpError, messageOf, reportError } from '../core/errors.js';
-import { lintPipeline, openPipeline, readPipelineFile, type PipelinePlan } from './config.js';
+import { lintPipeline, openPipeline, readPipelineFile } from './config.js';
+import type { PipelinePlan } from './plan.js';
 import { FileWatch } from './file-watch.js';
 import { parseHostPort, serveMetrics } from './metrics.js';
 import { watchParent } from './orphan.js';

@@ -1,6 +1,6 @@
 import { dirname, relative } from 'node:path';
 import type { PositionMap } from '../core/position.js';
-import type { SinkPlan } from './config.js';
+import type { SinkPlan } from './plan.js';
 
 /**
  * Why a run that read nothing read nothing: its source resumed after the positions its exactly-once sinks

@@ -1,6 +1,6 @@
 import { compareN, minimumPositions, type PositionMap } from '../core/position.js';
 import { findComponent } from '../core/registry.js';
-import type { SinkPlan } from './config.js';
+import type { SinkPlan } from './plan.js';
 
 /** Per source, the larger of two maps' positions. */
 export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {

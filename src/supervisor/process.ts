@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CqpError, messageOf } from '../core/errors.js';
 import { barrierLine, componentMessage, messageLine, readMessages, type ComponentMessage, type Progress, type Reply, type SupervisorMessage } from '../protocol.js';
-import type { Command } from './config.js';
+import type { Command } from './plan.js';
 
 /** How long after a process's exit its control channel may stay open before the exit counts anyway (ms). */
 const CHANNEL_CLOSE_MS = 2000;

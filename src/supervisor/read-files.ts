@@ -9,7 +9,7 @@ import { relative } from 'node:path';
 import type { ComponentDefinition } from '../core/component.js';
 import { messageOf } from '../core/errors.js';
 import { findComponent } from '../core/registry.js';
-import type { FileHashes, PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './config.js';
+import type { FileHashes, PipelinePlan, SinkPlan, SourcePlan, StagePlan } from './plan.js';
 
 type Component = SourcePlan | StagePlan | SinkPlan;
 

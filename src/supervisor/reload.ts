@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { messageOf } from '../core/errors.js';
-import { loadPipelineComponents, parsePipeline, type PipelinePlan, type SinkPlan, type SourcePlan } from './config.js';
+import { loadPipelineComponents, parsePipeline } from './config.js';
+import type { PipelinePlan, SinkPlan, SourcePlan } from './plan.js';
 import { changedFiles, contentKey, filesRead, readComponentFiles } from './read-files.js';
 import { readsLog, type Context, type SinkUnit } from './context.js';
 import { describeDiff, reloadDiff, type ReloadDiff } from './diff.js';

@@ -8,7 +8,7 @@
 import { CqpError, exitCodeFor, messageOf, reportError } from '../core/errors.js';
 import { findComponent } from '../core/registry.js';
 import type { SinkProgress, StageIo } from '../core/runtime.js';
-import { cliPath, type PipelinePlan, type SinkPlan } from './config.js';
+import { cliPath, type PipelinePlan, type SinkPlan } from './plan.js';
 import type { ComponentStats } from './context.js';
 
 /** The sink a replay may run itself: the only one, reading a bounded stretch of the log, with nothing in front. */

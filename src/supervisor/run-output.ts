@@ -17,7 +17,7 @@
 import { CqpError } from '../core/errors.js';
 import { createPolicy, cut, type ErrorMode, type ErrorPolicy } from '../core/policy.js';
 import { compareN, parsePosition, POSITION_KEY, splitStamp, stampLine, subPosition, type Position, type PositionMap } from '../core/position.js';
-import type { StagePlan } from './config.js';
+import type { StagePlan } from './plan.js';
 import type { PumpOptions } from './pump.js';
 
 export interface RunOutputOptions {

@@ -6,7 +6,7 @@
 import { messageOf } from '../core/errors.js';
 import { compareN, type PositionMap } from '../core/position.js';
 import { openCommandLog, type CommandLog } from '../log/command-log.js';
-import type { SinkPlan } from './config.js';
+import type { SinkPlan } from './plan.js';
 import { sinkApplied } from './positions.js';
 
 /** The end of a log: its position key (`log:<logId>`) and the seq a sink must hold to have read all of it. */

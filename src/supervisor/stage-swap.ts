@@ -12,7 +12,7 @@
  * enters the new one: the stages changed in one save switch together, and each event passes exactly
  * one version of each stage, in order.
  */
-import type { PipelinePlan, StagePlan } from './config.js';
+import type { PipelinePlan, StagePlan } from './plan.js';
 import type { ComponentStats, Context, Node } from './context.js';
 import { specOf, type ReloadDiff } from './diff.js';
 import { barrierLine } from '../protocol.js';

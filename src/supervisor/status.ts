@@ -1,7 +1,7 @@
 import { fstatSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { stderrColor } from '../core/color.js';
-import type { PipelinePlan } from './config.js';
+import type { PipelinePlan } from './plan.js';
 import type { SinkEnd } from './sink-ends.js';
 import type { ComponentStats } from './supervisor.js';
 

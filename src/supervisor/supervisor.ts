@@ -12,7 +12,7 @@
 import type { ServerResponse } from 'node:http';
 import type { PositionMap } from '../core/position.js';
 import type { TapQuery } from './taps.js';
-import type { PipelinePlan } from './config.js';
+import type { PipelinePlan } from './plan.js';
 import { Context, type ComponentStats, type SupervisorOptions } from './context.js';
 import { filesRead } from './read-files.js';
 import { requestReload } from './reload.js';

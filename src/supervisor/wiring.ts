@@ -8,7 +8,7 @@ import { CqpError, messageOf } from '../core/errors.js';
 import { resumePositions } from './positions.js';
 import type { PositionMap } from '../core/position.js';
 import type { Progress } from '../protocol.js';
-import type { Command, SinkPlan, SourcePlan, StagePlan } from './config.js';
+import type { Command, SinkPlan, SourcePlan, StagePlan } from './plan.js';
 import { readsLog, type ComponentStats, type Context, type Node, type SinkUnit } from './context.js';
 import { stopFor, watch } from './exits.js';
 import { DirectLink, directTarget, type Link } from './link.js';

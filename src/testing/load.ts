@@ -11,7 +11,8 @@ import { compileExpression } from '../core/expression.js';
 import { findComponent } from '../core/registry.js';
 import { suggestion } from '../core/suggest.js';
 import { fieldsOf, problemsError, zodProblems, type Problem } from '../core/yaml-problems.js';
-import { openPipeline, type PipelinePlan } from '../supervisor/config.js';
+import { openPipeline } from '../supervisor/config.js';
+import type { PipelinePlan } from '../supervisor/plan.js';
 import { parseYaml, type YamlPath } from '../views/yaml-location.js';
 import { testFileSchema, type PipelineTest } from './test-file.js';
 

@@ -15,7 +15,8 @@ import { CqpError, messageOf } from '../core/errors.js';
 import { parseOptions } from '../core/options.js';
 import { POSITION_KEY } from '../core/position.js';
 import { runFilter, runSink, type RuntimeOptions, type StageIo } from '../core/runtime.js';
-import { isUrl, type Command, type PipelinePlan } from '../supervisor/config.js';
+import { isUrl } from '../supervisor/config.js';
+import type { Command, PipelinePlan } from '../supervisor/plan.js';
 import type { LoadedTest } from './load.js';
 
 /** What came out where, and the SQLite database each views sink wrote. */

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CqpError } from '../../src/core/errors.js';
-import { expandVariables, loadPipeline, parsePipeline, splitCommandLine } from '../../src/supervisor/config.js';
+import { loadPipeline, parsePipeline } from '../../src/supervisor/config.js';
+import { expandVariables, splitCommandLine } from '../../src/supervisor/pipeline-text.js';
 
 const GOOD = `name: t
 source: { type: demo, count: 10 }
