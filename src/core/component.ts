@@ -25,6 +25,11 @@ export interface StageContext {
   cwd: string;
   /** `--max-line-bytes`: the longest input line accepted (sources that cut lines honour it). */
   maxLineBytes?: number;
+  /**
+   * Sinks reading a command log (`--read-log`): where it is, and whether they follow it. A sink may read
+   * it again itself, beside what it is given (the sqlite sink builds a changed view from it).
+   */
+  log?: { location: string; follow: boolean } | undefined;
 }
 
 /** Marker a filter returns to forward the input line's original bytes unchanged. */

@@ -112,7 +112,8 @@ function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
     ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
     ...(io.rejected ? { rejected: io.rejected } : {}),
   });
-  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes };
+  const log = runtime.readLog ? { log: { location: runtime.readLog.path, follow: runtime.readLog.follow } } : {};
+  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes, ...log };
 }
 
 /**

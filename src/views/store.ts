@@ -12,6 +12,7 @@ import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
 import { DEFAULT_KEY_PATHS, DEFAULT_TYPE_PATHS, viewHash } from './definition.js';
+import { dropView, notOurs, q, removedViews, storedDefinition, swapIn, userTables } from './versions.js';
 import { amountConverter, BadEvent, bindable, CONVERTERS, describe, exactSum, plain, type Convert, type SqlValue } from './column-values.js';
 import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
 
@@ -43,10 +44,6 @@ export interface ViewHandler {
 /** The name of the view kept when no views file is given. */
 export const EVENTS_VIEW = 'events';
 const EVENTS_HASH = 'events-table-v1';
-
-function q(identifier: string): string {
-  return `"${identifier.replace(/"/g, '""')}"`;
-}
 
 /** An SQL string literal. */
 function sqlText(text: string): string {
@@ -374,16 +371,87 @@ class HandlerProjection implements Projection {
 interface ViewRow {
   definition_hash: string;
   tables: string;
+  definition: string | null;
+}
+
+/** A view to build beside its live version (or, new, beside the live views) from the log, then swap in. */
+export interface PendingView {
+  definition: StoredView;
+  hash: string;
+  /** Why: its definition changed, or it is new in the file. */
+  reason: 'changed' | 'new';
+  /** True when its live version is served but not kept up to date until the swap (its definition is not stored). */
+  frozen: boolean;
+}
+
+/** How `ViewStore.open` treats views. */
+export interface OpenOptions {
+  /**
+   * A replay's new database, which no reader opens and which is discarded unless the whole replay
+   * succeeds: its rollback journal in memory and no syncs (see `open`).
+   */
+  building?: boolean | undefined;
+  /**
+   * The caller can build changed and new views from the log beside the live ones (`pending`): they are
+   * left as they are here. Without it they are rebuilt in place, from empty.
+   */
+  beside?: boolean | undefined;
+  /** Drop the tables of views no longer in the views file (kept otherwise). */
+  dropRemoved?: boolean | undefined;
+  /** Where to say what happens to changed and removed views; silent without it. */
+  warn?: ((message: string) => void) | undefined;
 }
 
 const META_SQL = [
   'CREATE TABLE IF NOT EXISTS cqp_positions (view TEXT NOT NULL, source TEXT NOT NULL, n TEXT NOT NULL, PRIMARY KEY (view, source)) WITHOUT ROWID',
-  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL)',
+  // `definition`: a column view's definition (JSON), so that its version stays up to date while a new one is built.
+  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL, definition TEXT)',
 ];
 
-function userTables(db: SqliteDatabase): Set<string> {
-  const rows = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all() as string[];
-  return new Set(rows);
+/** Adds what later versions keep in cqp_views to a database made before them. */
+function upgradeMeta(db: SqliteDatabase): void {
+  const columns = db.prepare("SELECT name FROM pragma_table_info('cqp_views')").pluck().all() as string[];
+  if (!columns.includes('definition')) db.exec('ALTER TABLE cqp_views ADD COLUMN definition TEXT');
+}
+
+/** The `events` table kept without a views file, as a view among others. */
+interface EventsDefinition {
+  kind: 'events';
+  table: typeof EVENTS_VIEW;
+}
+const EVENTS_DEFINITION: EventsDefinition = { kind: 'events', table: EVENTS_VIEW };
+
+/** A view the store maintains: one of a views file, or the default `events` table. */
+export type StoredView = ViewDefinition | EventsDefinition;
+
+/** Whether a view's stored version is of its definition, of another one, or missing (or incomplete). */
+function viewState(db: SqliteDatabase, row: ViewRow | undefined, hash: string): 'current' | 'changed' | 'new' {
+  if (row === undefined) return 'new';
+  const existing = userTables(db);
+  if (!(JSON.parse(row.tables) as string[]).every((t) => existing.has(t))) return 'new';
+  return row.definition_hash === hash ? 'current' : 'changed';
+}
+
+function projectionFor(db: SqliteDatabase, view: StoredView, handler: ViewHandler | undefined): Projection {
+  if (view.kind === 'events') return new EventsProjection(db);
+  if (view.kind === 'columns') return new ColumnProjection(db, view);
+  return new HandlerProjection(db, view, handler as ViewHandler);
+}
+
+/** Makes a view's tables (a handler view's `init` does). */
+function create(db: SqliteDatabase, view: StoredView, handler: ViewHandler | undefined): void {
+  if (view.kind === 'events') for (const sql of EventsProjection.createSql) db.exec(sql);
+  else if (view.kind === 'columns') db.exec(ColumnProjection.createSql(view));
+  else new HandlerProjection(db, view, handler as ViewHandler).init();
+}
+
+/** Raises each source of `target` to the position `map` holds when larger. */
+function raise(target: PositionMap, map: PositionMap): void {
+  for (const source in map) {
+    const n = map[source] as string;
+    const t = target[source];
+    if (t === undefined || compareFast(n, t) > 0) target[source] = n;
+  }
 }
 
 /** A failure of SQLite itself (disk full, I/O error, a damaged file) named with the database file. */
@@ -406,12 +474,17 @@ export class ViewStore {
   private readonly upsertPosition: Statement;
   private readonly selectPositions: Statement;
   private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => PositionMap[];
+  /** Per source, the largest position handed to any view so far (see `reach`). */
+  private readonly reached: PositionMap = {};
+  /** Views to build beside the live ones (see OpenOptions.beside); empty otherwise. */
+  readonly pending: PendingView[] = [];
 
   private constructor(
     readonly db: SqliteDatabase,
     private readonly dbFile: string,
     private readonly lock: WriterLock,
     private readonly projections: Projection[],
+    private readonly handlers: Map<string, ViewHandler>,
   ) {
     this.upsertPosition = db.prepare(
       'INSERT INTO cqp_positions (view, source, n) VALUES (?, ?, ?) ON CONFLICT (view, source) DO UPDATE SET n = excluded.n',
@@ -435,12 +508,12 @@ export class ViewStore {
 
   /**
    * Opens (or creates) the database and builds new or changed views; without views, the `events` table.
-   * `building`: a replay's new database, which no reader opens and which is discarded unless the whole
-   * replay succeeds. It keeps its rollback journal in memory (a batch that fails still rolls back) and
-   * syncs nothing: WAL would write every page twice (into the WAL, then into the file at the checkpoint),
-   * and the replay flushes the file itself before the rename.
+   * `building` (a replay's new database) keeps its rollback journal in memory (a batch that fails still
+   * rolls back) and syncs nothing: WAL would write every page twice (into the WAL, then into the file at
+   * the checkpoint), and the replay flushes the file itself before the rename.
    */
-  static async open(dbFile: string, views: ViewDefinition[] | undefined, building = false): Promise<ViewStore> {
+  static async open(dbFile: string, views: ViewDefinition[] | undefined, options: boolean | OpenOptions = false): Promise<ViewStore> {
+    const { building, beside, dropRemoved, warn } = typeof options === 'boolean' ? { building: options } : options;
     const hashes = (views ?? []).map(viewHash);
     const handlers = new Map<string, ViewHandler>();
     for (const [i, view] of (views ?? []).entries()) {
@@ -457,9 +530,10 @@ export class ViewStore {
     try {
       db = new Database(dbFile);
       db.pragma('busy_timeout = 5000');
-      db.pragma(building ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
-      db.pragma(building ? 'synchronous = OFF' : 'synchronous = NORMAL');
+      db.pragma(building === true ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
+      db.pragma(building === true ? 'synchronous = OFF' : 'synchronous = NORMAL');
       for (const sql of META_SQL) db.exec(sql);
+      upgradeMeta(db);
       db.function(EXACT_SUM, { deterministic: true, safeIntegers: true }, exactSum);
     } catch (error) {
       lock.release();
@@ -467,26 +541,44 @@ export class ViewStore {
     }
     try {
       const projections: Projection[] = [];
-      if (views === undefined) {
-        ViewStore.build(db, dbFile, EVENTS_VIEW, EVENTS_HASH, () => {
-          for (const sql of EventsProjection.createSql) db.exec(sql);
-        });
-        projections.push(new EventsProjection(db));
-      } else {
-        views.forEach((view, i) => {
-          const hash = hashes[i] as string;
-          if (view.kind === 'columns') {
-            ViewStore.build(db, dbFile, view.table, hash, () => db.exec(ColumnProjection.createSql(view)));
-            projections.push(new ColumnProjection(db, view));
-          } else {
-            const projection = new HandlerProjection(db, view, handlers.get(view.table) as ViewHandler);
-            ViewStore.build(db, dbFile, view.table, hash, () => projection.init());
-            projections.push(projection);
-          }
-        });
-      }
-      const store = new ViewStore(db, dbFile, lock, projections);
+      const pending: PendingView[] = [];
+      const defined = views ?? [EVENTS_DEFINITION];
+      const selectRow = db.prepare('SELECT definition_hash, tables, definition FROM cqp_views WHERE view = ?');
+      const rows = defined.map((view) => selectRow.get(view.table) as ViewRow | undefined);
+      const states = defined.map((_, i) => viewState(db, rows[i], views === undefined ? EVENTS_HASH : (hashes[i] as string)));
+      // A view added beside live ones is built beside them too: its table appears once complete.
+      const anyLive = states.includes('current') || states.includes('changed');
+      defined.forEach((view, i) => {
+        const hash = views === undefined ? EVENTS_HASH : (hashes[i] as string);
+        const row = rows[i];
+        const state = states[i] as 'current' | 'changed' | 'new';
+        if (state === 'current') {
+          projections.push(projectionFor(db, view, handlers.get(view.table)));
+          return;
+        }
+        if (beside === true && (state === 'changed' || anyLive)) {
+          const old = state === 'changed' && row?.definition ? (JSON.parse(row.definition) as ColumnViewDefinition) : undefined;
+          // The live version goes on from its stored definition; one that has none is served as it stands.
+          if (old !== undefined) projections.push(projectionFor(db, old, undefined));
+          if (state === 'new' && userTables(db).has(view.table)) throw notOurs(view.table, dbFile);
+          pending.push({ definition: view, hash, reason: state, frozen: state === 'changed' && old === undefined });
+          return;
+        }
+        if (state === 'changed' && building !== true) {
+          warn?.(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one`);
+        }
+        ViewStore.build(db, dbFile, view, hash, () => create(db, view, handlers.get(view.table)));
+        projections.push(projectionFor(db, view, handlers.get(view.table)));
+      });
+      if (building !== true) removedViews(db, new Set(defined.map((v) => v.table)), dropRemoved === true, warn);
+      const store = new ViewStore(db, dbFile, lock, projections, handlers);
+      store.pending.push(...pending);
       store.readPositions();
+      // What every defined view holds, a version served as it stands included: what was given to it before.
+      const names = new Set(defined.map((v) => v.table));
+      for (const row of db.prepare('SELECT view, source, n FROM cqp_positions').all() as Array<{ view: string; source: string; n: string }>) {
+        if (names.has(row.view)) raise(store.reached, { [row.source]: row.n });
+      }
       return store;
     } catch (error) {
       db.close();
@@ -495,23 +587,61 @@ export class ViewStore {
     }
   }
 
-  /** Builds a view from empty unless its stored definition matches; `create` makes its tables. */
-  private static build(db: SqliteDatabase, dbFile: string, view: string, hash: string, create: () => void): void {
-    const row = db.prepare('SELECT definition_hash, tables FROM cqp_views WHERE view = ?').get(view) as ViewRow | undefined;
-    const existing = userTables(db);
+  /** Builds a view from empty: `create` makes its tables. */
+  private static build(db: SqliteDatabase, dbFile: string, view: StoredView, hash: string, create: () => void): void {
+    const row = db.prepare('SELECT definition_hash, tables FROM cqp_views WHERE view = ?').get(view.table) as ViewRow | undefined;
     const tables = row ? (JSON.parse(row.tables) as string[]) : [];
-    if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
     db.transaction(() => {
       for (const t of tables) db.exec(`DROP TABLE IF EXISTS ${q(t)}`);
       const before = userTables(db);
-      if (!row && before.has(view)) {
-        throw new CqpError('CONFIG', `table "${view}" already exists in ${dbFile} and is not a view cqp built; choose another table name, or drop that table`);
-      }
+      if (!row && before.has(view.table)) throw notOurs(view.table, dbFile);
       create();
       const made = [...userTables(db)].filter((t) => !before.has(t));
-      db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view);
-      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables) VALUES (?, ?, ?)').run(view, hash, JSON.stringify(made));
+      db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view.table);
+      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables, definition) VALUES (?, ?, ?, ?)').run(
+        view.table,
+        hash,
+        JSON.stringify(made),
+        storedDefinition(view),
+      );
     })();
+  }
+
+  /**
+   * Per source, the largest position any view has been given (stored or written since): a version built
+   * beside the live one that holds at least this much can take its place with nothing missed.
+   */
+  reach(): PositionMap {
+    return { ...this.reached };
+  }
+
+  /**
+   * Puts the new version of `view`, complete in the database `shadowFile` up to its stored positions, in
+   * place of its live version (dropped) in one transaction: a reader sees one or the other. From then on
+   * it is maintained here.
+   */
+  adopt(pending: PendingView, shadowFile: string): void {
+    const view = pending.definition;
+    try {
+      swapIn(this.db, this.dbFile, shadowFile, view, pending.hash);
+    } catch (error) {
+      throw storageError(this.dbFile, error);
+    }
+    const handler = this.handlers.get(view.table);
+    const fresh = projectionFor(this.db, view, handler);
+    const at = this.projections.findIndex((p) => p.name === view.table);
+    if (at >= 0) this.projections.splice(at, 1, fresh);
+    else this.projections.push(fresh);
+    this.readPositions();
+    const index = this.pending.indexOf(pending);
+    if (index >= 0) this.pending.splice(index, 1);
+  }
+
+  /** Drops a view's tables, positions and record here (a version built beside, once swapped in). */
+  forget(view: string): void {
+    const at = this.projections.findIndex((p) => p.name === view);
+    if (at >= 0) this.projections.splice(at, 1);
+    dropView(this.db, view);
   }
 
   /** Names of the maintained views, in definition order. */
@@ -562,6 +692,7 @@ export class ViewStore {
       if (range === undefined) ranges.set(source, { min: n, max: n });
       else if (compareFast(n, range.max) > 0) range.max = n;
     }
+    for (const [source, range] of ranges) raise(this.reached, { [source]: range.max });
     // A view whose positions are all below the batch applies every event without comparing positions.
     const check = projections.map((p) => {
       for (const [source, range] of ranges) {
