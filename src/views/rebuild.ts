@@ -31,6 +31,8 @@ function removeRebuildFile(file: string): void {
  * that took `d` ms the build waits `LIVE_SHARE / (1 - LIVE_SHARE) * d` before the next one.
  */
 const LIVE_SHARE = 0.75;
+/** Share of the time between two chunks the live stream spent applying batches, above which it counts as busy. */
+const BUSY_LIVE = 0.1;
 const REPORT_MS = 2000;
 
 /** How far a build beside the live views has got. */
@@ -121,7 +123,8 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
         state.total = Math.max(state.total, (await log.tail()).lastSeq);
         const seconds = (Date.now() - started) / 1000;
         const rate = seconds > 0 ? appliedThisRun / seconds : 0;
-        state = { ...state, views: shadow.views, applied: seqOf(shadow.applied()), rate, etaSeconds: rate > 0 ? Math.max(0, state.total - state.applied) / rate : undefined };
+        const applied = seqOf(shadow.applied());
+        state = { ...state, views: shadow.views, applied, rate, etaSeconds: rate > 0 ? Math.max(0, state.total - applied) / rate : undefined };
         const pct = state.total > 0 ? ` (${Math.floor((100 * state.applied) / state.total)}%)` : '';
         const eta = state.etaSeconds === undefined ? '' : `, about ${Math.ceil(state.etaSeconds)} s left`;
         warn(`rebuilding ${state.views.join(', ')}: ${state.applied} of ${state.total} events${pct}, ${Math.round(rate)} events/s${eta}`);
@@ -138,7 +141,8 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
           warn(`swapped in the new version of ${view} at event ${at}, built in ${((Date.now() - started) / 1000).toFixed(1)} s; the old version is dropped`);
         }
       };
-      let lastReach = JSON.stringify(only(main.reach(), source));
+      let liveBusy = main.busyMs;
+      let lastPause = performance.now();
       swap();
       const reader = options.readInWorker === true ? logEventReaderInWorker : logEventReader;
       const events = reader(options.log, { follow: true })(shadow.applied(), controller.signal);
@@ -172,11 +176,14 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
           lastReport = Date.now();
           await report();
         }
-        // While live events come, the build takes only its share of the thread; idle, it goes flat out.
-        const reach = JSON.stringify(only(main.reach(), source));
-        if (reach !== lastReach) await sleep((took * LIVE_SHARE) / (1 - LIVE_SHARE));
+        // While the live stream keeps the store busy, the build takes only its share of the thread; while
+        // the live stream is idle or slow, it goes flat out.
+        const now = performance.now();
+        const live = (main.busyMs - liveBusy) / Math.max(1, now - lastPause);
+        if (live > BUSY_LIVE) await sleep((took * LIVE_SHARE) / (1 - LIVE_SHARE));
         else await new Promise((resolve) => setImmediate(resolve));
-        lastReach = reach;
+        liveBusy = main.busyMs;
+        lastPause = now;
         resumed = performance.now();
       }
     } finally {

@@ -476,6 +476,11 @@ export class ViewStore {
   private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => PositionMap[];
   /** Per source, the largest position handed to any view so far (see `reach`). */
   private readonly reached: PositionMap = {};
+  /** Milliseconds spent applying batches so far: how busy the live stream keeps this store. */
+  get busyMs(): number {
+    return this.busy;
+  }
+  private busy = 0;
   /** Views to build beside the live ones (see OpenOptions.beside); empty otherwise. */
   readonly pending: PendingView[] = [];
 
@@ -668,10 +673,13 @@ export class ViewStore {
   applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent, through?: PositionMap): void {
     if (items.length === 0 && through === undefined) return;
     let pending: PositionMap[];
+    const started = performance.now();
     try {
       pending = this.transaction(items, onBad, through);
     } catch (error) {
       throw storageError(this.dbFile, error);
+    } finally {
+      this.busy += performance.now() - started;
     }
     for (let v = 0; v < this.projections.length; v++) {
       const applied = (this.projections[v] as Projection).applied;
