@@ -7,6 +7,7 @@ import type { JsonObject } from '../../src/core/component.js';
 import { openCommandLog } from '../../src/log/command-log.js';
 import type { LogWriter } from '../../src/log/writer.js';
 import { parseViews } from '../../src/views/definition.js';
+import { listViews } from '../../src/views/query.js';
 import { rebuildFileOf, startRebuild, type Rebuild } from '../../src/views/rebuild.js';
 import { ViewStore, type ViewEvent } from '../../src/views/store.js';
 import { eventually } from '../helpers/eventually.js';
@@ -145,6 +146,16 @@ describe('a changed view built beside the live one', () => {
     expect(Number(stored[0]?.n)).toBeGreaterThan(0);
     expect(main.pending).toHaveLength(1);
     expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 301 }]);
+    // cqp views: each version with its state, definition and position.
+    let printed = '';
+    await listViews(s.db, { json: true }, { write: (t: string) => ((printed += t), true), once: () => undefined });
+    const listed = printed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    expect(listed.map((v) => [v.view, v.state, v.position])).toEqual([
+      ['counts', 'live', `${s.source} 100000`],
+      ['ice', 'live', `${s.source} 100000`],
+      ['ice', 'building', `${s.source} ${stored[0]?.n}`],
+    ]);
+    expect(listed[1]?.definition).not.toBe(listed[2]?.definition);
     close(main);
 
     const later: string[] = [];
