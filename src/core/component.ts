@@ -222,9 +222,10 @@ export interface SinkStore<O> {
   commandLog?: boolean;
   /**
    * Exactly-once: the positions the store holds, read without taking its lock (a store not created yet
-   * holds none). A sink without it keeps no positions and is at-least-once.
+   * holds none). A sink without it keeps no positions and is at-least-once. `run.readsLog`: the sink reads
+   * a command log itself (`--read-log`), as the positions it then resumes from may differ.
    */
-  positions?(options: O): Promise<PositionMap>;
+  positions?(options: O, run?: { readsLog: boolean }): Promise<PositionMap>;
   /** `cqp replay` rebuilds the store blue/green; without this, the sink writes its store in place. */
   rebuild?: StoreRebuild<O>;
   /** The store is a SQLite database file: `cqp test` runs a test's `views:` queries on it. */

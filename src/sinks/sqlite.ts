@@ -36,10 +36,11 @@ export default defineSink({
     option: 'db',
     locked: true,
     sqlite: true,
-    async positions({ db, views }) {
-      // Loaded when needed (SQLite and the view definitions): views that follow the log never are.
+    async positions({ db, views }, run) {
+      // Loaded when needed (SQLite and the view definitions).
       const [{ loadViewsFile }, { readViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/store.js')]);
-      return readViewsApplied(db, views === undefined ? undefined : loadViewsFile(views));
+      // Following a log, changed views are built beside the live ones, which hold the positions it resumes from.
+      return readViewsApplied(db, views === undefined ? undefined : loadViewsFile(views), run?.readsLog === true);
     },
     rebuild: {
       // A stale WAL beside the new database would be replayed into it by the next reader.

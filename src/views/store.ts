@@ -788,9 +788,11 @@ function throwBadEvent(index: number, message: string): never {
 /**
  * The positions a database holds for these views (read-only), as `ViewStore.applied()` would give:
  * a supervisor resumes its source after them. A missing file, or a view not built yet or built from
- * another definition, holds nothing.
+ * another definition, holds nothing. `beside` (a sink following a log, see OpenOptions.beside): a view
+ * built from another definition whose live version is kept up to date holds what that version holds,
+ * and views whose new version is built beside the live ones are left out, as the sink leaves them out.
  */
-export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undefined): PositionMap {
+export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undefined, beside = false): PositionMap {
   if (!existsSync(dbFile)) return {};
   let db: SqliteDatabase;
   try {
@@ -803,14 +805,24 @@ export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undef
     const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
     const hasMeta = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cqp_views', 'cqp_positions')").pluck().get() === 2;
     if (!hasMeta || names.length === 0) return {};
-    const hashOf = db.prepare('SELECT definition_hash FROM cqp_views WHERE view = ?').pluck();
+    const stored = (db.prepare("SELECT name FROM pragma_table_info('cqp_views')").pluck().all() as string[]).includes('definition');
+    const rowOf = db.prepare(`SELECT definition_hash, tables, ${stored ? 'definition' : 'NULL AS definition'} FROM cqp_views WHERE view = ?`);
     const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ?');
-    const maps = names.map((name, i) => {
-      const map: PositionMap = {};
-      if (hashOf.get(name) !== hashes[i]) return map;
-      for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
-      return map;
+    const states = names.map((name, i) => {
+      const row = rowOf.get(name) as ViewRow | undefined;
+      return { name, state: viewState(db, row, hashes[i] as string), kept: row?.definition != null };
     });
+    const anyLive = states.some((v) => v.state !== 'new');
+    const maps: PositionMap[] = [];
+    for (const { name, state, kept } of states) {
+      const map: PositionMap = {};
+      if (state === 'current' || (beside && state === 'changed' && kept)) {
+        for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
+      } else if (beside && (state === 'changed' || anyLive)) {
+        continue;
+      }
+      maps.push(map);
+    }
     return minimumPositions(maps);
   } finally {
     db.close();

@@ -9,7 +9,7 @@ import type { LogWriter } from '../../src/log/writer.js';
 import { parseViews } from '../../src/views/definition.js';
 import { listViews } from '../../src/views/query.js';
 import { rebuildFileOf, startRebuild, type Rebuild } from '../../src/views/rebuild.js';
-import { ViewStore, type ViewEvent } from '../../src/views/store.js';
+import { readViewsApplied, ViewStore, type ViewEvent } from '../../src/views/store.js';
 import { eventually } from '../helpers/eventually.js';
 
 const stores: ViewStore[] = [];
@@ -109,6 +109,10 @@ describe('a changed view built beside the live one', () => {
     // The old version is still there, as it was, and the live stream resumes after it, not from zero.
     expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 500 }]);
     expect(main.applied()).toEqual({ [s.source]: '500' });
+    // What the supervisor reads of the database says the same; a sink reading stdin would rebuild in place, from nothing.
+    const defs = parseViews(NEW, join(s.dir, 'views.yaml'));
+    expect(readViewsApplied(s.db, defs, true)).toEqual({ [s.source]: '500' });
+    expect(readViewsApplied(s.db, defs, false)).toEqual({});
     // Live events before the build starts reach the old version (by its stored definition).
     main.applyBatch([...(await s.append([ev('delete', 'k0')])), ...(await s.append(creates(500, 10)))]);
     expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 509 }]);
