@@ -87,6 +87,11 @@ export interface SinkInstance {
   write(batch: SinkEvent[], through?: PositionMap): Promise<void>;
   /** Flushes and releases resources. */
   close(): Promise<void>;
+  /**
+   * What the sink is doing besides writing what it is given, in a few words with its progress (a view
+   * being rebuilt beside the live one), for the status `cqp run` shows; undefined when nothing.
+   */
+  activity?(): string | undefined;
 }
 
 /** What an option check gets besides the options: the folder relative paths resolve against. */

@@ -91,6 +91,7 @@ export default defineSink({
           through,
         );
       },
+      activity: () => rebuild?.activity(),
       async close() {
         try {
           await rebuild?.stop();

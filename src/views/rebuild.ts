@@ -49,6 +49,8 @@ export interface RebuildProgress {
 
 export interface Rebuild {
   progress(): RebuildProgress | undefined;
+  /** The progress in a few words, for the status `cqp run` shows; undefined once nothing is left to build. */
+  activity(): string | undefined;
   /** Stops the build where it is (it goes on at the next start) and closes its database. */
   stop(): Promise<void>;
 }
@@ -90,7 +92,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
   const file = rebuildFileOf(options.dbFile);
   if (main.pending.length === 0) {
     removeRebuildFile(file);
-    return { progress: () => undefined, stop: async () => {} };
+    return { progress: () => undefined, activity: () => undefined, stop: async () => {} };
   }
   const { warn } = options;
   for (const p of main.pending) {
@@ -201,6 +203,14 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
   });
   return {
     progress: () => (main.pending.length === 0 ? undefined : state),
+    activity() {
+      if (main.pending.length === 0) return undefined;
+      const names = state.views.join(', ');
+      if (state.failed !== undefined) return `rebuilding ${names} failed: ${state.failed}`;
+      if (state.total === 0 || state.applied === 0) return `rebuilding ${names}`;
+      const eta = state.etaSeconds === undefined ? '' : `, about ${Math.ceil(state.etaSeconds)} s left`;
+      return `rebuilding ${names}: ${Math.floor((100 * state.applied) / state.total)}% of ${state.total} events${eta}`;
+    },
     async stop() {
       controller.abort();
       await done;

@@ -136,7 +136,7 @@ sinks:
 `,
     );
     const db = join(dir, 'views.db');
-    const p = runPipeline(join(dir, 'p.yaml'));
+    const p = runPipeline(join(dir, 'p.yaml'), { metrics: true });
     await eventually(() => (tableRows(db, false).length > 0 ? (new Database(db, { readonly: true }).prepare("SELECT max(CAST(n AS INTEGER)) FROM cqp_positions").pluck().get() as number) >= 150_000 : false), {
       timeoutMs: 60_000,
       what: () => `the views to catch up with the log; stderr:\n${p.stderr()}`,
@@ -149,6 +149,15 @@ sinks:
     d.close();
     let done = false;
     const answers = reader(db, () => done);
+    // /status shows the rebuild as the views sink's activity, with its progress.
+    const activities: string[] = [];
+    const statuses = (async () => {
+      while (!done) {
+        const views = (await p.status()).stages.find((s) => s.name === 'views') as { activity?: string | null } | undefined;
+        if (views?.activity) activities.push(views.activity);
+        await sleep(100);
+      }
+    })();
     writeFileSync(join(dir, 'views.yaml.tmp'), WITH_COPY);
     renameSync(join(dir, 'views.yaml.tmp'), join(dir, 'views.yaml'));
     await p.waitFor(/\[views\] rebuilding ice_creams \(definition changed\) beside the live one/, 30_000);
@@ -156,6 +165,7 @@ sinks:
     await sleep(300);
     done = true;
     const seen = await answers;
+    await statuses;
     p.child.kill('SIGTERM');
     expect(await p.exitWithin(30_000), p.stderr()).toBe(0);
 
@@ -172,6 +182,7 @@ sinks:
     const first = seen.findIndex((a) => a.copy);
     expect(seen.slice(first).every((a) => a.copy)).toBe(true);
     expect(tableRows(db, true)).toEqual(rows);
+    expect(activities.some((a) => /^rebuilding ice_creams: \d+% of \d+ events/.test(a)), activities.join('\n')).toBe(true);
   }, 120_000);
 
   it('kill -9 during the build and the swap: the build goes on from where it got to, and the view ends right', async () => {
