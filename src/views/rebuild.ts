@@ -108,6 +108,11 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
     const definitions = main.pending.map((p) => p.definition).filter((d): d is ViewDefinition => d.kind !== 'events');
     const views = definitions.length === main.pending.length ? definitions : undefined;
     const log = await openCommandLog(options.log);
+    // The live stream waits for the log to exist as well; stopped meanwhile, there is nothing to build from.
+    if (!(await log.waitFor(controller.signal))) {
+      await log.close();
+      return;
+    }
     const source = `log:${await log.logId()}`;
     let shadow = await ViewStore.open(file, views, { dropRemoved: true });
     // Positions of another log (the sink followed another one since) say nothing about this one: start over.
