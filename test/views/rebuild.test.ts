@@ -201,6 +201,34 @@ describe('a changed view built beside the live one', () => {
     expect(again.pending).toHaveLength(1);
   });
 
+  test('a swap that cannot be made rolls back whole: the live version stays as it was, and the reason is said', async () => {
+    const s = await setup();
+    const handler = (tables: string[]) => `export default {
+  init(sql) { for (const t of ${JSON.stringify(tables)}) sql.run('CREATE TABLE ' + t + ' (type TEXT PRIMARY KEY, n INTEGER NOT NULL)'); },
+  handle(event, sql) { sql.run('INSERT INTO totals (type, n) VALUES (?, 1) ON CONFLICT (type) DO UPDATE SET n = n + 1', event.header.eventName[0]); },
+};
+`;
+    const views = 'views:\n  - table: totals\n    handler: ./totals.mjs\n';
+    writeFileSync(join(s.dir, 'totals.mjs'), handler(['totals']));
+    const first = await open(s, views, true);
+    first.applyBatch(await s.append(creates(0, 10)));
+    close(first);
+    const before = query(s.db, 'SELECT view, definition_hash FROM cqp_views');
+    // Someone else's table, of the name the new version wants too.
+    const d = new Database(s.db);
+    d.exec('CREATE TABLE mine (x)');
+    d.close();
+    writeFileSync(join(s.dir, 'totals.mjs'), handler(['totals', 'mine']));
+    const warnings: string[] = [];
+    const main = await open(s, views, true, warnings);
+    build(s, main, warnings);
+    await eventually(() => warnings.find((w) => w.startsWith('rebuilding totals failed')), { what: 'the failed swap reported' });
+    expect(warnings.find((w) => w.startsWith('rebuilding totals failed'))).toContain('table "mine" already exists');
+    expect(query(s.db, 'SELECT type, n FROM totals')).toEqual([{ type: 'create', n: 10 }]);
+    expect(query(s.db, 'SELECT view, definition_hash FROM cqp_views')).toEqual(before);
+    expect(main.pending).toHaveLength(1);
+  });
+
   test('a view new in the file beside live ones appears only once complete', async () => {
     const s = await setup();
     const one = OLD.slice(0, OLD.indexOf('  - table: counts'));
