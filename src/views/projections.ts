@@ -2,6 +2,8 @@
  * How each kind of view applies events to its tables in SQLite: column views (upsert, insert, delete,
  * increment), handler modules, and the default `events` table.
  */
+import { rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import type { JsonObject } from '../core/component.js';
@@ -317,6 +319,24 @@ export async function loadHandler(view: HandlerViewDefinition, hash: string): Pr
     return d as ViewHandler;
   }
   throw new CqpError('CONFIG', `view ${view.table}: ${view.handler} must export default { init?(sql), handle(event, sql) }`);
+}
+
+/**
+ * Loads the previous version of a handler module from its stored text, so that the live version of its
+ * view stays up to date while the new one is built. The text is written beside the current module (what
+ * it imports by relative path resolves as before) and removed once loaded.
+ */
+export async function loadPreviousHandler(view: HandlerViewDefinition, source: string, hash: string): Promise<ViewHandler> {
+  const extension = extname(view.handler);
+  const copy = join(dirname(view.handler), `.${basename(view.handler, extension)}.cqp-previous-${hash.slice(0, 12)}${extension}`);
+  try {
+    writeFileSync(copy, source);
+    return await loadHandler({ ...view, handler: copy }, hash);
+  } catch (error) {
+    throw new CqpError('CONFIG', `view ${view.table}: cannot load the previous version of ${view.handler}: ${messageOf(error)}`, { cause: error });
+  } finally {
+    rmSync(copy, { force: true });
+  }
 }
 
 class HandlerProjection implements Projection {

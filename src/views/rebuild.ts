@@ -98,7 +98,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
   for (const p of main.pending) {
     const why = p.reason === 'changed' ? 'definition changed' : 'new view';
     const live = p.reason === 'changed' ? 'the live one' : 'the live views';
-    const frozen = p.frozen ? ' (the live version is served as it stands until then: its definition is a module, or was stored by an older cqp, so it cannot be kept up to date)' : '';
+    const frozen = p.frozen ? ' (the live version is served as it stands until then: the database holds no definition it could be kept up to date from, as one built by an older cqp)' : '';
     warn(`rebuilding ${p.definition.table} (${why}) beside ${live}${frozen}`);
   }
   const controller = new AbortController();
@@ -126,15 +126,20 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
       state.total = (await log.tail()).lastSeq;
       let appliedThisRun = 0;
       let lastReport = Date.now();
-      const report = async (): Promise<void> => {
-        state.total = Math.max(state.total, (await log.tail()).lastSeq);
+      // The progress, kept as each chunk is applied (the status asks for it at any time).
+      const measure = (): void => {
         const seconds = (Date.now() - started) / 1000;
         const rate = seconds > 0 ? appliedThisRun / seconds : 0;
         const applied = seqOf(shadow.applied());
-        state = { ...state, views: shadow.views, applied, rate, etaSeconds: rate > 0 ? Math.max(0, state.total - applied) / rate : undefined };
+        const total = Math.max(state.total, applied);
+        state = { ...state, views: shadow.views, applied, total, rate, etaSeconds: rate > 0 ? Math.max(0, total - applied) / rate : undefined };
+      };
+      const report = async (): Promise<void> => {
+        state.total = Math.max(state.total, (await log.tail()).lastSeq);
+        measure();
         const pct = state.total > 0 ? ` (${Math.floor((100 * state.applied) / state.total)}%)` : '';
         const eta = state.etaSeconds === undefined ? '' : `, about ${Math.ceil(state.etaSeconds)} s left`;
-        warn(`rebuilding ${state.views.join(', ')}: ${state.applied} of ${state.total} events${pct}, ${Math.round(rate)} events/s${eta}`);
+        warn(`rebuilding ${state.views.join(', ')}: ${state.applied} of ${state.total} events${pct}, ${Math.round(state.rate)} events/s${eta}`);
       };
       if (from > 0) warn(`rebuilding ${shadow.views.join(', ')}: going on from event ${from}, where the build got to`);
       const swap = (): void => {
@@ -177,6 +182,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
         // The time since the last pause: reading and parsing the chunk count as much as applying it.
         const took = performance.now() - resumed;
         appliedThisRun += items.length;
+        measure();
         swap();
         if (main.pending.length === 0) break;
         if (Date.now() - lastReport >= REPORT_MS) {

@@ -8,7 +8,7 @@ import { compareN, holds, isApplied, minimumPositions } from '../core/position.j
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { JsonObject } from '../core/component.js';
-import { dropView, notOurs, q, removedViews, storedDefinition, swapIn, userTables } from './versions.js';
+import { dropView, notOurs, q, removedViews, storedDefinition, swapIn, userTables, type StoredHandler } from './versions.js';
 import { BadEvent, exactSum } from './column-values.js';
 import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
 import {
@@ -18,6 +18,7 @@ import {
   EVENTS_VIEW,
   EXACT_SUM,
   loadHandler,
+  loadPreviousHandler,
   projectionFor,
   type BadEventHandler,
   type Projection,
@@ -80,6 +81,19 @@ function viewState(db: SqliteDatabase, row: ViewRow | undefined, hash: string): 
   const existing = userTables(db);
   if (!(JSON.parse(row.tables) as string[]).every((t) => existing.has(t))) return 'new';
   return row.definition_hash === hash ? 'current' : 'changed';
+}
+
+/** The live version of a changed view, maintained from its stored definition; undefined when it has none usable. */
+async function previousVersion(db: SqliteDatabase, row: ViewRow, warn: ((message: string) => void) | undefined): Promise<Projection | undefined> {
+  if (row.definition === null) return undefined;
+  const old = JSON.parse(row.definition) as ColumnViewDefinition | StoredHandler;
+  if (old.kind === 'columns') return projectionFor(db, old, undefined);
+  try {
+    return projectionFor(db, old, await loadPreviousHandler(old, old.source, row.definition_hash));
+  } catch (error) {
+    warn?.(`${messageOf(error)}; its live version is served as it stands until the new one takes its place`);
+    return undefined;
+  }
 }
 
 /** Raises each source of `target` to the position `map` holds when larger. */
@@ -190,28 +204,28 @@ export class ViewStore {
       const states = defined.map((_, i) => viewState(db, rows[i], views === undefined ? EVENTS_HASH : (hashes[i] as string)));
       // A view added beside live ones is built beside them too: its table appears once complete.
       const anyLive = states.includes('current') || states.includes('changed');
-      defined.forEach((view, i) => {
+      for (const [i, view] of defined.entries()) {
         const hash = views === undefined ? EVENTS_HASH : (hashes[i] as string);
         const row = rows[i];
         const state = states[i] as 'current' | 'changed' | 'new';
         if (state === 'current') {
           projections.push(projectionFor(db, view, handlers.get(view.table)));
-          return;
+          continue;
         }
         if (beside === true && (state === 'changed' || anyLive)) {
-          const old = state === 'changed' && row?.definition ? (JSON.parse(row.definition) as ColumnViewDefinition) : undefined;
           // The live version goes on from its stored definition; one that has none is served as it stands.
-          if (old !== undefined) projections.push(projectionFor(db, old, undefined));
+          const previous = state === 'changed' && row ? await previousVersion(db, row, warn) : undefined;
+          if (previous !== undefined) projections.push(previous);
           if (state === 'new' && userTables(db).has(view.table)) throw notOurs(view.table, dbFile);
-          pending.push({ definition: view, hash, reason: state, frozen: state === 'changed' && old === undefined });
-          return;
+          pending.push({ definition: view, hash, reason: state, frozen: state === 'changed' && previous === undefined });
+          continue;
         }
         if (state === 'changed' && building !== true) {
           warn?.(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one`);
         }
         ViewStore.build(db, dbFile, view, hash, () => create(db, view, handlers.get(view.table)));
         projections.push(projectionFor(db, view, handlers.get(view.table)));
-      });
+      }
       if (building !== true) removedViews(db, new Set(defined.map((v) => v.table)), dropRemoved === true, warn);
       const store = new ViewStore(db, dbFile, lock, projections, handlers);
       store.pending.push(...pending);

@@ -4,7 +4,8 @@
  */
 import type { Database as SqliteDatabase } from 'better-sqlite3';
 import { CqpError } from '../core/errors.js';
-import type { ViewDefinition } from './definition.js';
+import { readFileSync } from 'node:fs';
+import type { HandlerViewDefinition, ViewDefinition } from './definition.js';
 
 /** An SQL identifier, quoted. */
 export function q(identifier: string): string {
@@ -17,9 +18,23 @@ export function userTables(db: SqliteDatabase, schema = 'main'): Set<string> {
   return new Set(rows);
 }
 
-/** What cqp_views keeps of a definition to maintain its version from: column views only (a handler module is code). */
+/** A handler view's definition as cqp_views keeps it: with the text of its module. */
+export interface StoredHandler extends HandlerViewDefinition {
+  source: string;
+}
+
+/**
+ * What cqp_views keeps of a definition to maintain its version from while a new one is built: a column
+ * view's definition, a handler view's with the text of its module (none when it cannot be read).
+ */
 export function storedDefinition(view: { kind: string }): string | null {
-  return view.kind === 'columns' ? JSON.stringify(view) : null;
+  if (view.kind === 'columns') return JSON.stringify(view);
+  if (view.kind !== 'handler') return null;
+  try {
+    return JSON.stringify({ ...view, source: readFileSync((view as HandlerViewDefinition).handler, 'utf8') });
+  } catch {
+    return null;
+  }
 }
 
 export function notOurs(table: string, dbFile: string): CqpError {
