@@ -150,9 +150,13 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
           main.adopt(p, file);
           shadow.forget(view);
           const at = seqOf(shadow.appliedBy(view)) || seqOf(main.appliedBy(view));
-          warn(`swapped in the new version of ${view} at event ${at}, built in ${((Date.now() - started) / 1000).toFixed(1)} s; the old version is dropped`);
+          const bad = skipped === 0 ? '' : ` (${skipped} events it could not apply skipped, as --on-error ${options.mode} says; the first: ${firstSkipped ?? ''})`;
+          warn(`swapped in the new version of ${view} at event ${at}, built in ${((Date.now() - started) / 1000).toFixed(1)} s; the old version is dropped${bad}`);
         }
       };
+      // Events a new version could not apply, skipped under --on-error skip or dead-letter (the live stream dead-letters its own).
+      let skipped = 0;
+      let firstSkipped: string | undefined;
       let liveBusy = main.busyMs;
       let lastPause = performance.now();
       swap();
@@ -176,6 +180,8 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
           items,
           (index, message) => {
             if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${items[index]?.position?.n ?? '?'} of the log: ${message}`);
+            skipped++;
+            if (firstSkipped === undefined) firstSkipped = `event ${items[index]?.position?.n ?? '?'}: ${message}`;
           },
           last ? { [last.source]: last.n } : undefined,
         );

@@ -72,8 +72,8 @@ async function open(s: Setup, yaml: string, beside: boolean, warnings: string[] 
   return store;
 }
 
-function build(s: Setup, store: ViewStore, warnings: string[]): Rebuild {
-  const b = startRebuild(store, { dbFile: s.db, log: s.log, warn: (m) => warnings.push(m), mode: 'fail' });
+function build(s: Setup, store: ViewStore, warnings: string[], mode: 'fail' | 'skip' = 'fail'): Rebuild {
+  const b = startRebuild(store, { dbFile: s.db, log: s.log, warn: (m) => warnings.push(m), mode });
   builds.push(b);
   return b;
 }
@@ -202,6 +202,11 @@ describe('a changed view built beside the live one', () => {
     const retry: string[] = [];
     const again = await open(s, views, true, retry);
     expect(again.pending).toHaveLength(1);
+    // Under --on-error skip the event is skipped, and said so once the new version is in.
+    build(s, again, retry, 'skip');
+    await eventually(() => again.pending.length === 0, { what: 'the new version swapped in' });
+    expect(retry.find((w) => w.startsWith('swapped in'))).toMatch(/\(1 events it could not apply skipped, as --on-error skip says; the first: event 8: view totals: handler failed: no sevens\)$/);
+    expect(query(s.db, 'SELECT type, n, extra FROM totals')).toEqual([{ type: 'create', n: 21, extra: null }]);
   });
 
   test('a swap that cannot be made rolls back whole: the live version stays as it was, and the reason is said', async () => {
