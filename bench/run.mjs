@@ -2,7 +2,8 @@
 // BENCH_EVENTS (default 300000) sets the stream length (BENCH_RUN_EVENTS, default 1000000, cqp run's long
 // stream; BENCH_REPLAY_EVENTS the long replay's, BENCH_SHORT_REPLAY_EVENTS the start-up section's); BENCH_REPS (default 3) the
 // runs per command (BENCH_STARTUP_REPS those of the start-up rows);
-// BENCH_ONLY (e.g. "pipeline,replay") picks sections: filters, storage, jetstream, postgres, workers, sources, pipeline, tap, replay, startup.
+// BENCH_ONLY (e.g. "pipeline,replay") picks sections: filters, storage, jetstream, postgres, workers, sources, pipeline, tap, replay, startup,
+// view-change (BENCH_VIEW_CHANGE_EVENTS, default 1000000, the log's length before a view changes).
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import { demoEvents } from '../dist/sources/demo.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 300_000);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
-const SECTIONS = ['filters', 'storage', 'jetstream', 'postgres', 'workers', 'sources', 'pipeline', 'tap', 'replay', 'startup'];
+const SECTIONS = ['filters', 'storage', 'jetstream', 'postgres', 'workers', 'sources', 'pipeline', 'tap', 'replay', 'startup', 'view-change'];
 const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((s) => s.trim()) : SECTIONS;
 const unknown = ONLY.filter((s) => !SECTIONS.includes(s));
 if (unknown.length > 0) {

@@ -6,7 +6,7 @@ import { cqpProgram, runMain, setExit } from './main.js';
 import { addTapCommand } from './tap/cli.js';
 
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
-const PLAIN_COMMANDS = new Set(['log', 'query', 'run', 'lint', 'replay', 'graph', 'schema', 'test', 'tap']);
+const PLAIN_COMMANDS = new Set(['log', 'query', 'views', 'run', 'lint', 'replay', 'graph', 'schema', 'test', 'tap']);
 
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
@@ -31,6 +31,16 @@ export async function buildProgram(argv: string[]): Promise<Command> {
       }
       const { runQuery } = await import('./views/query.js');
       setExit(await runQuery(db, sql, { json: opts.json }, process.stdout));
+    });
+  program
+    .command('views')
+    .description('list the views of a SQLite views database: state (live, or building beside the live one), definition hash, position, tables')
+    .argument('<db>', 'the SQLite file a sqlite sink writes')
+    .option('--json', 'print one JSON object per view instead of a table')
+    .action(async (db: string, opts: { json?: boolean }) => {
+      if (/^postgres(ql)?:\/\//i.test(db)) throw new CqpError('USAGE', 'cqp views: lists the views of a SQLite database; for PostgreSQL, query cqp_views with cqp query');
+      const { listViews } = await import('./views/query.js');
+      setExit(await listViews(db, { json: opts.json }, process.stdout));
     });
   program
     .command('run')

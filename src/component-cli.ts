@@ -253,7 +253,7 @@ function supervisorChannel(readsLog: boolean, stop: () => void): SupervisorChann
   return {
     ready,
     send,
-    progress: (p) => send({ cqp: 'progress', in: p.in, out: 0, errors: p.errors, at: p.at }),
+    progress: (p) => send({ cqp: 'progress', in: p.in, out: 0, errors: p.errors, at: p.at, ...(p.activity === undefined ? {} : { activity: p.activity }) }),
     until: {
       listen: (listener) => {
         stopAt = listener;

@@ -26,6 +26,8 @@ export interface Progress {
   at: PositionMap;
   /** Lines it mirrored to the supervisor for `cqp tap` (none while nobody taps it). */
   mirrored?: number;
+  /** What it does besides, in a few words (a sink rebuilding a view beside the live one, with its progress). */
+  activity?: string | undefined;
 }
 
 /**
@@ -146,7 +148,15 @@ export function componentMessage(value: unknown): ComponentMessage | undefined {
     case 'output-closed':
       return { cqp: m.cqp };
     case 'progress':
-      return { cqp: 'progress', in: count(m.in), out: count(m.out), errors: count(m.errors), at: positions(m.at) ?? {}, mirrored: count(m.mirrored) };
+      return {
+        cqp: 'progress',
+        in: count(m.in),
+        out: count(m.out),
+        errors: count(m.errors),
+        at: positions(m.at) ?? {},
+        mirrored: count(m.mirrored),
+        ...(typeof m.activity === 'string' ? { activity: m.activity.slice(0, 200) } : {}),
+      };
     case 'tapped':
       return { cqp: 'tapped', outputs: strings(m.outputs), errors: tappedErrors(m.errors), dropped: count(m.dropped) };
     case 'locked':

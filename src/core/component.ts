@@ -27,6 +27,11 @@ export interface StageContext {
   maxLineBytes?: number;
   /** Under `cqp run` only: the supervisor, as a source that shares its input among workers needs it. */
   worker?: WorkerLink;
+  /**
+   * Sinks reading a command log (`--read-log`): where it is, and whether they follow it. A sink may read
+   * it again itself, beside what it is given (the sqlite sink builds a changed view from it).
+   */
+  log?: { location: string; follow: boolean } | undefined;
 }
 
 /** What a source reading its share of a group's input asks of and tells the `cqp run` it runs under. */
@@ -92,6 +97,11 @@ export interface SinkInstance {
   write(batch: SinkEvent[], through?: PositionMap): Promise<void>;
   /** Flushes and releases resources. */
   close(): Promise<void>;
+  /**
+   * What the sink is doing besides writing what it is given, in a few words with its progress (a view
+   * being rebuilt beside the live one), for the status `cqp run` shows; undefined when nothing.
+   */
+  activity?(): string | undefined;
 }
 
 /** What an option check gets besides the options: the folder relative paths resolve against. */
@@ -232,9 +242,10 @@ export interface SinkStore<O> {
   commandLog?: boolean;
   /**
    * Exactly-once: the positions the store holds, read without taking its lock (a store not created yet
-   * holds none). A sink without it keeps no positions and is at-least-once.
+   * holds none). A sink without it keeps no positions and is at-least-once. `run.readsLog`: the sink reads
+   * a command log itself (`--read-log`), as the positions it then resumes from may differ.
    */
-  positions?(options: O): Promise<PositionMap>;
+  positions?(options: O, run?: { readsLog: boolean }): Promise<PositionMap>;
   /** `cqp replay` rebuilds the store blue/green; without this, the sink writes its store in place. */
   rebuild?: StoreRebuild<O>;
   /** The store is a SQLite database file: `cqp test` runs a test's `views:` queries on it. */

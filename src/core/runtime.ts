@@ -49,6 +49,8 @@ export interface SinkProgress {
   in: number;
   errors: number;
   at: PositionMap;
+  /** What the sink does besides (SinkInstance.activity). */
+  activity?: string | undefined;
 }
 
 /**
@@ -115,7 +117,8 @@ function contextFor(runtime: RuntimeOptions, io: StageIo): StageContext {
     ...(counts ? { counted: (n: number) => (counts.errors = n) } : {}),
     ...(io.rejected ? { rejected: io.rejected } : {}),
   });
-  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes, ...(io.worker ? { worker: io.worker } : {}) };
+  const log = runtime.readLog ? { log: { location: runtime.readLog.path, follow: runtime.readLog.follow } } : {};
+  return { policy, warn: io.warn, signal: io.signal, cwd: io.cwd, maxLineBytes: runtime.maxLineBytes, ...log, ...(io.worker ? { worker: io.worker } : {}) };
 }
 
 /**
@@ -376,10 +379,11 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   let ticks = 0;
   const report = (): void => {
     // Unchanged, the last report is still sent again now and then: one lost on a full pipe is not the last word.
-    const now = `${read} ${policy.count}`;
+    const activity = instance.activity?.();
+    const now = `${read} ${policy.count} ${activity ?? ''}`;
     if (now === reported && ++ticks % RESEND_TICKS !== 0) return;
     reported = now;
-    io.progress?.({ in: accepted, errors: policy.count, at: { ...applied } });
+    io.progress?.({ in: accepted, errors: policy.count, at: { ...applied }, ...(activity === undefined ? {} : { activity }) });
   };
   let input: SinkInput<Buffer> | SinkInput<LogEvent[]>;
   // The positions to stop after (see StageIo.until), checked as each batch is read and when they come.

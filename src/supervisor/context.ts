@@ -24,6 +24,8 @@ export interface ComponentStats {
   /** Lines its processes mirrored for `cqp tap` (zero while nobody taps it). */
   mirrored: number;
   restarts: number;
+  /** What its running process does besides, as it last reported (a view being rebuilt, with its progress). */
+  activity?: string | undefined;
   /**
    * When its running process last reported (ms since the epoch): cqp components report at least once a
    * second, so a long silence means it is stopped or hung (see `stalledFor`). Undefined for a `run:`

@@ -15,7 +15,7 @@ export function laterPositions(a: PositionMap, b: PositionMap): PositionMap {
 /** What an exactly-once sink has durably applied, read from its store (as its definition reads it) without taking its locks. */
 export async function sinkApplied(sink: SinkPlan): Promise<PositionMap> {
   const store = findComponent('sink', sink.type)?.store;
-  return store?.positions ? store.positions(sink.options) : {};
+  return store?.positions ? store.positions(sink.options, { readsLog: sink.logInput !== undefined }) : {};
 }
 
 /** Where the source resumes: the smallest durable position of the exactly-once sinks it feeds. */

@@ -161,7 +161,7 @@ export class StageProcess {
         this.readyNow(true);
         return;
       case 'progress':
-        this.reported = { in: message.in, out: message.out, errors: message.errors, at: message.at, mirrored: message.mirrored ?? 0 };
+        this.reported = { in: message.in, out: message.out, errors: message.errors, at: message.at, mirrored: message.mirrored ?? 0, activity: message.activity };
         this.onReport?.(this.reported);
         return;
       case 'output-closed':

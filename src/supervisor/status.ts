@@ -133,7 +133,7 @@ export function renderTable(components: ComponentStats[], rates: Rates, reloads:
   const rows = components.map((c) => {
     const r = rates.of(c.name);
     const stalled = stalledFor(c);
-    const state = stalled === undefined ? '' : stderrColor.yellow(`stalled ${stalled}s`);
+    const state = stalled === undefined ? (c.activity ?? '') : stderrColor.yellow(`stalled ${stalled}s`);
     const sink = c.kind === 'sink';
     return [c.name, String(c.pid ?? '-'), String(c.generation), formatRate(r?.in), sink ? '' : formatRate(r?.out), formatCount(c.in), sink ? '' : formatCount(c.out), formatCount(c.errors), String(c.restarts), state];
   });
@@ -150,7 +150,7 @@ export function statusLine(components: ComponentStats[], rates: Rates, reloads: 
     const restarts = c.restarts > 0 ? ` restarts=${c.restarts}` : '';
     const errors = c.errors > 0 ? ` errors=${formatCount(c.errors)}` : '';
     const stalled = stalledFor(c);
-    const state = stalled === undefined ? '' : ` stalled (no report for ${stalled} s)`;
+    const state = stalled === undefined ? (c.activity === undefined ? '' : ` (${c.activity})`) : ` stalled (no report for ${stalled} s)`;
     const rate = (n: number | undefined): string => (n === undefined ? '' : ` (${formatRate(n)}/s)`);
     return c.kind === 'sink' ? `${c.name} in=${formatCount(c.in)}${rate(r?.in)}${errors}${restarts}${state}` : `${c.name} out=${formatCount(c.out)}${rate(r?.out)}${errors}${restarts}${state}`;
   });

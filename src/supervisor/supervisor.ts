@@ -26,7 +26,7 @@ export type { ComponentStats, SupervisorOptions } from './context.js';
 
 /** The `/status` document; `stalled`: seconds since a silent stage's last report, or null. */
 export interface PipelineStatus {
-  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; mirrored: number; stalled: number | null }>;
+  stages: Array<{ name: string; pid: number | null; generation: number; in: number; out: number; errors: number; mirrored: number; stalled: number | null; activity: string | null }>;
   reloads: { ok: number; failed: number };
   /** A worker of a group (its source shares the group's input): the group, and the partitions it holds now. */
   group?: string;
@@ -126,7 +126,7 @@ export class Supervisor {
   /** The `/status` document. */
   status(): PipelineStatus {
     return {
-      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, mirrored: s.mirrored, stalled: stalledFor(s) ?? null })),
+      stages: this.components().map((s) => ({ name: s.name, pid: s.pid ?? null, generation: s.generation, in: s.in, out: s.out, errors: s.errors, mirrored: s.mirrored, stalled: stalledFor(s) ?? null, activity: s.activity ?? null })),
       reloads: { ...this.reloads },
       ...this.worker(),
     };

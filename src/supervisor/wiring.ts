@@ -74,6 +74,7 @@ function countReports(proc: StageProcess, stats: ComponentStats, then?: (report:
     stats.out += report.out - last.out;
     stats.errors += report.errors - last.errors;
     stats.mirrored += (report.mirrored ?? 0) - last.mirrored;
+    stats.activity = report.activity;
     last = { ...report, mirrored: report.mirrored ?? 0 };
     then?.(report);
   };

@@ -152,3 +152,43 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
     db.close();
   }
 }
+
+/** The rows `cqp views` prints for one database: each view's record and positions, as `state`. */
+function viewRows(db: SqliteDatabase, state: string): unknown[][] {
+  const hasMeta = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cqp_views', 'cqp_positions')").pluck().get() === 2;
+  if (!hasMeta) return [];
+  const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ? ORDER BY source');
+  const views = db.prepare('SELECT view, definition_hash, tables FROM cqp_views ORDER BY view').all() as Array<{ view: string; definition_hash: string; tables: string }>;
+  return views.map((v) => {
+    const at = (positions.all(v.view) as Array<{ source: string; n: string }>).map((p) => `${p.source} ${p.n}`).join(', ');
+    return [v.view, state, v.definition_hash, at, (JSON.parse(v.tables) as string[]).join(', ')];
+  });
+}
+
+/**
+ * Lists the views of a SQLite views database: each with its state (`live`, served; `building`, a new
+ * version being built beside it in DB.rebuild), its definition's hash, the positions it holds and its tables.
+ */
+export async function listViews(dbFile: string, options: QueryOptions, out: QueryOutput): Promise<number> {
+  if (!existsSync(dbFile)) throw new CqpError('USAGE', `cqp views: no database at ${dbFile} (make one with cqp-sink sqlite --db ${dbFile})`);
+  const rows: unknown[][] = [];
+  for (const [file, state] of [
+    [dbFile, 'live'],
+    [`${dbFile}.rebuild`, 'building'],
+  ] as const) {
+    if (file !== dbFile && !existsSync(file)) continue;
+    let db: SqliteDatabase;
+    try {
+      db = openReadOnly(file);
+    } catch (error) {
+      throw new CqpError('IO', `cqp views: cannot open ${file} as a SQLite database: ${messageOf(error)}`, { cause: error });
+    }
+    try {
+      rows.push(...viewRows(db, state));
+    } finally {
+      db.close();
+    }
+  }
+  rows.sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+  return printRows(['view', 'state', 'definition', 'position', 'tables'], rows, options, out);
+}

@@ -1,389 +1,108 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
-import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
-import { importModule } from '../core/import-module.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
 import { compareN, holds, isApplied, minimumPositions } from '../core/position.js';
-import type { Position, PositionMap } from '../core/position.js';
-import { compileFallbackPath, compilePath } from '../core/paths.js';
-import type { PathGetter } from '../core/paths.js';
-import { DEFAULT_KEY_PATHS, DEFAULT_TYPE_PATHS, viewHash } from './definition.js';
-import { amountConverter, BadEvent, bindable, CONVERTERS, describe, exactSum, plain, type Convert, type SqlValue } from './column-values.js';
-import type { ColumnType, ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
+import type { PositionMap } from '../core/position.js';
+import { viewHash } from './definition.js';
+import type { JsonObject } from '../core/component.js';
+import { dropView, notOurs, q, removedViews, storedDefinition, swapIn, userTables, type StoredHandler } from './versions.js';
+import { BadEvent, exactSum } from './column-values.js';
+import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
+import {
+  create,
+  EVENTS_DEFINITION,
+  EVENTS_HASH,
+  EVENTS_VIEW,
+  EXACT_SUM,
+  loadHandler,
+  loadPreviousHandler,
+  projectionFor,
+  type BadEventHandler,
+  type Projection,
+  type StoredView,
+  type ViewEvent,
+  type ViewHandler,
+} from './projections.js';
 
-/** One event for `applyBatch`: the parsed event, its position, and optionally its text (stored as is). */
-export interface ViewEvent {
-  event: object;
-  position?: Position | undefined;
-  text?: string | undefined;
-}
-
-/** Called for an event a view cannot apply (`index` into the batch); throw to abort the batch. */
-export type BadEventHandler = (index: number, message: string) => void;
-
-/** The transaction-bound SQL helper a handler module receives. */
-export interface ViewSql {
-  run(sql: string, ...params: unknown[]): { changes: number; lastInsertRowid: number | bigint };
-  get<T = Record<string, unknown>>(sql: string, ...params: unknown[]): T | undefined;
-  all<T = Record<string, unknown>>(sql: string, ...params: unknown[]): T[];
-}
-
-/** What a handler module's default export provides (`handler: ./stats.mjs`). */
-export interface ViewHandler {
-  /** Runs once when the view is built (or rebuilt): create its tables here. */
-  init?(sql: ViewSql): void;
-  /** Applies one event; runs inside the batch's transaction and must be synchronous. */
-  handle(event: JsonObject, sql: ViewSql): void;
-}
-
-/** The name of the view kept when no views file is given. */
-export const EVENTS_VIEW = 'events';
-const EVENTS_HASH = 'events-table-v1';
-
-function q(identifier: string): string {
-  return `"${identifier.replace(/"/g, '""')}"`;
-}
-
-/** An SQL string literal. */
-function sqlText(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
-}
-
-/** The SQL function increments add with: SQLite's `+` would round an integer overflow to a REAL silently. */
-const EXACT_SUM = 'cqp_exact_sum';
-
-/** Runs a statement; short parameter lists go as arguments, which better-sqlite3 binds faster than an array. */
-function runWith(statement: Statement, p: SqlValue[]): void {
-  switch (p.length) {
-    case 1:
-      statement.run(p[0]);
-      return;
-    case 2:
-      statement.run(p[0], p[1]);
-      return;
-    case 3:
-      statement.run(p[0], p[1], p[2]);
-      return;
-    case 4:
-      statement.run(p[0], p[1], p[2], p[3]);
-      return;
-    case 5:
-      statement.run(p[0], p[1], p[2], p[3], p[4]);
-      return;
-    case 6:
-      statement.run(p[0], p[1], p[2], p[3], p[4], p[5]);
-      return;
-    default:
-      statement.run(p);
-  }
-}
-
-const SQL_TYPES: Record<ColumnType, string> = { text: 'TEXT', integer: 'INTEGER', real: 'REAL', json: 'TEXT', boolean: 'INTEGER' };
-
-/** One maintained view: its committed positions and how it applies an event. */
-interface Projection {
-  readonly name: string;
-  applied: PositionMap;
-  apply(event: JsonObject, item: ViewEvent): void;
-}
-
-interface PreparedColumn {
-  name: string;
-  get: PathGetter;
-  convert: Convert;
-  where: string;
-}
-
-interface Amount {
-  get: PathGetter;
-  convert: Convert;
-  where: string;
-}
-
-type ColumnAction =
-  | { kind: 'upsert' | 'insert' }
-  | { kind: 'delete'; statement: Statement }
-  | { kind: 'increment'; statement: Statement; params: SqlValue[]; amounts: Amount[] };
-
-class ColumnProjection implements Projection {
-  applied: PositionMap = {};
-  readonly name: string;
-  private readonly table: string;
-  private readonly keyColumn: string;
-  private readonly keyOf: PathGetter;
-  private readonly keyConvert: Convert;
-  private readonly keyWhere: string;
-  private readonly typeOf: PathGetter;
-  private readonly columns: PreparedColumn[];
-  private readonly actions = new Map<string, ColumnAction>();
-  private readonly upserts = new Map<number | string, Statement>();
-  private readonly inserts = new Map<number | string, Statement>();
-  private readonly params: SqlValue[] = [];
-  private readonly present: number[] = [];
-
-  constructor(
-    private readonly db: SqliteDatabase,
-    view: ColumnViewDefinition,
-  ) {
-    this.name = view.table;
-    this.table = q(view.table);
-    this.keyColumn = q(view.key.column);
-    this.keyOf = compileFallbackPath(view.key.paths);
-    this.keyConvert = CONVERTERS[view.key.type];
-    this.keyWhere = `key ${view.key.paths.join(' / ')}`;
-    this.typeOf = compileFallbackPath(view.typePaths);
-    this.columns = view.columns
-      .filter((c) => c.path !== undefined)
-      .map((c) => ({ name: q(c.name), get: compilePath(c.path as string), convert: CONVERTERS[c.type ?? 'any'], where: `column ${c.name} (${c.path})` }));
-    const types = new Map(view.columns.map((c) => [c.name, c.type ?? 'any'] as const));
-    for (const [type, action] of Object.entries(view.on)) {
-      if (action.kind === 'delete') {
-        this.actions.set(type, { kind: 'delete', statement: db.prepare(`DELETE FROM ${this.table} WHERE ${this.keyColumn} = ?`) });
-      } else if (action.kind === 'increment') {
-        const names = Object.keys(action.columns).map(q);
-        // The key goes last so the amounts fill the parameter array from index 0.
-        const sql =
-          `INSERT INTO ${this.table} (${names.join(', ')}, ${this.keyColumn}) VALUES (${names.map(() => '?').join(', ')}, ?) ` +
-          `ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${names
-            .map((n, i) => `${n} = ${EXACT_SUM}(${n}, excluded.${n}, ${sqlText(`increment of ${Object.keys(action.columns)[i] ?? ''} (${Object.values(action.columns)[i] ?? ''})`)})`)
-            .join(', ')}`;
-        const amounts = Object.entries(action.columns).map(([column, path]) => ({
-          get: compilePath(path),
-          convert: amountConverter(types.get(column) ?? 'real'),
-          where: `increment of ${column} (${path})`,
-        }));
-        this.actions.set(type, { kind: 'increment', statement: db.prepare(sql), params: new Array<SqlValue>(names.length + 1).fill(null), amounts });
-      } else {
-        this.actions.set(type, { kind: action.kind });
-      }
-    }
-  }
-
-  /** The table's DDL: increment targets default to 0 so sums start there. */
-  static createSql(view: ColumnViewDefinition): string {
-    const incremented = new Set<string>();
-    for (const action of Object.values(view.on)) if (action.kind === 'increment') for (const c of Object.keys(action.columns)) incremented.add(c);
-    const columns = view.columns.map((c) => `${q(c.name)}${c.type ? ` ${SQL_TYPES[c.type]}` : ''}${incremented.has(c.name) ? ' DEFAULT 0' : ''}`);
-    const key = `${q(view.key.column)} ${SQL_TYPES[view.key.type]} PRIMARY KEY NOT NULL`;
-    return `CREATE TABLE ${q(view.table)} (${[key, ...columns].join(', ')})`;
-  }
-
-  apply(event: JsonObject): void {
-    const type = this.typeOf(event);
-    if (typeof type !== 'string') return;
-    const action = this.actions.get(type);
-    if (action === undefined) return;
-    const rawKey = this.keyOf(event);
-    if (rawKey === undefined || rawKey === null) throw new BadEvent(`no ${this.keyWhere} in a ${type} event`);
-    const key = this.keyConvert(rawKey, this.keyWhere);
-    switch (action.kind) {
-      case 'upsert':
-      case 'insert':
-        this.write(action.kind, key, event);
-        return;
-      case 'delete':
-        action.statement.run(key);
-        return;
-      case 'increment': {
-        const params = action.params;
-        for (let i = 0; i < action.amounts.length; i++) {
-          const amount = action.amounts[i] as Amount;
-          const value = amount.get(event);
-          if (value === undefined || value === null) throw new BadEvent(`${amount.where}: missing in a ${type} event`);
-          params[i] = amount.convert(value, amount.where);
-        }
-        params[action.amounts.length] = key;
-        runWith(action.statement, params);
-        return;
-      }
-    }
-  }
-
-  /** Writes the key and the columns whose paths the event has (upsert updates only those). */
-  private write(kind: 'upsert' | 'insert', key: SqlValue, event: JsonObject): void {
-    const params = this.params;
-    const present = this.present;
-    params.length = 1;
-    present.length = 0;
-    params[0] = key;
-    let mask = 0;
-    const columns = this.columns;
-    for (let i = 0; i < columns.length; i++) {
-      const c = columns[i] as PreparedColumn;
-      const value = c.get(event);
-      if (value === undefined) continue;
-      params.push(c.convert(value, c.where));
-      present.push(i);
-      if (i < 30) mask |= 1 << i;
-    }
-    const id = columns.length <= 30 ? mask : present.join(',');
-    const statements = kind === 'upsert' ? this.upserts : this.inserts;
-    let statement = statements.get(id);
-    if (statement === undefined) {
-      statement = this.db.prepare(this.writeSql(kind, present));
-      statements.set(id, statement);
-    }
-    try {
-      runWith(statement, params);
-    } catch (error) {
-      if (kind === 'insert' && (error as { code?: unknown }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw new BadEvent(`${this.name} already has a row with key ${describe(key)} (insert adds new rows; use upsert to update them)`);
-      }
-      throw error;
-    }
-  }
-
-  private writeSql(kind: 'upsert' | 'insert', present: number[]): string {
-    const names = [this.keyColumn, ...present.map((i) => (this.columns[i] as PreparedColumn).name)];
-    const insert = `INSERT INTO ${this.table} (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')})`;
-    if (kind === 'insert') return insert;
-    if (names.length === 1) return `${insert} ON CONFLICT (${this.keyColumn}) DO NOTHING`;
-    const set = names.slice(1).map((n) => `${n} = excluded.${n}`);
-    return `${insert} ON CONFLICT (${this.keyColumn}) DO UPDATE SET ${set.join(', ')}`;
-  }
-}
-
-class EventsProjection implements Projection {
-  applied: PositionMap = {};
-  readonly name = EVENTS_VIEW;
-  private readonly insert: Statement;
-  private readonly idOf = compileFallbackPath(['header.eventId', 'id']);
-  private readonly typeOf = compileFallbackPath(DEFAULT_TYPE_PATHS);
-  private readonly keyOf = compileFallbackPath(DEFAULT_KEY_PATHS);
-  private readonly timeOf = compileFallbackPath(['header.createdTimestamp', 'time']);
-
-  constructor(db: SqliteDatabase) {
-    this.insert = db.prepare(`INSERT INTO ${EVENTS_VIEW} (event_id, type, entity_key, time, body) VALUES (?, ?, ?, ?, ?)`);
-  }
-
-  static readonly createSql = [
-    `CREATE TABLE ${EVENTS_VIEW} (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, type TEXT, entity_key TEXT, time TEXT, body TEXT)`,
-    `CREATE INDEX ${EVENTS_VIEW}_by_key ON ${EVENTS_VIEW} (entity_key)`,
-    `CREATE INDEX ${EVENTS_VIEW}_by_type ON ${EVENTS_VIEW} (type)`,
-  ];
-
-  apply(event: JsonObject, item: ViewEvent): void {
-    this.insert.run(
-      plain(this.idOf(event) ?? null),
-      plain(this.typeOf(event) ?? null),
-      plain(this.keyOf(event) ?? null),
-      plain(this.timeOf(event) ?? null),
-      item.text ?? JSON.stringify(event),
-    );
-  }
-}
-
-/** Builds the SQL helper handed to handler modules; it works only while `active()` says so. */
-function sqlHelper(db: SqliteDatabase, name: string, active: () => boolean): ViewSql {
-  const cache = new Map<string, Statement>();
-  const prepare = (sql: string): Statement => {
-    if (!active()) throw new CqpError('STAGE', `view ${name}: the sql helper works only inside init() and handle()`);
-    let statement = cache.get(sql);
-    if (statement === undefined) {
-      statement = db.prepare(sql);
-      if (cache.size < 200) cache.set(sql, statement);
-    }
-    return statement;
-  };
-  const bind = (params: unknown[]): unknown[] => params.map(bindable);
-  return {
-    run: (sql, ...params) => prepare(sql).run(...bind(params)),
-    get: <T>(sql: string, ...params: unknown[]) => prepare(sql).get(...bind(params)) as T | undefined,
-    all: <T>(sql: string, ...params: unknown[]) => prepare(sql).all(...bind(params)) as T[],
-  };
-}
-
-/** Loads every handler module of `views` as a sqlite sink does at start (`cqp lint` checks them this way). */
-export async function loadHandlers(views: ViewDefinition[]): Promise<void> {
-  for (const view of views) if (view.kind === 'handler') await loadHandler(view, viewHash(view));
-}
-
-export async function loadHandler(view: HandlerViewDefinition, hash: string): Promise<ViewHandler> {
-  let module: { default?: unknown };
-  try {
-    // The hash in the URL makes a changed module load anew instead of from the import cache.
-    module = (await importModule(`${pathToFileURL(view.handler).href}?v=${hash}`)) as { default?: unknown };
-  } catch (error) {
-    throw new CqpError('CONFIG', `view ${view.table}: cannot load handler module ${view.handler}: ${messageOf(error)}`, { cause: error });
-  }
-  const d = module.default;
-  if (typeof d === 'function') return { handle: d as ViewHandler['handle'] };
-  if (typeof d === 'object' && d !== null && typeof (d as ViewHandler).handle === 'function') {
-    const init = (d as ViewHandler).init;
-    if (init !== undefined && typeof init !== 'function') {
-      throw new CqpError('CONFIG', `view ${view.table}: ${view.handler}: init must be a function (init(sql) { ... })`);
-    }
-    return d as ViewHandler;
-  }
-  throw new CqpError('CONFIG', `view ${view.table}: ${view.handler} must export default { init?(sql), handle(event, sql) }`);
-}
-
-class HandlerProjection implements Projection {
-  applied: PositionMap = {};
-  readonly name: string;
-  readonly sql: ViewSql;
-  private active = false;
-  private readonly inSavepoint: (event: JsonObject) => unknown;
-
-  constructor(
-    db: SqliteDatabase,
-    view: HandlerViewDefinition,
-    readonly handler: ViewHandler,
-  ) {
-    this.name = view.table;
-    this.sql = sqlHelper(db, view.table, () => this.active);
-    // Nested in the batch transaction this is a savepoint: a failing event leaves no partial writes.
-    this.inSavepoint = db.transaction((event: JsonObject) => {
-      const result = handler.handle(event, this.sql) as unknown;
-      if (typeof (result as { then?: unknown } | undefined)?.then === 'function') {
-        throw new CqpError('CONFIG', `view ${this.name}: handle() returned a promise; handlers run inside a SQLite transaction and must be synchronous`);
-      }
-    });
-  }
-
-  /** Runs `init` for a freshly built view. */
-  init(): void {
-    if (!this.handler.init) return;
-    this.active = true;
-    try {
-      this.handler.init(this.sql);
-    } catch (error) {
-      throw new CqpError('CONFIG', `view ${this.name}: init() of its handler module failed: ${messageOf(error)}`, { cause: error });
-    } finally {
-      this.active = false;
-    }
-  }
-
-  apply(event: JsonObject): void {
-    this.active = true;
-    try {
-      this.inSavepoint(event);
-    } catch (error) {
-      if (error instanceof CqpError) throw error;
-      throw new BadEvent(`handler failed: ${messageOf(error)}`);
-    } finally {
-      this.active = false;
-    }
-  }
-}
+export { EVENTS_VIEW, loadHandler, loadHandlers, type BadEventHandler, type ViewEvent, type ViewHandler, type ViewSql } from './projections.js';
 
 interface ViewRow {
   definition_hash: string;
   tables: string;
+  definition: string | null;
+}
+
+/** A view to build beside its live version (or, new, beside the live views) from the log, then swap in. */
+export interface PendingView {
+  definition: StoredView;
+  hash: string;
+  /** Why: its definition changed, or it is new in the file. */
+  reason: 'changed' | 'new';
+  /** True when its live version is served but not kept up to date until the swap (its definition is not stored). */
+  frozen: boolean;
+}
+
+/** How `ViewStore.open` treats views. */
+export interface OpenOptions {
+  /**
+   * A replay's new database, which no reader opens and which is discarded unless the whole replay
+   * succeeds: its rollback journal in memory and no syncs (see `open`).
+   */
+  building?: boolean | undefined;
+  /**
+   * The caller can build changed and new views from the log beside the live ones (`pending`): they are
+   * left as they are here. Without it they are rebuilt in place, from empty.
+   */
+  beside?: boolean | undefined;
+  /** Drop the tables of views no longer in the views file (kept otherwise). */
+  dropRemoved?: boolean | undefined;
+  /** Where to say what happens to changed and removed views; silent without it. */
+  warn?: ((message: string) => void) | undefined;
 }
 
 const META_SQL = [
   'CREATE TABLE IF NOT EXISTS cqp_positions (view TEXT NOT NULL, source TEXT NOT NULL, n TEXT NOT NULL, PRIMARY KEY (view, source)) WITHOUT ROWID',
-  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL)',
+  // `definition`: a column view's definition (JSON), so that its version stays up to date while a new one is built.
+  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL, definition TEXT)',
 ];
 
-function userTables(db: SqliteDatabase): Set<string> {
-  const rows = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all() as string[];
-  return new Set(rows);
+/** Adds what later versions keep in cqp_views to a database made before them. */
+function upgradeMeta(db: SqliteDatabase): void {
+  const columns = db.prepare("SELECT name FROM pragma_table_info('cqp_views')").pluck().all() as string[];
+  if (!columns.includes('definition')) db.exec('ALTER TABLE cqp_views ADD COLUMN definition TEXT');
+}
+
+/** Whether a view's stored version is of its definition, of another one, or missing (or incomplete). */
+function viewState(db: SqliteDatabase, row: ViewRow | undefined, hash: string): 'current' | 'changed' | 'new' {
+  if (row === undefined) return 'new';
+  const existing = userTables(db);
+  if (!(JSON.parse(row.tables) as string[]).every((t) => existing.has(t))) return 'new';
+  return row.definition_hash === hash ? 'current' : 'changed';
+}
+
+/** The live version of a changed view, maintained from its stored definition; undefined when it has none usable. */
+async function previousVersion(db: SqliteDatabase, row: ViewRow, warn: ((message: string) => void) | undefined): Promise<Projection | undefined> {
+  if (row.definition === null) return undefined;
+  const old = JSON.parse(row.definition) as ColumnViewDefinition | StoredHandler;
+  if (old.kind === 'columns') return projectionFor(db, old, undefined);
+  try {
+    return projectionFor(db, old, await loadPreviousHandler(old, old.source, row.definition_hash));
+  } catch (error) {
+    warn?.(`${messageOf(error)}; its live version is served as it stands until the new one takes its place`);
+    return undefined;
+  }
+}
+
+/** Raises each source of `target` to the position `map` holds when larger. */
+function raise(target: PositionMap, map: PositionMap): void {
+  for (const source in map) {
+    const n = map[source] as string;
+    const t = target[source];
+    if (t === undefined || compareFast(n, t) > 0) target[source] = n;
+  }
 }
 
 /** A failure of SQLite itself (disk full, I/O error, a damaged file) named with the database file. */
@@ -406,12 +125,22 @@ export class ViewStore {
   private readonly upsertPosition: Statement;
   private readonly selectPositions: Statement;
   private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => PositionMap[];
+  /** Per source, the largest position handed to any view so far (see `reach`). */
+  private readonly reached: PositionMap = {};
+  /** Milliseconds spent applying batches so far: how busy the live stream keeps this store. */
+  get busyMs(): number {
+    return this.busy;
+  }
+  private busy = 0;
+  /** Views to build beside the live ones (see OpenOptions.beside); empty otherwise. */
+  readonly pending: PendingView[] = [];
 
   private constructor(
     readonly db: SqliteDatabase,
     private readonly dbFile: string,
     private readonly lock: WriterLock,
     private readonly projections: Projection[],
+    private readonly handlers: Map<string, ViewHandler>,
   ) {
     this.upsertPosition = db.prepare(
       'INSERT INTO cqp_positions (view, source, n) VALUES (?, ?, ?) ON CONFLICT (view, source) DO UPDATE SET n = excluded.n',
@@ -435,12 +164,12 @@ export class ViewStore {
 
   /**
    * Opens (or creates) the database and builds new or changed views; without views, the `events` table.
-   * `building`: a replay's new database, which no reader opens and which is discarded unless the whole
-   * replay succeeds. It keeps its rollback journal in memory (a batch that fails still rolls back) and
-   * syncs nothing: WAL would write every page twice (into the WAL, then into the file at the checkpoint),
-   * and the replay flushes the file itself before the rename.
+   * `building` (a replay's new database) keeps its rollback journal in memory (a batch that fails still
+   * rolls back) and syncs nothing: WAL would write every page twice (into the WAL, then into the file at
+   * the checkpoint), and the replay flushes the file itself before the rename.
    */
-  static async open(dbFile: string, views: ViewDefinition[] | undefined, building = false): Promise<ViewStore> {
+  static async open(dbFile: string, views: ViewDefinition[] | undefined, options: boolean | OpenOptions = false): Promise<ViewStore> {
+    const { building, beside, dropRemoved, warn } = typeof options === 'boolean' ? { building: options } : options;
     const hashes = (views ?? []).map(viewHash);
     const handlers = new Map<string, ViewHandler>();
     for (const [i, view] of (views ?? []).entries()) {
@@ -457,9 +186,10 @@ export class ViewStore {
     try {
       db = new Database(dbFile);
       db.pragma('busy_timeout = 5000');
-      db.pragma(building ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
-      db.pragma(building ? 'synchronous = OFF' : 'synchronous = NORMAL');
+      db.pragma(building === true ? 'journal_mode = MEMORY' : 'journal_mode = WAL');
+      db.pragma(building === true ? 'synchronous = OFF' : 'synchronous = NORMAL');
       for (const sql of META_SQL) db.exec(sql);
+      upgradeMeta(db);
       db.function(EXACT_SUM, { deterministic: true, safeIntegers: true }, exactSum);
     } catch (error) {
       lock.release();
@@ -467,26 +197,44 @@ export class ViewStore {
     }
     try {
       const projections: Projection[] = [];
-      if (views === undefined) {
-        ViewStore.build(db, dbFile, EVENTS_VIEW, EVENTS_HASH, () => {
-          for (const sql of EventsProjection.createSql) db.exec(sql);
-        });
-        projections.push(new EventsProjection(db));
-      } else {
-        views.forEach((view, i) => {
-          const hash = hashes[i] as string;
-          if (view.kind === 'columns') {
-            ViewStore.build(db, dbFile, view.table, hash, () => db.exec(ColumnProjection.createSql(view)));
-            projections.push(new ColumnProjection(db, view));
-          } else {
-            const projection = new HandlerProjection(db, view, handlers.get(view.table) as ViewHandler);
-            ViewStore.build(db, dbFile, view.table, hash, () => projection.init());
-            projections.push(projection);
-          }
-        });
+      const pending: PendingView[] = [];
+      const defined = views ?? [EVENTS_DEFINITION];
+      const selectRow = db.prepare('SELECT definition_hash, tables, definition FROM cqp_views WHERE view = ?');
+      const rows = defined.map((view) => selectRow.get(view.table) as ViewRow | undefined);
+      const states = defined.map((_, i) => viewState(db, rows[i], views === undefined ? EVENTS_HASH : (hashes[i] as string)));
+      // A view added beside live ones is built beside them too: its table appears once complete.
+      const anyLive = states.includes('current') || states.includes('changed');
+      for (const [i, view] of defined.entries()) {
+        const hash = views === undefined ? EVENTS_HASH : (hashes[i] as string);
+        const row = rows[i];
+        const state = states[i] as 'current' | 'changed' | 'new';
+        if (state === 'current') {
+          projections.push(projectionFor(db, view, handlers.get(view.table)));
+          continue;
+        }
+        if (beside === true && (state === 'changed' || anyLive)) {
+          // The live version goes on from its stored definition; one that has none is served as it stands.
+          const previous = state === 'changed' && row ? await previousVersion(db, row, warn) : undefined;
+          if (previous !== undefined) projections.push(previous);
+          if (state === 'new' && userTables(db).has(view.table)) throw notOurs(view.table, dbFile);
+          pending.push({ definition: view, hash, reason: state, frozen: state === 'changed' && previous === undefined });
+          continue;
+        }
+        if (state === 'changed' && building !== true) {
+          warn?.(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one`);
+        }
+        ViewStore.build(db, dbFile, view, hash, () => create(db, view, handlers.get(view.table)));
+        projections.push(projectionFor(db, view, handlers.get(view.table)));
       }
-      const store = new ViewStore(db, dbFile, lock, projections);
+      if (building !== true) removedViews(db, new Set(defined.map((v) => v.table)), dropRemoved === true, warn);
+      const store = new ViewStore(db, dbFile, lock, projections, handlers);
+      store.pending.push(...pending);
       store.readPositions();
+      // What every defined view holds, a version served as it stands included: what was given to it before.
+      const names = new Set(defined.map((v) => v.table));
+      for (const row of db.prepare('SELECT view, source, n FROM cqp_positions').all() as Array<{ view: string; source: string; n: string }>) {
+        if (names.has(row.view)) raise(store.reached, { [row.source]: row.n });
+      }
       return store;
     } catch (error) {
       db.close();
@@ -495,23 +243,61 @@ export class ViewStore {
     }
   }
 
-  /** Builds a view from empty unless its stored definition matches; `create` makes its tables. */
-  private static build(db: SqliteDatabase, dbFile: string, view: string, hash: string, create: () => void): void {
-    const row = db.prepare('SELECT definition_hash, tables FROM cqp_views WHERE view = ?').get(view) as ViewRow | undefined;
-    const existing = userTables(db);
+  /** Builds a view from empty: `create` makes its tables. */
+  private static build(db: SqliteDatabase, dbFile: string, view: StoredView, hash: string, create: () => void): void {
+    const row = db.prepare('SELECT definition_hash, tables FROM cqp_views WHERE view = ?').get(view.table) as ViewRow | undefined;
     const tables = row ? (JSON.parse(row.tables) as string[]) : [];
-    if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
     db.transaction(() => {
       for (const t of tables) db.exec(`DROP TABLE IF EXISTS ${q(t)}`);
       const before = userTables(db);
-      if (!row && before.has(view)) {
-        throw new CqpError('CONFIG', `table "${view}" already exists in ${dbFile} and is not a view cqp built; choose another table name, or drop that table`);
-      }
+      if (!row && before.has(view.table)) throw notOurs(view.table, dbFile);
       create();
       const made = [...userTables(db)].filter((t) => !before.has(t));
-      db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view);
-      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables) VALUES (?, ?, ?)').run(view, hash, JSON.stringify(made));
+      db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view.table);
+      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables, definition) VALUES (?, ?, ?, ?)').run(
+        view.table,
+        hash,
+        JSON.stringify(made),
+        storedDefinition(view),
+      );
     })();
+  }
+
+  /**
+   * Per source, the largest position any view has been given (stored or written since): a version built
+   * beside the live one that holds at least this much can take its place with nothing missed.
+   */
+  reach(): PositionMap {
+    return { ...this.reached };
+  }
+
+  /**
+   * Puts the new version of `view`, complete in the database `shadowFile` up to its stored positions, in
+   * place of its live version (dropped) in one transaction: a reader sees one or the other. From then on
+   * it is maintained here.
+   */
+  adopt(pending: PendingView, shadowFile: string): void {
+    const view = pending.definition;
+    try {
+      swapIn(this.db, this.dbFile, shadowFile, view, pending.hash);
+    } catch (error) {
+      throw storageError(this.dbFile, error);
+    }
+    const handler = this.handlers.get(view.table);
+    const fresh = projectionFor(this.db, view, handler);
+    const at = this.projections.findIndex((p) => p.name === view.table);
+    if (at >= 0) this.projections.splice(at, 1, fresh);
+    else this.projections.push(fresh);
+    this.readPositions();
+    const index = this.pending.indexOf(pending);
+    if (index >= 0) this.pending.splice(index, 1);
+  }
+
+  /** Drops a view's tables, positions and record here (a version built beside, once swapped in). */
+  forget(view: string): void {
+    const at = this.projections.findIndex((p) => p.name === view);
+    if (at >= 0) this.projections.splice(at, 1);
+    dropView(this.db, view);
   }
 
   /** Names of the maintained views, in definition order. */
@@ -538,10 +324,13 @@ export class ViewStore {
   applyBatch(items: ViewEvent[], onBad: BadEventHandler = throwBadEvent, through?: PositionMap): void {
     if (items.length === 0 && through === undefined) return;
     let pending: PositionMap[];
+    const started = performance.now();
     try {
       pending = this.transaction(items, onBad, through);
     } catch (error) {
       throw storageError(this.dbFile, error);
+    } finally {
+      this.busy += performance.now() - started;
     }
     for (let v = 0; v < this.projections.length; v++) {
       const applied = (this.projections[v] as Projection).applied;
@@ -562,6 +351,7 @@ export class ViewStore {
       if (range === undefined) ranges.set(source, { min: n, max: n });
       else if (compareFast(n, range.max) > 0) range.max = n;
     }
+    for (const [source, range] of ranges) raise(this.reached, { [source]: range.max });
     // A view whose positions are all below the batch applies every event without comparing positions.
     const check = projections.map((p) => {
       for (const [source, range] of ranges) {
@@ -649,9 +439,11 @@ function throwBadEvent(index: number, message: string): never {
 /**
  * The positions a database holds for these views (read-only), as `ViewStore.applied()` would give:
  * a supervisor resumes its source after them. A missing file, or a view not built yet or built from
- * another definition, holds nothing.
+ * another definition, holds nothing. `beside` (a sink following a log, see OpenOptions.beside): a view
+ * built from another definition whose live version is kept up to date holds what that version holds,
+ * and views whose new version is built beside the live ones are left out, as the sink leaves them out.
  */
-export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undefined): PositionMap {
+export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undefined, beside = false): PositionMap {
   if (!existsSync(dbFile)) return {};
   let db: SqliteDatabase;
   try {
@@ -664,14 +456,24 @@ export function readViewsApplied(dbFile: string, views: ViewDefinition[] | undef
     const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
     const hasMeta = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cqp_views', 'cqp_positions')").pluck().get() === 2;
     if (!hasMeta || names.length === 0) return {};
-    const hashOf = db.prepare('SELECT definition_hash FROM cqp_views WHERE view = ?').pluck();
+    const stored = (db.prepare("SELECT name FROM pragma_table_info('cqp_views')").pluck().all() as string[]).includes('definition');
+    const rowOf = db.prepare(`SELECT definition_hash, tables, ${stored ? 'definition' : 'NULL AS definition'} FROM cqp_views WHERE view = ?`);
     const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ?');
-    const maps = names.map((name, i) => {
-      const map: PositionMap = {};
-      if (hashOf.get(name) !== hashes[i]) return map;
-      for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
-      return map;
+    const states = names.map((name, i) => {
+      const row = rowOf.get(name) as ViewRow | undefined;
+      return { name, state: viewState(db, row, hashes[i] as string), kept: row?.definition != null };
     });
+    const anyLive = states.some((v) => v.state !== 'new');
+    const maps: PositionMap[] = [];
+    for (const { name, state, kept } of states) {
+      const map: PositionMap = {};
+      if (state === 'current' || (beside && state === 'changed' && kept)) {
+        for (const row of positions.all(name) as Array<{ source: string; n: string }>) map[row.source] = row.n;
+      } else if (beside && (state === 'changed' || anyLive)) {
+        continue;
+      }
+      maps.push(map);
+    }
     return minimumPositions(maps);
   } finally {
     db.close();

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,9 +93,9 @@ afterAll(() => rmSync(clone, { recursive: true, force: true }));
 
 const runnable = (b: Block): boolean =>
   b.needs === undefined || ((b.needs ?? '').split(',').every(isService) && servers(b).every((s) => servicesUp.get(s) === true));
-/** A block's code and the pipeline files it runs, read from the clone. */
+/** A block's code and the pipeline files it runs, read from the clone (one the block writes itself is in its code). */
 for (const b of blocks) {
-  const files = [...b.code.matchAll(/(?:--pipeline|cqp run) (\S+\.yaml)/g)].map((m) => join(clone, m[1] as string));
+  const files = [...b.code.matchAll(/(?:--pipeline|cqp run) (\S+\.yaml)/g)].map((m) => join(clone, m[1] as string)).filter((f) => existsSync(f));
   b.names = [b.code, ...files.map((f) => readFileSync(f, 'utf8'))].join('\n');
 }
 

@@ -7,7 +7,7 @@ import { parsePipeline } from '../../src/supervisor/config.js';
 import { parseHostPort } from '../../src/supervisor/metrics.js';
 import type { ReplayPlan } from '../../src/supervisor/replay.js';
 import { describeReplay } from '../../src/supervisor/replay-report.js';
-import { consistentCounts, formatCount, Rates, statusLine, statusMode, summary, upstreams } from '../../src/supervisor/status.js';
+import { consistentCounts, formatCount, Rates, renderTable, statusLine, statusMode, summary, upstreams } from '../../src/supervisor/status.js';
 import type { ComponentStats } from '../../src/supervisor/supervisor.js';
 
 const PIPELINES = fileURLToPath(new URL('../../pipelines/', import.meta.url));
@@ -94,6 +94,14 @@ describe('status lines', () => {
     expect(first).toContain('src out=1,500 |');
     rates.sample([stats('src', 'source', 0, 3500), stats('log', 'sink', 3500, 0)], 3000);
     expect(statusLine(rows, rates, { ok: 0, failed: 0 })).toContain('(1,000/s)');
+  });
+
+  it("a sink's activity (a view rebuilt beside the live one) shows beside its counts, in the line and the table", () => {
+    const views = { ...stats('views', 'sink', 1500, 0), heardAt: Date.now(), activity: 'rebuilding ice_creams: 40% of 300000 events, about 4 s left' };
+    const rates = new Rates();
+    expect(statusLine([views], rates, { ok: 0, failed: 0 })).toBe('cqp: views in=1,500 (rebuilding ice_creams: 40% of 300000 events, about 4 s left) | reloads 0 ok 0 failed');
+    expect(renderTable([views], rates, { ok: 0, failed: 0 }).split('\n')[1]).toMatch(/^views .* rebuilding ice_creams: 40% of 300000 events, about 4 s left$/);
+    expect(statusLine([{ ...views, activity: undefined }], rates, { ok: 0, failed: 0 })).toBe('cqp: views in=1,500 | reloads 0 ok 0 failed');
   });
 });
 

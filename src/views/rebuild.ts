@@ -1,0 +1,236 @@
+/**
+ * Builds changed (and new) views beside the live ones: their new versions are kept in a database of
+ * their own next to the views database, filled from the command log's first event in chunks between
+ * the live batches (one thread, one writer per file), and each is swapped in once it holds everything
+ * its live version holds. The live views go on being served and updated meanwhile; a crash leaves the
+ * build where its last chunk committed, and the next start goes on from there.
+ */
+import { rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CqpError, messageOf } from '../core/errors.js';
+import type { ErrorMode } from '../core/policy.js';
+import { parseJson } from '../core/json.js';
+import { compareN, type PositionMap } from '../core/position.js';
+import { openCommandLog } from '../log/command-log.js';
+import { logEventReader, logEventReaderInWorker } from '../log/input.js';
+import type { ViewDefinition } from './definition.js';
+import { ViewStore, type ViewEvent } from './store.js';
+
+/** Where the versions being built of a views database's views are kept. */
+export function rebuildFileOf(dbFile: string): string {
+  return `${dbFile}.rebuild`;
+}
+
+/** Removes a rebuild database and the files SQLite keeps beside it. */
+function removeRebuildFile(file: string): void {
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true });
+}
+
+/**
+ * Share of the thread the build leaves to the live stream while that stream has events: after a chunk
+ * that took `d` ms the build waits `LIVE_SHARE / (1 - LIVE_SHARE) * d` before the next one.
+ */
+const LIVE_SHARE = 0.75;
+/** Share of the time between two chunks the live stream spent applying batches, above which it counts as busy. */
+const BUSY_LIVE = 0.1;
+const REPORT_MS = 2000;
+
+/** How far a build beside the live views has got. */
+export interface RebuildProgress {
+  views: string[];
+  /** Events of the log applied (its last seq applied), and the log's length when last asked. */
+  applied: number;
+  total: number;
+  /** Events a second over this run of the build, and the seconds left at that rate (undefined before any). */
+  rate: number;
+  etaSeconds: number | undefined;
+  failed?: string | undefined;
+}
+
+export interface Rebuild {
+  progress(): RebuildProgress | undefined;
+  /** The progress in a few words, for the status `cqp run` shows; undefined once nothing is left to build. */
+  activity(): string | undefined;
+  /** Stops the build where it is (it goes on at the next start) and closes its database. */
+  stop(): Promise<void>;
+}
+
+export interface RebuildOptions {
+  dbFile: string;
+  /** The command log the sink follows. */
+  log: string;
+  warn: (message: string) => void;
+  /** The sink's error policy: under `fail` an event a new version cannot apply fails its build. */
+  mode: ErrorMode;
+  /** Read and check the log on a worker thread (the built cqp has one; the tests of this module read in-thread). */
+  readInWorker?: boolean | undefined;
+}
+
+function seqOf(map: PositionMap): number {
+  let seq = 0;
+  for (const source in map) seq = Math.max(seq, Number((map[source] as string).split('.')[0]));
+  return seq;
+}
+
+/** The position of one source in `map`. */
+function only(map: PositionMap, source: string): PositionMap {
+  const n = map[source];
+  return n === undefined ? {} : { [source]: n };
+}
+
+/** True when `have` holds at least every position of `reach`. */
+function covers(have: PositionMap, reach: PositionMap): boolean {
+  for (const source in reach) {
+    const n = have[source];
+    if (n === undefined || compareN(n, reach[source] as string) < 0) return false;
+  }
+  return true;
+}
+
+/** Starts building `main.pending` beside the live views; with nothing pending, clears a finished build's file. */
+export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild {
+  const file = rebuildFileOf(options.dbFile);
+  if (main.pending.length === 0) {
+    removeRebuildFile(file);
+    return { progress: () => undefined, activity: () => undefined, stop: async () => {} };
+  }
+  const { warn } = options;
+  for (const p of main.pending) {
+    const why = p.reason === 'changed' ? 'definition changed' : 'new view';
+    const live = p.reason === 'changed' ? 'the live one' : 'the live views';
+    const frozen = p.frozen ? ' (the live version is served as it stands until then: the database holds no definition it could be kept up to date from, as one built by an older cqp)' : '';
+    warn(`rebuilding ${p.definition.table} (${why}) beside ${live}${frozen}`);
+  }
+  const controller = new AbortController();
+  const started = Date.now();
+  let state: RebuildProgress = { views: main.pending.map((p) => p.definition.table), applied: 0, total: 0, rate: 0, etaSeconds: undefined };
+  const run = async (): Promise<void> => {
+    const definitions = main.pending.map((p) => p.definition).filter((d): d is ViewDefinition => d.kind !== 'events');
+    const views = definitions.length === main.pending.length ? definitions : undefined;
+    const log = await openCommandLog(options.log);
+    // The live stream waits for the log to exist as well; stopped meanwhile, there is nothing to build from.
+    if (!(await log.waitFor(controller.signal))) {
+      await log.close();
+      return;
+    }
+    const source = `log:${await log.logId()}`;
+    let shadow = await ViewStore.open(file, views, { dropRemoved: true });
+    // Positions of another log (the sink followed another one since) say nothing about this one: start over.
+    if (shadow.views.some((v) => Object.keys(shadow.appliedBy(v)).some((s) => s !== source))) {
+      shadow.close();
+      removeRebuildFile(file);
+      shadow = await ViewStore.open(file, views, { dropRemoved: true });
+    }
+    try {
+      const from = seqOf(shadow.applied());
+      state.total = (await log.tail()).lastSeq;
+      let appliedThisRun = 0;
+      let lastReport = Date.now();
+      // The progress, kept as each chunk is applied (the status asks for it at any time).
+      const measure = (): void => {
+        const seconds = (Date.now() - started) / 1000;
+        const rate = seconds > 0 ? appliedThisRun / seconds : 0;
+        const applied = seqOf(shadow.applied());
+        const total = Math.max(state.total, applied);
+        state = { ...state, views: shadow.views, applied, total, rate, etaSeconds: rate > 0 ? Math.max(0, total - applied) / rate : undefined };
+      };
+      const report = async (): Promise<void> => {
+        state.total = Math.max(state.total, (await log.tail()).lastSeq);
+        measure();
+        const pct = state.total > 0 ? ` (${Math.floor((100 * state.applied) / state.total)}%)` : '';
+        const eta = state.etaSeconds === undefined ? '' : `, about ${Math.ceil(state.etaSeconds)} s left`;
+        warn(`rebuilding ${state.views.join(', ')}: ${state.applied} of ${state.total} events${pct}, ${Math.round(state.rate)} events/s${eta}`);
+      };
+      if (from > 0) warn(`rebuilding ${shadow.views.join(', ')}: going on from event ${from}, where the build got to`);
+      const swap = (): void => {
+        const reach = only(main.reach(), source);
+        for (const p of [...main.pending]) {
+          const view = p.definition.table;
+          if (!covers(shadow.appliedBy(view), reach)) continue;
+          main.adopt(p, file);
+          shadow.forget(view);
+          const at = seqOf(shadow.appliedBy(view)) || seqOf(main.appliedBy(view));
+          const bad = skipped === 0 ? '' : ` (${skipped} events it could not apply skipped, as --on-error ${options.mode} says; the first: ${firstSkipped ?? ''})`;
+          warn(`swapped in the new version of ${view} at event ${at}, built in ${((Date.now() - started) / 1000).toFixed(1)} s; the old version is dropped${bad}`);
+        }
+      };
+      // Events a new version could not apply, skipped under --on-error skip or dead-letter (the live stream dead-letters its own).
+      let skipped = 0;
+      let firstSkipped: string | undefined;
+      let liveBusy = main.busyMs;
+      let lastPause = performance.now();
+      swap();
+      const reader = options.readInWorker === true ? logEventReaderInWorker : logEventReader;
+      const events = reader(options.log, { follow: true })(shadow.applied(), controller.signal);
+      let resumed = performance.now();
+      for await (const batch of events) {
+        if (main.pending.length === 0) break;
+        const items: ViewEvent[] = [];
+        for (const e of batch) {
+          let event: unknown;
+          try {
+            event = parseJson(e.text, e.scan);
+          } catch {
+            continue;
+          }
+          if (typeof event === 'object' && event !== null && !Array.isArray(event)) items.push({ event, position: e.position, text: e.text });
+        }
+        const last = batch[batch.length - 1]?.position;
+        shadow.applyBatch(
+          items,
+          (index, message) => {
+            if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${items[index]?.position?.n ?? '?'} of the log: ${message}`);
+            skipped++;
+            if (firstSkipped === undefined) firstSkipped = `event ${items[index]?.position?.n ?? '?'}: ${message}`;
+          },
+          last ? { [last.source]: last.n } : undefined,
+        );
+        // The time since the last pause: reading and parsing the chunk count as much as applying it.
+        const took = performance.now() - resumed;
+        appliedThisRun += items.length;
+        measure();
+        swap();
+        if (main.pending.length === 0) break;
+        if (Date.now() - lastReport >= REPORT_MS) {
+          lastReport = Date.now();
+          await report();
+        }
+        // While the live stream keeps the store busy, the build takes only its share of the thread; while
+        // the live stream is idle or slow, it goes flat out.
+        const now = performance.now();
+        const live = (main.busyMs - liveBusy) / Math.max(1, now - lastPause);
+        if (live > BUSY_LIVE) await sleep((took * LIVE_SHARE) / (1 - LIVE_SHARE));
+        else await new Promise((resolve) => setImmediate(resolve));
+        liveBusy = main.busyMs;
+        lastPause = now;
+        resumed = performance.now();
+      }
+    } finally {
+      controller.abort();
+      shadow.close();
+      await log.close();
+    }
+    if (main.pending.length === 0) removeRebuildFile(file);
+  };
+  const done = run().catch((error: unknown) => {
+    if (controller.signal.aborted && main.pending.length > 0 && !(error instanceof CqpError)) return;
+    state = { ...state, failed: messageOf(error) };
+    const names = main.pending.map((p) => p.definition.table).join(', ');
+    warn(`rebuilding ${names} failed: ${messageOf(error)}; the live version stays as it is served, and the next start of the sink tries again from where the build got to`);
+  });
+  return {
+    progress: () => (main.pending.length === 0 ? undefined : state),
+    activity() {
+      if (main.pending.length === 0) return undefined;
+      const names = state.views.join(', ');
+      if (state.failed !== undefined) return `rebuilding ${names} failed: ${state.failed}`;
+      if (state.total === 0 || state.applied === 0) return `rebuilding ${names}`;
+      const eta = state.etaSeconds === undefined ? '' : `, about ${Math.ceil(state.etaSeconds)} s left`;
+      return `rebuilding ${names}: ${Math.floor((100 * state.applied) / state.total)}% of ${state.total} events${eta}`;
+    },
+    async stop() {
+      controller.abort();
+      await done;
+    },
+  };
+}
