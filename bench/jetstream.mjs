@@ -1,13 +1,11 @@
 // Bench row for the command log on JetStream: `cqp-sink log --path nats://…` beside a plain Node loop
 // publishing the same lines with the same client (bench/plain-nats.mjs). Needs a NATS server with
 // JetStream on BENCH_NATS (default 127.0.0.1:4222); without one the row is skipped with a line.
-import { createReadStream, createWriteStream } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { BIN, NODE, ROOT, bestOf, fileMB, row, timeShell } from './lib.mjs';
+import { BIN, NODE, ROOT, bestOf, fileMB, head, row, timeShell } from './lib.mjs';
 
 function reachable(host, port) {
   return new Promise((resolve) => {
@@ -20,18 +18,6 @@ function reachable(host, port) {
     s.once('error', () => done(false));
     s.connect(port, host, () => done(true));
   });
-}
-
-/** The first `count` lines of `from`, in a file of their own. */
-async function head(from, to, count) {
-  const out = createWriteStream(to);
-  let n = 0;
-  for await (const line of createInterface({ input: createReadStream(from), crlfDelay: Infinity })) {
-    if (n++ >= count) break;
-    if (!out.write(`${line}\n`)) await new Promise((r) => out.once('drain', r));
-  }
-  await new Promise((r) => out.end(r));
-  return Math.min(n, count);
 }
 
 export async function bench({ input, events, dir, reps }) {

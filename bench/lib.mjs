@@ -1,6 +1,7 @@
 // Shared bench machinery: timing commands (best of N, interleaved), and the table.
 import { spawn, spawnSync } from 'node:child_process';
-import { openSync, closeSync, statSync, writeSync } from 'node:fs';
+import { createReadStream, createWriteStream, openSync, closeSync, statSync, writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -100,4 +101,16 @@ export function printTable() {
   console.log(line(Object.fromEntries(cols.map((c) => [c, c]))));
   console.log(`| ${cols.map((c) => '-'.repeat(width[c])).join(' | ')} |`);
   for (const r of rows) console.log(line(r));
+}
+
+/** The first `count` lines of `from`, in a file of their own. */
+export async function head(from, to, count) {
+  const out = createWriteStream(to);
+  let n = 0;
+  for await (const line of createInterface({ input: createReadStream(from), crlfDelay: Infinity })) {
+    if (n++ >= count) break;
+    if (!out.write(`${line}\n`)) await new Promise((r) => out.once('drain', r));
+  }
+  await new Promise((r) => out.end(r));
+  return Math.min(n, count);
 }

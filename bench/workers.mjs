@@ -6,27 +6,15 @@
 // Needs NATS with JetStream (BENCH_NATS, default 127.0.0.1:4222) and PostgreSQL (POSTGRES_URL);
 // skipped with a line without them. BENCH_WORKERS_EVENTS (default 100000) sets the log's length.
 import { execFileSync, spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
-import { BIN, NODE, ROOT, figure, row, timeShell } from './lib.mjs';
+import { BIN, NODE, ROOT, figure, head, row, timeShell } from './lib.mjs';
 
 const URL = process.env.POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const PARTITIONS = 8;
-
-async function head(from, to, count) {
-  const out = createWriteStream(to);
-  let n = 0;
-  for await (const line of createInterface({ input: createReadStream(from), crlfDelay: Infinity })) {
-    if (n++ >= count) break;
-    if (!out.write(`${line}\n`)) await new Promise((r) => out.once('drain', r));
-  }
-  await new Promise((r) => out.end(r));
-  return Math.min(n, count);
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
