@@ -451,6 +451,12 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   try {
     await feedSink(instance, input as SinkInput<unknown>);
     failed = false;
+  } catch (error) {
+    // Events it cannot place among the positions it keeps: said with the sink and the input it reads.
+    if (error instanceof CqpError && error.code === 'PARTS_HELD') {
+      throw new CqpError('PARTS_HELD', `${def.name} sink, reading ${readLog ? readLog.path : 'its input'}: ${error.message}`, { cause: error });
+    }
+    throw error;
   } finally {
     clearInterval(ticker);
     report();

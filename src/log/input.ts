@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
 import type { Position, PositionMap } from '../core/position.js';
-import { resumeAt } from '../core/position.js';
+import { checkParts, resumeAt } from '../core/position.js';
 import { LogCorruptError, boundsOutOfOrder, describeBound, parseLogBounds, type LogPos, type LogRecord } from './format.js';
 import { openCommandLog, type CommandLog } from './command-log.js';
 
@@ -95,6 +95,8 @@ async function* recordsAfter(
       minTime = start.time;
     }
   }
+  // Positions kept per partition by a group's workers cannot place the whole log's events: refused before reading.
+  checkParts(resume, { source, n: readFrom && 'seq' in readFrom ? String(readFrom.seq) : '0' });
   for await (let records of log.read({ from: readFrom, until: end, follow, signal })) {
     if (minTime !== undefined) {
       const first = records.findIndex((r) => r.time >= (minTime as number));

@@ -69,7 +69,13 @@ export default defineSource({
     const read = logEventReader(resolveLogLocation(path, ctx.cwd), { from, until, follow });
     return {
       async *batches() {
-        for await (const events of read(ctx.resume, ctx.signal)) yield { lines: stamped(events) };
+        try {
+          for await (const events of read(ctx.resume, ctx.signal)) yield { lines: stamped(events) };
+        } catch (error) {
+          // The sinks keep positions per partition (a group's workers wrote them): said with the log.
+          if (error instanceof CqpError && error.code === 'PARTS_HELD') throw new CqpError('PARTS_HELD', `log source, reading ${path}: ${error.message}`, { cause: error });
+          throw error;
+        }
       },
     };
   },

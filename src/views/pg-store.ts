@@ -9,7 +9,7 @@
 import type pg from 'pg';
 import { backoffMs, sleep } from '../core/backoff.js';
 import { CqpError, messageOf } from '../core/errors.js';
-import { holds, isApplied, minimumPositions } from '../core/position.js';
+import { hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { ViewDefinition } from './definition.js';
@@ -283,6 +283,8 @@ export class PgViewStore {
       for (const [source, range] of ranges) {
         const last = p.applied[source];
         if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) check = true;
+        // Positions kept per part of a source: isApplied places the whole source's events, or refuses them.
+        if (hasParts(p.applied, source)) check = true;
       }
       const todo: number[] = [];
       for (let i = 0; i < items.length; i++) {

@@ -7,7 +7,7 @@ import type { JsonObject } from '../core/component.js';
 import { CqpError, messageOf } from '../core/errors.js';
 import { importModule } from '../core/import-module.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
-import { compareN, holds, isApplied, minimumPositions } from '../core/position.js';
+import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { Position, PositionMap } from '../core/position.js';
 import { compileFallbackPath, compilePath } from '../core/paths.js';
 import type { PathGetter } from '../core/paths.js';
@@ -567,6 +567,8 @@ export class ViewStore {
       for (const [source, range] of ranges) {
         const last = p.applied[source];
         if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) return true;
+        // Positions kept per part of a source: isApplied places the whole source's events, or refuses them.
+        if (hasParts(p.applied, source)) return true;
       }
       return false;
     });

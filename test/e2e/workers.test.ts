@@ -248,6 +248,37 @@ describe.skipIf(!natsUp || !pgUp)('workers of a group on a partitioned JetStream
     await stopAll([worker]);
   }, 120_000);
 
+  test('a reader of the whole log refuses views a group kept per partition, naming the sink, the log and what to do; nothing applied twice', async () => {
+    const { log, schema, file } = setup();
+    const writer = new Writer(log, dir);
+    writer.write(1200);
+    expect(await writer.end()).toBe(0);
+    const worker = runPipeline(file, { cwd: dir, metrics: true });
+    await viewsMatch(schema, 1200, [worker]);
+    await stopAll([worker]);
+    const more = new Writer(log, dir);
+    more.written = 1200;
+    more.write(300);
+    expect(await more.end()).toBe(0);
+    // The sink reading the whole log itself.
+    const sink = await cqpAsync(['postgres', '--url', PG, '--schema', schema, '--views', 'views.yaml', '--read-log', log], { bin: 'sink', cwd: dir });
+    expect(sink.status, sink.stderr).not.toBe(0);
+    expect(sink.stderr).toContain(`postgres sink, reading ${log}: `);
+    expect(sink.stderr).toMatch(/log:[0-9a-f]+ read whole, but the positions kept are per part of it \(log:[0-9a-f]+\/p\d up to \d+.*`group: NAME`.*`cqp replay`/s);
+    // The same views in a pipeline without the group.
+    const whole = join(dir, `${schema}-whole.yaml`);
+    writeFileSync(whole, `name: whole\nsource: { type: log, path: "${log}" }\nsinks:\n  - { name: views, type: postgres, url: "${PG}", schema: ${schema}, views: views.yaml }\n`);
+    const run = await cqpAsync(['run', whole], { cwd: dir });
+    expect(run.status, run.stderr).not.toBe(0);
+    expect(run.stderr).toContain(`log source, reading ${log}: `);
+    expect(run.stderr).toMatch(/read whole, but the positions kept are per part of it.*`group: NAME`.*`cqp replay`/s);
+    await viewsMatch(schema, 1200, []);
+    // Read by the group again, the views take the rest.
+    const again = runPipeline(file, { cwd: dir, metrics: true });
+    await viewsMatch(schema, 1500, [again]);
+    await stopAll([again]);
+  }, 120_000);
+
   test('fencing: a worker paused past its lease is taken over; resumed, its stale batch is rolled back and reported, and the views stay right', async () => {
     const { log, schema, file } = setup();
     const writer = new Writer(log, dir);
