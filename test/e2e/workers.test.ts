@@ -281,6 +281,52 @@ describe.skipIf(!natsUp || !pgUp)('workers of a group on a partitioned JetStream
     await stopAll([again]);
   }, 120_000);
 
+  test('a worker whose stage drops the stored event of a partition it takes over is not fenced: it carries on past it', async () => {
+    const { log, schema, file } = setup();
+    const writer = new Writer(log, dir);
+    writer.write(1000);
+    const first = runPipeline(file, { cwd: dir, metrics: true });
+    writer.start(40);
+    await shared([first], 'the first worker');
+    // A second worker, as after a reload of its \`where\`: it drops every event written so far and
+    // for a while yet, among them the stored event of each partition it takes from the first one.
+    const from = writer.written + 1500;
+    const dropping = join(dir, `${schema}-where.yaml`);
+    writeFileSync(
+      dropping,
+      `name: worker\nsource: { type: log, path: "${log}", group: views }\nsinks:\n  - { name: views, type: postgres, url: "${PG}", schema: ${schema}, views: views.yaml, where: "e.n >= ${from}" }\n`,
+    );
+    const second = runPipeline(dropping, { cwd: dir, metrics: true });
+    const held = await shared([first, second], 'two workers');
+    // The second worker commits events past \`from\` for the partitions it took.
+    const mine = (held[1] ?? []).map((k) => `/p${k}`);
+    await eventually(
+      async () => {
+        const rows = (await db.query<{ source: string; n: string }>(`SELECT source, n FROM "${schema}".cqp_positions WHERE view = 'totals'`)).rows;
+        const counts = await db.query<{ c: string }>(`SELECT count(*)::text AS c FROM "${schema}".last_n WHERE n >= $1`, [from]);
+        return mine.every((p) => rows.some((r) => r.source.endsWith(p))) && Number(counts.rows[0]?.c) > 0 ? true : undefined;
+      },
+      { timeoutMs: 45_000, what: `the second worker to commit events from ${from} on` },
+    );
+    // Written well past \`from\`, so that every key's last event is one the second worker keeps.
+    await eventually(() => (writer.written >= from + 8 * KEYS ? true : undefined), { timeoutMs: 30_000, what: `the log to be written past ${from + 8 * KEYS}` });
+    writer.stop();
+    expect(await writer.end()).toBe(0);
+    // The last event of every key is applied, whichever worker read it.
+    const want = fold(writer.written);
+    let got: string[] = [];
+    await eventually(
+      async () => {
+        const r = await db.query<{ id: string; n: string }>(`SELECT id, n FROM "${schema}".last_n ORDER BY id`);
+        got = r.rows.map((x) => `${x.id} ${x.n}`).sort();
+        return JSON.stringify(got) === JSON.stringify(want.last) ? true : undefined;
+      },
+      { timeoutMs: 60_000, what: () => `every key to hold its last event: missing ${want.last.filter((x) => !got.includes(x)).slice(0, 5).join('; ')}, unexpected ${got.filter((x) => !want.last.includes(x)).slice(0, 5).join('; ')}\n${first.stderr()}\n----\n${second.stderr()}` },
+    );
+    expect(second.stderr()).not.toMatch(/fenced|restarting/);
+    await stopAll([first, second]);
+  }, 120_000);
+
   test('fencing: a worker paused past its lease is taken over; resumed, its stale batch is rolled back and reported, and the views stay right', async () => {
     const { log, schema, file } = setup();
     const writer = new Writer(log, dir);
