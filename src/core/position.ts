@@ -107,7 +107,7 @@ function stripZeros(s: string): string {
  * log, read by a worker of a group, is stamped `log:<logId>/p<k>` with the log's sequence numbers). A
  * sink holding positions of parts of `<S>` that meets an event of the whole `<S>` knows it holds that
  * event when `<S>`'s own position holds it, and knows it does not when no part's position reaches it;
- * in between, which part the event belongs to is unknown, so it throws (PartsHeld) rather than guess and
+ * in between, which part the event belongs to is unknown, so it throws (a CqpError of code PARTS_HELD) rather than guess and
  * maybe apply the event a second time.
  */
 export function isApplied(applied: PositionMap, p: Position): boolean {
@@ -136,7 +136,6 @@ export function accept(applied: PositionMap, p: Position): boolean {
   applied[p.source] = p.n;
   return true;
 }
-
 
 /** True when `applied` holds a position of a part of `source` (`<source>/<part>`). */
 export function hasParts(applied: PositionMap, source: string): boolean {
