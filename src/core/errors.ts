@@ -6,6 +6,7 @@ export type CqpErrorCode =
   | 'IO' // a file, pipe or network failure
   | 'CORRUPT' // a command log record that does not check out
   | 'LOCKED' // another writer holds the command log
+  | 'PARTS_HELD' // events of a whole source meet positions kept per part of it, which cannot tell which are applied
   | 'FENCED' // a group worker's batch for a partition another worker has taken over (rolled back)
   | 'STAGE'; // a pipeline stage that failed or keeps crashing
 

@@ -15,6 +15,7 @@
  * (`7.0 < 7.1 < 7`), because plain `7` means "everything from input 7". A sink that stored `7.0`
  * has applied part of input 7, so the source resumes *at* 7 (`resumeAt`), and the sink skips `7.0`.
  */
+import { CqpError } from './errors.js';
 import { stringifyJson } from './json.js';
 
 export const POSITION_KEY = '@cqp';
@@ -99,10 +100,21 @@ function stripZeros(s: string): string {
   return i === 0 ? s : s.slice(i);
 }
 
-/** True when a sink that has applied `applied` already holds the event at `p`. */
+/**
+ * True when a sink that has applied `applied` already holds the event at `p`.
+ *
+ * A source `<S>/<part>` is a part of `<S>`: some of its events, numbered as in `<S>` (a partition of a
+ * log, read by a worker of a group, is stamped `log:<logId>/p<k>` with the log's sequence numbers). A
+ * sink holding positions of parts of `<S>` that meets an event of the whole `<S>` knows it holds that
+ * event when `<S>`'s own position holds it, and knows it does not when no part's position reaches it;
+ * in between, which part the event belongs to is unknown, so it throws (a CqpError of code PARTS_HELD) rather than guess and
+ * maybe apply the event a second time.
+ */
 export function isApplied(applied: PositionMap, p: Position): boolean {
   const last = applied[p.source];
-  return last !== undefined && holds(last, p.n);
+  if (last !== undefined && holds(last, p.n)) return true;
+  checkParts(applied, p);
+  return false;
 }
 
 /**
@@ -116,12 +128,36 @@ export function holds(last: string, n: string): boolean {
   return last.length > n.length && last.charCodeAt(n.length) === 46 /* . */ && last.startsWith(n);
 }
 
-/** Records `p` as applied unless it already is; false when the sink holds it already (skip it). */
+/** Records `p` as applied unless it already is; false when the sink holds it already (skip it). Throws as isApplied does. */
 export function accept(applied: PositionMap, p: Position): boolean {
   const last = applied[p.source];
   if (last !== undefined && holds(last, p.n)) return false;
+  checkParts(applied, p);
   applied[p.source] = p.n;
   return true;
+}
+
+/** True when `applied` holds a position of a part of `source` (`<source>/<part>`). */
+export function hasParts(applied: PositionMap, source: string): boolean {
+  for (const key in applied) if (key.length > source.length && key.charCodeAt(source.length) === 47 && key.startsWith(source)) return true;
+  return false;
+}
+
+/** Throws when a part of `p.source` held in `applied` reaches `p` (see isApplied). */
+export function checkParts(applied: PositionMap, p: Position): void {
+  const source = p.source;
+  const length = source.length;
+  for (const key in applied) {
+    if (key.length <= length || key.charCodeAt(length) !== 47 /* / */ || !key.startsWith(source)) continue;
+    const n = applied[key] as string;
+    if (!holds(n, p.n)) continue;
+    throw new CqpError(
+      'PARTS_HELD',
+      `${source} read whole, but the positions kept are per part of it (${key} up to ${n}, written by workers of a group): ` +
+        `which of its events are already applied is unknown, so none is applied (nothing twice). Read it as those workers did (the log source's \`group: NAME\`), ` +
+        'or build the store again from the whole log with `cqp replay`',
+    );
+  }
 }
 
 /** Records `p` as applied in `applied` (keeps the larger of the two). */

@@ -359,15 +359,29 @@ interface SinkInput<T> {
   through?(): PositionMap;
 }
 
+/** Events a sink cannot place among the positions it keeps per part of their source: said with the sink and its input. */
+function partsHeld(sink: string, log: string | undefined, code: 'CONFIG' | 'PARTS_HELD', error: unknown): unknown {
+  if (!(error instanceof CqpError) || error.code !== 'PARTS_HELD') return error;
+  return new CqpError(code, `${sink} sink, reading ${log ?? 'its input'}: ${error.message}`, { cause: error });
+}
+
 /** Runs a sink: stdin (or a log, `--read-log`) → batches of events → the sink, skipping events it already holds. */
 export async function runSink(def: SinkDefinition, options: Record<string, unknown>, runtime: RuntimeOptions, io: StageIo): Promise<void> {
   const ctx = contextFor(runtime, io);
   // The log's bounds are checked before anything is opened; the log reader loads only when asked for.
   const readLog = runtime.readLog;
-  const logReader = readLog ? (await import('../log/input.js')).sinkLogReader(readLog.path, readLog) : undefined;
+  const logInput = readLog ? await import('../log/input.js') : undefined;
+  const logReader = readLog ? logInput?.sinkLogReader(readLog.path, readLog) : undefined;
   const instance = await def.create(options, ctx);
-  io.ready?.();
   const applied = instance.applied?.() ?? {};
+  if (readLog && logInput) {
+    // Positions it keeps per partition of that log cannot place the whole log's events: refused at start.
+    await logInput.checkPartsAtStart(readLog.path, readLog, applied).catch(async (error: unknown) => {
+      await instance.close().catch(() => undefined);
+      throw partsHeld(def.name, readLog.path, 'CONFIG', error);
+    });
+  }
+  io.ready?.();
   const { policy } = ctx;
   const max = runtime.maxLineBytes;
   const exact = def.plainNumbers !== true;
@@ -455,6 +469,9 @@ export async function runSink(def: SinkDefinition, options: Record<string, unkno
   try {
     await feedSink(instance, input as SinkInput<unknown>);
     failed = false;
+  } catch (error) {
+    // Events it cannot place among the positions it keeps: said with the sink and the input it reads.
+    throw partsHeld(def.name, readLog?.path, 'PARTS_HELD', error);
   } finally {
     clearInterval(ticker);
     report();

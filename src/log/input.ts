@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { CqpError, messageOf, type CqpErrorCode } from '../core/errors.js';
 import type { Position, PositionMap } from '../core/position.js';
-import { resumeAt } from '../core/position.js';
+import { checkParts, resumeAt } from '../core/position.js';
 import { LogCorruptError, boundsOutOfOrder, describeBound, parseLogBounds, type LogPos, type LogRecord } from './format.js';
 import { openCommandLog, type CommandLog } from './command-log.js';
 
@@ -58,6 +58,35 @@ export async function checkBoundsOnLog(log: CommandLog, { from, until }: { from?
   }
 }
 
+/**
+ * Refuses, before anything is read (a stage refusing at start is not restarted), a reader of the whole
+ * log whose sinks keep that log's positions per partition (see checkParts); a log that cannot be
+ * opened yet is left to the reading, which checks again as it starts.
+ */
+export async function checkPartsAtStart(file: string, options: LogReadOptions, resume: PositionMap): Promise<void> {
+  if (!Object.keys(resume).some((key) => key.startsWith('log:') && key.includes('/'))) return;
+  let source: string;
+  try {
+    const log = await openCommandLog(file);
+    try {
+      source = `log:${await log.logId()}`;
+    } finally {
+      await log.close();
+    }
+  } catch {
+    return;
+  }
+  checkParts(resume, { source, n: firstSeq(bounds(options).start, resume[source]) });
+}
+
+/** The first sequence number a reader of the whole log reads given what its sinks hold ("0" when only a time bound says). */
+function firstSeq(start: LogPos | undefined, done: string | undefined): string {
+  const bound = start && 'seq' in start ? start.seq : 0;
+  if (done === undefined) return String(bound);
+  const at = resumeAt(done);
+  return String(Math.max(Number(at.n) + (at.inclusive ? 0 : 1), bound));
+}
+
 /** The records of a log after what `resume` holds, within the bounds, with the log's source id. */
 export async function* logRecords(file: string, options: LogReadOptions, resume: PositionMap, signal: AbortSignal): AsyncGenerator<{ source: string; records: LogRecord[] }> {
   const { start, end } = bounds(options);
@@ -95,6 +124,8 @@ async function* recordsAfter(
       minTime = start.time;
     }
   }
+  // Positions kept per partition by a group's workers cannot place the whole log's events: refused before reading.
+  checkParts(resume, { source, n: firstSeq(readFrom, undefined) });
   for await (let records of log.read({ from: readFrom, until: end, follow, signal })) {
     if (minTime !== undefined) {
       const first = records.findIndex((r) => r.time >= (minTime as number));

@@ -3,7 +3,7 @@ import { defineSource, type SourceInstance, type StageContext } from '../core/co
 import { CqpError } from '../core/errors.js';
 import { stampJson, stampLine, type PositionMap } from '../core/position.js';
 import { openCommandLog, resolveLogLocation } from '../log/command-log.js';
-import { logEventReader, type LogEvent } from '../log/input.js';
+import { checkPartsAtStart, logEventReader, type LogEvent } from '../log/input.js';
 
 function stamped(events: LogEvent[]): string[] {
   const lines: string[] = new Array<string>(events.length);
@@ -12,6 +12,12 @@ function stamped(events: LogEvent[]): string[] {
     lines[i] = text.charCodeAt(text.length - 1) === 125 ? stampJson(text, position) : stampLine(text, position);
   }
   return lines;
+}
+
+/** The sinks keep positions per partition of the log (a group's workers wrote them): said with the log, as a configuration error. */
+function partsHeld(path: string, error: unknown): unknown {
+  if (!(error instanceof CqpError) || error.code !== 'PARTS_HELD') return error;
+  return new CqpError('CONFIG', `log source, reading ${path}: ${error.message}`, { cause: error });
 }
 
 /** A worker's share of a log that several workers read together (`group`). */
@@ -66,10 +72,18 @@ export default defineSource({
   ],
   async create({ path, from, until, follow, group }, ctx) {
     if (group !== undefined) return shareOf(path, group, { from, until }, ctx);
-    const read = logEventReader(resolveLogLocation(path, ctx.cwd), { from, until, follow });
+    const file = resolveLogLocation(path, ctx.cwd);
+    const read = logEventReader(file, { from, until, follow });
+    await checkPartsAtStart(file, { from, until, follow }, ctx.resume).catch((error: unknown) => {
+      throw partsHeld(path, error);
+    });
     return {
       async *batches() {
-        for await (const events of read(ctx.resume, ctx.signal)) yield { lines: stamped(events) };
+        try {
+          for await (const events of read(ctx.resume, ctx.signal)) yield { lines: stamped(events) };
+        } catch (error) {
+          throw partsHeld(path, error);
+        }
       },
     };
   },

@@ -9,7 +9,7 @@
 import type pg from 'pg';
 import { backoffMs, sleep } from '../core/backoff.js';
 import { CqpError, messageOf } from '../core/errors.js';
-import { holds, isApplied, minimumPositions } from '../core/position.js';
+import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { ViewDefinition } from './definition.js';
@@ -44,7 +44,7 @@ export interface PgStoreOptions {
   /**
    * The group of workers writing this schema together, each for the partitions it holds: the schema's
    * lock is then shared, and a batch is fenced (refused) when another worker has committed for one of
-   * its sources since this store last saw it, unless the batch starts at the stored position.
+   * its sources since this store last saw it, unless the batch starts at the stored position or past it.
    */
   group?: string | undefined;
 }
@@ -283,6 +283,8 @@ export class PgViewStore {
       for (const [source, range] of ranges) {
         const last = p.applied[source];
         if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) check = true;
+        // Positions kept per part of a source: isApplied places the whole source's events, or refuses them.
+        if (hasParts(p.applied, source)) check = true;
       }
       const todo: number[] = [];
       for (let i = 0; i < items.length; i++) {
@@ -308,7 +310,7 @@ export class PgViewStore {
   /**
    * A group's fence, with the stored positions just read inside the batch's transaction: a source whose
    * stored position another worker moved since this store saw it is no longer this worker's, unless
-   * the batch starts at that position (the source took it over from there). Such a batch is rolled back,
+   * the batch starts at that position or past it (the source took it over from there). Such a batch is rolled back,
    * and the store stops: it is restarted and resumes from the stored positions.
    */
   private async fence(client: PgClient, seen: PositionMap[], first: Map<string, string>): Promise<void> {
@@ -317,7 +319,12 @@ export class PgViewStore {
         const stored = p.applied[source];
         const before = seen[v]?.[source];
         if (stored === undefined || stored === before) continue;
-        if (n.split('.')[0] === stored.split('.')[0]) continue;
+        // A batch starting at the stored position, or past it, comes from a reader that started there: a
+        // worker taking a partition reads it again from the stored event, which a stage may drop (a
+        // \`where\` changed by a reload). A reader that lost the partition goes on from where this store
+        // stood, before the stored position: the events up to it passed the same stages for the worker
+        // that committed them, so its batch holds them, and starts at or before it.
+        if (compareN(n.split('.')[0] as string, stored.split('.')[0] as string) >= 0) continue;
         await client.query('ROLLBACK').catch(() => undefined);
         throw new CqpError(
           'FENCED',

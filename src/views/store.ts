@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import { CqpError, messageOf } from '../core/errors.js';
 import { acquireLock, type WriterLock } from '../log/lock.js';
-import { compareN, holds, isApplied, minimumPositions } from '../core/position.js';
+import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { JsonObject } from '../core/component.js';
@@ -357,6 +357,8 @@ export class ViewStore {
       for (const [source, range] of ranges) {
         const last = p.applied[source];
         if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) return true;
+        // Positions kept per part of a source: isApplied places the whole source's events, or refuses them.
+        if (hasParts(p.applied, source)) return true;
       }
       return false;
     });

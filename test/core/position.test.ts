@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { accept, advance, compareN, holds, isApplied, minimumPositions, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
+import { accept, advance, checkParts, compareN, hasParts, holds, isApplied, minimumPositions, parsePosition, resumeAt, splitStamp, stampJson, stampLine, type PositionMap } from '../../src/core/position.js';
 
 describe('positions', () => {
   it.each([
@@ -66,6 +66,31 @@ describe('positions', () => {
     expect(isApplied(applied, { source: 'a', n: '5' })).toBe(true);
     expect(isApplied(applied, { source: 'a', n: '6' })).toBe(false);
     expect(isApplied(applied, { source: 'b', n: '1' })).toBe(false);
+  });
+
+  it('places an event of a whole source among positions kept per part of it, or refuses it', () => {
+    // A group kept partitions p0 and p1 of log:L; an earlier reader of the whole log stood at 10.
+    const applied: PositionMap = { 'log:L': '10', 'log:L/p0': '40', 'log:L/p1': '25', 'log:L2/p0': '900', other: '7' };
+    expect(hasParts(applied, 'log:L')).toBe(true);
+    expect(hasParts(applied, 'log:L/p0')).toBe(false);
+    expect(hasParts(applied, 'other')).toBe(false);
+    // Held by the whole source's own position.
+    expect(isApplied(applied, { source: 'log:L', n: '10' })).toBe(true);
+    // Past every part: new for sure (log:L2 is another log, not a part).
+    expect(isApplied(applied, { source: 'log:L', n: '41' })).toBe(false);
+    // Between: some part holds a position at or past it, its own part unknown.
+    for (const n of ['11', '25', '40', '40.1']) {
+      expect(() => isApplied(applied, { source: 'log:L', n })).toThrow(/log:L read whole, but the positions kept are per part of it \(log:L\/p0 up to 40.*`group: NAME`.*`cqp replay`/);
+      expect(() => accept({ ...applied }, { source: 'log:L', n })).toThrow(/per part of it/);
+    }
+    const copy = { ...applied };
+    expect(accept(copy, { source: 'log:L', n: '41' })).toBe(true);
+    expect(copy['log:L']).toBe('41');
+    // A part's own events are placed by the part's position alone.
+    expect(isApplied(applied, { source: 'log:L/p1', n: '30' })).toBe(false);
+    expect(isApplied(applied, { source: 'log:L/p1', n: '25' })).toBe(true);
+    expect(() => checkParts(applied, { source: 'log:L', n: '0' })).toThrow(/per part of it/);
+    expect(() => checkParts({ 'log:L/p0': '5' }, { source: 'log:L', n: '6' })).not.toThrow();
   });
 
   it('resumes after a whole input, at a partly applied one', () => {

@@ -248,6 +248,85 @@ describe.skipIf(!natsUp || !pgUp)('workers of a group on a partitioned JetStream
     await stopAll([worker]);
   }, 120_000);
 
+  test('a reader of the whole log refuses views a group kept per partition, naming the sink, the log and what to do; nothing applied twice', async () => {
+    const { log, schema, file } = setup();
+    const writer = new Writer(log, dir);
+    writer.write(1200);
+    expect(await writer.end()).toBe(0);
+    const worker = runPipeline(file, { cwd: dir, metrics: true });
+    await viewsMatch(schema, 1200, [worker]);
+    await stopAll([worker]);
+    const more = new Writer(log, dir);
+    more.written = 1200;
+    more.write(300);
+    expect(await more.end()).toBe(0);
+    // The sink reading the whole log itself.
+    const sink = await cqpAsync(['postgres', '--url', PG, '--schema', schema, '--views', 'views.yaml', '--read-log', log], { bin: 'sink', cwd: dir });
+    expect(sink.status, sink.stderr).toBe(2);
+    expect(sink.stderr).toContain(`postgres sink, reading ${log}: `);
+    expect(sink.stderr).toMatch(/log:[0-9a-f]+ read whole, but the positions kept are per part of it \(log:[0-9a-f]+\/p\d up to \d+.*`group: NAME`.*`cqp replay`/s);
+    // The same views in a pipeline without the group.
+    const whole = join(dir, `${schema}-whole.yaml`);
+    writeFileSync(whole, `name: whole\nsource: { type: log, path: "${log}" }\nsinks:\n  - { name: views, type: postgres, url: "${PG}", schema: ${schema}, views: views.yaml }\n`);
+    const run = await cqpAsync(['run', whole], { cwd: dir });
+    // Refused at start, as a configuration: not restarted.
+    expect(run.status, run.stderr).toBe(2);
+    expect(run.stderr).not.toMatch(/restarting/);
+    expect(run.stderr).toContain(`log source, reading ${log}: `);
+    expect(run.stderr).toMatch(/read whole, but the positions kept are per part of it.*`group: NAME`.*`cqp replay`/s);
+    await viewsMatch(schema, 1200, []);
+    // Read by the group again, the views take the rest.
+    const again = runPipeline(file, { cwd: dir, metrics: true });
+    await viewsMatch(schema, 1500, [again]);
+    await stopAll([again]);
+  }, 120_000);
+
+  test('a worker whose stage drops the stored event of a partition it takes over is not fenced: it carries on past it', async () => {
+    const { log, schema, file } = setup();
+    const writer = new Writer(log, dir);
+    writer.write(1000);
+    const first = runPipeline(file, { cwd: dir, metrics: true });
+    writer.start(40);
+    await shared([first], 'the first worker');
+    // A second worker, as after a reload of its \`where\`: it drops every event written so far and
+    // for a while yet, among them the stored event of each partition it takes from the first one.
+    const from = writer.written + 1500;
+    const dropping = join(dir, `${schema}-where.yaml`);
+    writeFileSync(
+      dropping,
+      `name: worker\nsource: { type: log, path: "${log}", group: views }\nsinks:\n  - { name: views, type: postgres, url: "${PG}", schema: ${schema}, views: views.yaml, where: "e.n >= ${from}" }\n`,
+    );
+    const second = runPipeline(dropping, { cwd: dir, metrics: true });
+    const held = await shared([first, second], 'two workers');
+    // The second worker commits events past \`from\` for the partitions it took.
+    const mine = (held[1] ?? []).map((k) => `/p${k}`);
+    await eventually(
+      async () => {
+        const rows = (await db.query<{ source: string; n: string }>(`SELECT source, n FROM "${schema}".cqp_positions WHERE view = 'totals'`)).rows;
+        const counts = await db.query<{ c: string }>(`SELECT count(*)::text AS c FROM "${schema}".last_n WHERE n >= $1`, [from]);
+        return mine.every((p) => rows.some((r) => r.source.endsWith(p))) && Number(counts.rows[0]?.c) > 0 ? true : undefined;
+      },
+      { timeoutMs: 45_000, what: `the second worker to commit events from ${from} on` },
+    );
+    // Written well past \`from\`, so that every key's last event is one the second worker keeps.
+    await eventually(() => (writer.written >= from + 8 * KEYS ? true : undefined), { timeoutMs: 30_000, what: `the log to be written past ${from + 8 * KEYS}` });
+    writer.stop();
+    expect(await writer.end()).toBe(0);
+    // The last event of every key is applied, whichever worker read it.
+    const want = fold(writer.written);
+    let got: string[] = [];
+    await eventually(
+      async () => {
+        const r = await db.query<{ id: string; n: string }>(`SELECT id, n FROM "${schema}".last_n ORDER BY id`);
+        got = r.rows.map((x) => `${x.id} ${x.n}`).sort();
+        return JSON.stringify(got) === JSON.stringify(want.last) ? true : undefined;
+      },
+      { timeoutMs: 60_000, what: () => `every key to hold its last event: missing ${want.last.filter((x) => !got.includes(x)).slice(0, 5).join('; ')}, unexpected ${got.filter((x) => !want.last.includes(x)).slice(0, 5).join('; ')}\n${first.stderr()}\n----\n${second.stderr()}` },
+    );
+    expect(second.stderr()).not.toMatch(/fenced|restarting/);
+    await stopAll([first, second]);
+  }, 120_000);
+
   test('fencing: a worker paused past its lease is taken over; resumed, its stale batch is rolled back and reported, and the views stay right', async () => {
     const { log, schema, file } = setup();
     const writer = new Writer(log, dir);

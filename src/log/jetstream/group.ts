@@ -11,10 +11,11 @@
  *
  * Each partition is a source of its own, `log:<logId>/p<k>`, stamped with the stream sequence: the
  * sinks hold one position per partition. A partition taken is read from the position its sinks hold,
- * that event included (the sinks skip it): the first event a sink then sees of it is the one it holds,
- * which tells it that this reader starts where the stored positions stand. A reader whose lease was
- * taken meanwhile (it was paused past the lease) goes on from where it was instead, and the sinks refuse
- * such a batch once another worker has committed for that partition (the fence, in the sink's store).
+ * that event included (the sinks skip it): the first event a sink then sees of it is the one it holds
+ * (or a later one, when a stage dropped it), which tells it that this reader starts where the stored
+ * positions stand. A reader whose lease was taken meanwhile (it was paused past the lease) goes on
+ * from where it was instead, before the stored position, and the sinks refuse such a batch once another
+ * worker has committed for that partition (the fence, in the sink's store).
  */
 import { hostname } from 'node:os';
 import type { KV } from '@nats-io/kv';
