@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { ComponentDefinition, ComponentKind } from './core/component.js';
+import { holdStopSignals } from './core/early-stop.js';
 import { CqpError } from './core/errors.js';
 import { addAuthoringCommands } from './authoring-cli.js';
 import { cqpProgram, runMain, setExit } from './main.js';
@@ -8,8 +9,12 @@ import { addTapCommand } from './tap/cli.js';
 /** Commands that need no component: the registry (and zod) is not loaded for them, so they start fast. */
 const PLAIN_COMMANDS = new Set(['log', 'query', 'views', 'run', 'lint', 'replay', 'graph', 'schema', 'test', 'tap']);
 
+/** Commands that stop by draining on SIGINT or SIGTERM: a signal before they are ready for it is held for them. */
+const DRAINING_COMMANDS = new Set(['run']);
+
 /** Builds the `cqp` command line for these arguments. */
 export async function buildProgram(argv: string[]): Promise<Command> {
+  if (DRAINING_COMMANDS.has(argv[0] ?? '')) holdStopSignals();
   const program = cqpProgram();
   if (!PLAIN_COMMANDS.has(argv[0] ?? '')) {
     const [{ addComponentCommands }, { componentFiles, loadComponents }] = await Promise.all([import('./component-cli.js'), import('./components.js')]);

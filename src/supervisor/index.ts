@@ -1,3 +1,4 @@
+import { releaseStopSignals } from '../core/early-stop.js';
 import { CqpError, messageOf, reportError } from '../core/errors.js';
 import { lintPipeline, openPipeline, readPipelineFile } from './config.js';
 import type { PipelinePlan } from './plan.js';
@@ -110,10 +111,13 @@ export async function runPipelineCommand(file: string, opts: { metrics?: string;
   ticker?.unref();
 
   let code: number;
+  // A stop asked for while the pipeline was being read is carried out once it has started.
+  const early = await releaseStopSignals();
   try {
     code = await supervise(supervisor, { SIGINT: onSignal, SIGTERM: onSignal, SIGHUP: onHup }, async () => {
       await supervisor.start();
       log(`cqp: running ${describePlan(supervisor.plan)}`);
+      if (early !== undefined) onSignal(early);
       return supervisor.result;
     });
   } finally {

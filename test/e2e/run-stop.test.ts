@@ -1,10 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, cqpAsync } from '../helpers/cli.js';
+import { BIN, collect, cqpAsync, spawnCli } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 
 const VIEWS = fileURLToPath(new URL('../../pipelines/views/ice-creams.yaml', import.meta.url));
@@ -111,4 +112,27 @@ describe('stopping `npx cqp run` stops everything', () => {
     term.stdin?.end();
     expect((await cqpAsync(['log', 'verify', join(dir, 'out/events.log')])).status).toBe(0);
   });
+});
+
+describe('a stop asked for while `cqp run` starts', () => {
+  it('SIGTERM while it is still reading its pipeline file: it starts, drains and exits 0, not killed by the signal', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cqp-early-stop-'));
+    dirs.push(dir);
+    const file = join(dir, 'p.yaml');
+    // A FIFO holds `cqp run` in the read of its pipeline file for as long as the test likes.
+    expect(spawnSync('mkfifo', [file]).status).toBe(0);
+    const child = spawnCli('cqp', ['run', file], { cwd: dir });
+    started.push(child);
+    const result = collect(child);
+    const pid = child.pid as number;
+    await eventually(() => readFileSync(`/proc/${pid}/wchan`, 'utf8') === 'wait_for_partner', { timeoutMs: 30_000, what: 'cqp run waiting to read its FIFO pipeline file' });
+    child.kill('SIGTERM');
+    // Opening the FIFO waits for its reader: none if the signal killed it.
+    const write = writeFile(file, 'source: { type: demo, count: 0, rate: 100 }\nsinks:\n  - { name: log, type: log, path: events.log }\n');
+    const { status, signal, stderr } = await result;
+    if (signal !== null) spawnSync('sh', ['-c', 'exec 3<"$1"', 'sh', file]);
+    await write;
+    expect({ status, signal }).toEqual({ status: 0, signal: null });
+    expect(stderr).toContain('cqp: SIGTERM: stopping the source and draining the pipeline');
+  }, 60_000);
 });
