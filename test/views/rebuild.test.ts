@@ -237,6 +237,43 @@ describe('a changed view built beside the live one', () => {
     expect(main.pending).toHaveLength(1);
   });
 
+  test('a full disk: a live write that finds no room stops the build and removes its database, and the live views go on', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 300)));
+    close(first);
+    const warnings: string[] = [];
+    const main = await open(s, NEW, true, warnings);
+    // The live version holds a position the log does not have yet: the build stays under way.
+    main.applyBatch([{ event: creates(1000, 1)[0] as JsonObject, position: { source: s.source, n: '100000' } }]);
+    const b = build(s, main, warnings);
+    await eventually(() => existsSync(rebuildFileOf(s.db)) && query(rebuildFileOf(s.db), "SELECT n FROM cqp_positions WHERE view = 'ice'")[0], {
+      what: 'the build under way',
+    });
+    // The disk is full for the live database: SQLite refuses to grow it.
+    const pages = main.db.pragma('page_count', { simple: true }) as number;
+    main.db.pragma(`max_page_count = ${pages}`);
+    const more = creates(2000, 400).map((event, i) => ({ event, position: { source: s.source, n: String(100001 + i) } }));
+    let full: unknown;
+    try {
+      main.applyBatch(more);
+    } catch (error) {
+      full = error;
+    }
+    expect(String(full)).toMatch(/SQLITE_FULL/);
+    expect(await b.giveWay(new Error('some other failure'))).toBe(false);
+    expect(await b.giveWay(full)).toBe(true);
+    expect(existsSync(rebuildFileOf(s.db))).toBe(false);
+    expect(warnings.find((w) => w.startsWith('rebuilding ice stopped'))).toMatch(/disk of the views database is full.*removed to give the space back/);
+    expect(b.activity()).toMatch(/failed: stopped: the disk is full/);
+    // Once there is room, the live batch (rolled back) is written; only once is space given back.
+    main.db.pragma('max_page_count = 1073741823');
+    main.applyBatch(more);
+    expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 701 }]);
+    expect(await b.giveWay(full)).toBe(false);
+    expect(main.pending).toHaveLength(1);
+  });
+
   test('a view new in the file beside live ones appears only once complete', async () => {
     const s = await setup();
     const one = OLD.slice(0, OLD.indexOf('  - table: counts'));
