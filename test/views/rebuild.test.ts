@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -272,6 +272,24 @@ describe('a changed view built beside the live one', () => {
     expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 701 }]);
     expect(await b.giveWay(full)).toBe(false);
     expect(main.pending).toHaveLength(1);
+  });
+
+  test('cqp views lists the live views even when the build\'s database cannot be read, and says why', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 3)));
+    close(first);
+    mkdirSync(rebuildFileOf(s.db));
+    let printed = '';
+    const warned: string[] = [];
+    const exit = await listViews(s.db, { json: true }, { write: (t: string) => ((printed += t), true), once: () => undefined }, (m) => warned.push(m));
+    expect(exit).toBe(0);
+    const listed = printed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    expect(listed.map((v) => [v.view, v.state])).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+    expect(warned).toEqual([expect.stringMatching(/^cannot read .*views\.db\.rebuild, where changed views are built beside the live ones \(.+\); the live views are listed without it$/)]);
   });
 
   test('a view new in the file beside live ones appears only once complete', async () => {
