@@ -82,12 +82,16 @@ export default defineSink({
           // The text (without its stamp) is only stored by the default `events` table.
           items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
         }
+        // An event reported bad in a try rolled back is not reported (dead-lettered) again when the batch is retried.
+        const reported = new Set<number>();
         const apply = (): void =>
           store.applyBatch(
             items,
             (index, message) => {
               const e = batch[index];
-              if (e) ctx.policy.report(e.no, message, e.text);
+              if (e === undefined || reported.has(index)) return;
+              reported.add(index);
+              ctx.policy.report(e.no, message, e.text);
             },
             through,
           );
