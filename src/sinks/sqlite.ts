@@ -83,14 +83,15 @@ export default defineSink({
           items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
         }
         // An event reported bad in a try rolled back is not reported (dead-lettered) again when the batch is retried.
-        const reported = new Set<number>();
+        const reported = new Set<string>();
         const apply = (): void =>
           store.applyBatch(
             items,
             (index, message) => {
               const e = batch[index];
-              if (e === undefined || reported.has(index)) return;
-              reported.add(index);
+              // The message names the view: an event bad in two views is reported for each.
+              if (e === undefined || reported.has(`${index} ${message}`)) return;
+              reported.add(`${index} ${message}`);
               ctx.policy.report(e.no, message, e.text);
             },
             through,
