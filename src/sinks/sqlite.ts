@@ -82,14 +82,27 @@ export default defineSink({
           // The text (without its stamp) is only stored by the default `events` table.
           items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
         }
-        store.applyBatch(
-          items,
-          (index, message) => {
-            const e = batch[index];
-            if (e) ctx.policy.report(e.no, message, e.text);
-          },
-          through,
-        );
+        // An event reported bad in a try rolled back is not reported (dead-lettered) again when the batch is retried.
+        const reported = new Set<string>();
+        const apply = (): void =>
+          store.applyBatch(
+            items,
+            (index, message) => {
+              const e = batch[index];
+              // The message names the view: an event bad in two views is reported for each.
+              if (e === undefined || reported.has(`${index} ${message}`)) return;
+              reported.add(`${index} ${message}`);
+              ctx.policy.report(e.no, message, e.text);
+            },
+            through,
+          );
+        try {
+          apply();
+        } catch (error) {
+          // A full disk: the build beside the live views gives its space back, and the batch (rolled back) is written again.
+          if (!(await rebuild?.giveWay(error))) throw error;
+          apply();
+        }
       },
       activity: () => rebuild?.activity(),
       async close() {

@@ -169,7 +169,12 @@ function viewRows(db: SqliteDatabase, state: string): unknown[][] {
  * Lists the views of a SQLite views database: each with its state (`live`, served; `building`, a new
  * version being built beside it in DB.rebuild), its definition's hash, the positions it holds and its tables.
  */
-export async function listViews(dbFile: string, options: QueryOptions, out: QueryOutput): Promise<number> {
+export async function listViews(
+  dbFile: string,
+  options: QueryOptions,
+  out: QueryOutput,
+  warn: (message: string) => void = (message) => process.stderr.write(`cqp views: ${message}\n`),
+): Promise<number> {
   if (!existsSync(dbFile)) throw new CqpError('USAGE', `cqp views: no database at ${dbFile} (make one with cqp-sink sqlite --db ${dbFile})`);
   const rows: unknown[][] = [];
   for (const [file, state] of [
@@ -181,10 +186,16 @@ export async function listViews(dbFile: string, options: QueryOptions, out: Quer
     try {
       db = openReadOnly(file);
     } catch (error) {
-      throw new CqpError('IO', `cqp views: cannot open ${file} as a SQLite database: ${messageOf(error)}`, { cause: error });
+      if (file === dbFile) throw new CqpError('IO', `cqp views: cannot open ${file} as a SQLite database: ${messageOf(error)}`, { cause: error });
+      // The build's database, unreadable, hides nothing of the live views: they are listed all the same.
+      warn(`cannot read ${file}, where changed views are built beside the live ones (${messageOf(error)}); the live views are listed without it`);
+      continue;
     }
     try {
       rows.push(...viewRows(db, state));
+    } catch (error) {
+      if (file === dbFile) throw error;
+      warn(`cannot read ${file}, where changed views are built beside the live ones (${messageOf(error)}); the live views are listed without it`);
     } finally {
       db.close();
     }

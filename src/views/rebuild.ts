@@ -26,6 +26,19 @@ function removeRebuildFile(file: string): void {
   for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true });
 }
 
+/** True when `error` (or what caused it) says the disk is full. */
+export function isDiskFull(error: unknown): boolean {
+  for (let e = error; typeof e === 'object' && e !== null; e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'SQLITE_FULL' || code === 'ENOSPC') return true;
+  }
+  return false;
+}
+
+/** What a build given up for lack of space says it did. */
+const SPACE_GIVEN_BACK =
+  'its database is removed to give the space back to the live views, which go on being served and updated; once there is room, the next start of the sink builds it again from the first event';
+
 /**
  * Share of the thread the build leaves to the live stream while that stream has events: after a chunk
  * that took `d` ms the build waits `LIVE_SHARE / (1 - LIVE_SHARE) * d` before the next one.
@@ -53,6 +66,12 @@ export interface Rebuild {
   activity(): string | undefined;
   /** Stops the build where it is (it goes on at the next start) and closes its database. */
   stop(): Promise<void>;
+  /**
+   * Called with the error of a live write: when it says the disk is full and a build is under way, the
+   * build is stopped and its database removed (the one thing the sink can free), and true is returned so
+   * that the live write is tried again. The live views come first.
+   */
+  giveWay(error: unknown): Promise<boolean>;
 }
 
 export interface RebuildOptions {
@@ -92,7 +111,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
   const file = rebuildFileOf(options.dbFile);
   if (main.pending.length === 0) {
     removeRebuildFile(file);
-    return { progress: () => undefined, activity: () => undefined, stop: async () => {} };
+    return { progress: () => undefined, activity: () => undefined, stop: async () => {}, giveWay: async () => false };
   }
   const { warn } = options;
   for (const p of main.pending) {
@@ -212,10 +231,20 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
     }
     if (main.pending.length === 0) removeRebuildFile(file);
   };
+  /** Whether the build gave its space back already (a full disk): it does so once. */
+  let gaveWay = false;
+  let retried = false;
   const done = run().catch((error: unknown) => {
     if (controller.signal.aborted && main.pending.length > 0 && !(error instanceof CqpError)) return;
     state = { ...state, failed: messageOf(error) };
     const names = main.pending.map((p) => p.definition.table).join(', ');
+    if (isDiskFull(error)) {
+      // Left in place, the build's files would keep the live views from writing on the same disk.
+      removeRebuildFile(file);
+      gaveWay = true;
+      warn(`rebuilding ${names} failed: ${messageOf(error)}; ${SPACE_GIVEN_BACK}`);
+      return;
+    }
     warn(`rebuilding ${names} failed: ${messageOf(error)}; the live version stays as it is served, and the next start of the sink tries again from where the build got to`);
   });
   return {
@@ -231,6 +260,24 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
     async stop() {
       controller.abort();
       await done;
+    },
+    async giveWay(error) {
+      if (main.pending.length === 0 || !isDiskFull(error)) return false;
+      controller.abort();
+      await done;
+      // The build itself found the disk full a moment before: its space is given back already, said once.
+      if (gaveWay) {
+        if (retried) return false;
+        retried = true;
+        return true;
+      }
+      gaveWay = true;
+      retried = true;
+      removeRebuildFile(file);
+      const names = main.pending.map((p) => p.definition.table).join(', ');
+      state = { ...state, failed: 'stopped: the disk is full' };
+      warn(`rebuilding ${names} stopped: the disk of the views database is full (${messageOf(error)}); ${SPACE_GIVEN_BACK}`);
+      return true;
     },
   };
 }

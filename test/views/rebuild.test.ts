@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -235,6 +235,61 @@ describe('a changed view built beside the live one', () => {
     expect(query(s.db, 'SELECT type, n FROM totals')).toEqual([{ type: 'create', n: 10 }]);
     expect(query(s.db, 'SELECT view, definition_hash FROM cqp_views')).toEqual(before);
     expect(main.pending).toHaveLength(1);
+  });
+
+  test('a full disk: a live write that finds no room stops the build and removes its database, and the live views go on', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 300)));
+    close(first);
+    const warnings: string[] = [];
+    const main = await open(s, NEW, true, warnings);
+    // The live version holds a position the log does not have yet: the build stays under way.
+    main.applyBatch([{ event: creates(1000, 1)[0] as JsonObject, position: { source: s.source, n: '100000' } }]);
+    const b = build(s, main, warnings);
+    await eventually(() => existsSync(rebuildFileOf(s.db)) && query(rebuildFileOf(s.db), "SELECT n FROM cqp_positions WHERE view = 'ice'")[0], {
+      what: 'the build under way',
+    });
+    // The disk is full for the live database: SQLite refuses to grow it.
+    const pages = main.db.pragma('page_count', { simple: true }) as number;
+    main.db.pragma(`max_page_count = ${pages}`);
+    const more = creates(2000, 400).map((event, i) => ({ event, position: { source: s.source, n: String(100001 + i) } }));
+    let full: unknown;
+    try {
+      main.applyBatch(more);
+    } catch (error) {
+      full = error;
+    }
+    expect(String(full)).toMatch(/SQLITE_FULL/);
+    expect(await b.giveWay(new Error('some other failure'))).toBe(false);
+    expect(await b.giveWay(full)).toBe(true);
+    expect(existsSync(rebuildFileOf(s.db))).toBe(false);
+    expect(warnings.find((w) => w.startsWith('rebuilding ice stopped'))).toMatch(/disk of the views database is full.*removed to give the space back/);
+    expect(b.activity()).toMatch(/failed: stopped: the disk is full/);
+    // Once there is room, the live batch (rolled back) is written; only once is space given back.
+    main.db.pragma('max_page_count = 1073741823');
+    main.applyBatch(more);
+    expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 701 }]);
+    expect(await b.giveWay(full)).toBe(false);
+    expect(main.pending).toHaveLength(1);
+  });
+
+  test('cqp views lists the live views even when the build\'s database cannot be read, and says why', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 3)));
+    close(first);
+    mkdirSync(rebuildFileOf(s.db));
+    let printed = '';
+    const warned: string[] = [];
+    const exit = await listViews(s.db, { json: true }, { write: (t: string) => ((printed += t), true), once: () => undefined }, (m) => warned.push(m));
+    expect(exit).toBe(0);
+    const listed = printed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    expect(listed.map((v) => [v.view, v.state])).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+    expect(warned).toEqual([expect.stringMatching(/^cannot read .*views\.db\.rebuild, where changed views are built beside the live ones \(.+\); the live views are listed without it$/)]);
   });
 
   test('a view new in the file beside live ones appears only once complete', async () => {
