@@ -18,17 +18,14 @@ import { ColumnProjection, EventsProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
 import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
-import { dropPgView, NEXT, nextVersion, planViews, removedPgViews, swapInPg, userTables, viewRows } from './pg-versions.js';
+import { buildPgView, dropPgView, EVENTS_HASH, NEXT, nextVersion, PgShadow, planViews, removedPgViews, swapInPg, userTables, viewRows } from './pg-versions.js';
 import type { BesideStore, ShadowStore } from './rebuild.js';
 import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type PendingView, type ViewEvent } from './store.js';
-import { storedDefinition } from './versions.js';
 
 /** SQLSTATEs of a transaction PostgreSQL picked to fail between concurrent writers (a group's workers): retried. */
 const DEADLOCK = '40P01';
 const SERIALIZATION = '40001';
 
-/** The definition hash of the events table (no views file). */
-const EVENTS_HASH = 'events-table-pg-v1';
 
 /** What `PgViewStore.open` needs: where, which views, and where to say it is retrying. */
 export interface PgStoreOptions {
@@ -144,7 +141,7 @@ export class PgViewStore implements BesideStore {
             else if (view.kind === 'columns') await client.query(columnTableSql(schema, view));
             else await (inits[i] as HandlerProjection).init(client);
           };
-          await store.build(p.name, hashes[i] as string, create, view);
+          await buildPgView(client, schema, p.name, hashes[i] as string, create, view, () => store.notOurs(p.name));
           store.projections.push(p);
         }
         if (views !== undefined && options.shadow !== true) {
@@ -184,34 +181,6 @@ export class PgViewStore implements BesideStore {
       throw error;
     }
     this.client = client;
-  }
-
-  /** Builds a view from empty unless its stored definition matches. */
-  private async build(view: string, hash: string, create: () => Promise<void>, definition: ViewDefinition | undefined): Promise<void> {
-    const client = this.client as PgClient;
-    const { schema } = this.options;
-    const row = (await client.query<{ definition_hash: string; tables: string[] }>(`SELECT definition_hash, tables FROM ${q(schema)}.cqp_views WHERE view = $1`, [view])).rows[0];
-    const existing = await userTables(client, schema);
-    const tables = row?.tables ?? [];
-    if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
-    await client.query('BEGIN');
-    try {
-      for (const t of tables) await client.query(`DROP TABLE IF EXISTS ${q(schema)}.${q(t)} CASCADE`);
-      const before = await userTables(client, schema);
-      if (!row && before.has(view)) throw this.notOurs(view);
-      await create();
-      const made = [...(await userTables(client, schema))].filter((t) => !before.has(t));
-      await client.query(`DELETE FROM ${q(schema)}.cqp_positions WHERE view = $1`, [view]);
-      await client.query(
-        `INSERT INTO ${q(schema)}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
-          'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
-        [view, hash, JSON.stringify(made), definition === undefined ? null : storedDefinition(definition)],
-      );
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
   }
 
   /** Reads every view's positions; with `begin`, the batch's transaction is opened in the same round trip. */
@@ -254,7 +223,7 @@ export class PgViewStore implements BesideStore {
     return this.projections.map((p) => p.name);
   }
 
-  private notOurs(table: string): CqpError {
+  notOurs(table: string): CqpError {
     return new CqpError('CONFIG', `table "${table}" already exists in ${this.where} and is not a view cqp built; choose another table name, or drop that table`);
   }
 
@@ -500,35 +469,6 @@ export class PgViewStore implements BesideStore {
   }
 }
 
-/** The versions being built beside the live views, named as the views they will become. */
-class PgShadow implements ShadowStore {
-  constructor(private readonly store: PgViewStore) {}
-
-  get views(): string[] {
-    return this.store.views.map((v) => v.slice(NEXT.length));
-  }
-
-  applied(): PositionMap {
-    return this.store.applied();
-  }
-
-  appliedBy(view: string): PositionMap {
-    return this.store.appliedBy(`${NEXT}${view}`);
-  }
-
-  applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
-    return this.store.applyBatch(items, onBad, through);
-  }
-
-  forget(view: string): void {
-    this.store.forget(`${NEXT}${view}`);
-  }
-
-  close(): Promise<void> {
-    return this.store.close();
-  }
-}
-
 /** A PostgreSQL error named with where it happened. */
 function storageError(where: string, error: unknown): unknown {
   if (error instanceof CqpError) return error;
@@ -536,40 +476,4 @@ function storageError(where: string, error: unknown): unknown {
   return new CqpError('IO', `${where}: ${messageOf(error)}${typeof code === 'string' ? ` (${code})` : ''} (the batch was rolled back)`, { cause: error });
 }
 
-/**
- * The positions a schema holds for these views, as `PgViewStore.applied()` would give, read without
- * its lock: a supervisor resumes its source after them. A schema or view not built yet, or built from
- * another definition, holds nothing. `beside` (a sink following a log, see PgStoreOptions.beside): a
- * view whose live version is kept up to date while a new one is built holds what that version holds,
- * and views built beside the live ones are left out, as the sink leaves them out.
- */
-export async function readPgViewsApplied(url: string, schema: string, views: ViewDefinition[] | undefined, beside = false): Promise<PositionMap> {
-  const client = await connect(url, 'positions');
-  try {
-    const names = views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table);
-    const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
-    const meta = await client.query<{ c: string }>(
-      "SELECT count(*)::text AS c FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('cqp_views', 'cqp_positions')",
-      [schema],
-    );
-    if (meta.rows[0]?.c !== '2') return {};
-    const rows = await viewRows(client, schema);
-    const plans = views === undefined ? undefined : planViews(views, hashes, rows, await userTables(client, schema), beside);
-    const positions = (await client.query<{ view: string; source: string; n: string }>(`SELECT view, source, n FROM ${q(schema)}.cqp_positions`)).rows;
-    const maps: PositionMap[] = [];
-    for (const [i, name] of names.entries()) {
-      const plan = plans?.[i];
-      const map: PositionMap = {};
-      const current = plan === undefined ? rows.get(name)?.definition_hash === hashes[i] : plan.state === 'current';
-      if (current || plan?.previous !== undefined) {
-        for (const row of positions) if (row.view === name) map[row.source] = row.n;
-      } else if (plan?.beside === true) {
-        continue;
-      }
-      maps.push(map);
-    }
-    return minimumPositions(maps);
-  } finally {
-    await disconnect(client);
-  }
-}
+export { readPgViewsApplied } from './pg-versions.js';

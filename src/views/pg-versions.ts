@@ -9,12 +9,18 @@
  * with them), the positions and record moved to V. A reader sees the old version or the new one.
  */
 import { CqpError } from '../core/errors.js';
-import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
-import { q, type PgClient } from './pg-connection.js';
+import { minimumPositions, type PositionMap } from '../core/position.js';
+import { viewHash, type ColumnViewDefinition, type ViewDefinition } from './definition.js';
+import { connect, disconnect, q, type PgClient } from './pg-connection.js';
+import type { PgViewStore } from './pg-store.js';
+import type { ShadowStore } from './rebuild.js';
+import { EVENTS_VIEW, type BadEventHandler, type ViewEvent } from './store.js';
 import { storedDefinition } from './versions.js';
 
 /** The prefix of the tables, positions and record of a version built beside the live one. */
 export const NEXT = 'cqp_next_';
+/** The definition hash of the events table (no views file). */
+export const EVENTS_HASH = 'events-table-pg-v1';
 /** PostgreSQL's longest identifier, in bytes (a longer one is cut short). */
 const MAX_IDENTIFIER = 63;
 
@@ -142,6 +148,107 @@ export async function swapInPg(client: PgClient, schema: string, view: ColumnVie
       `INSERT INTO ${s}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
         'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
       [view.table, hash, JSON.stringify(tables), storedDefinition(view)],
+    );
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The versions being built beside the live views, named as the views they will become. */
+export class PgShadow implements ShadowStore {
+  constructor(private readonly store: PgViewStore) {}
+
+  get views(): string[] {
+    return this.store.views.map((v) => v.slice(NEXT.length));
+  }
+
+  applied(): PositionMap {
+    return this.store.applied();
+  }
+
+  appliedBy(view: string): PositionMap {
+    return this.store.appliedBy(`${NEXT}${view}`);
+  }
+
+  applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
+    return this.store.applyBatch(items, onBad, through);
+  }
+
+  forget(view: string): void {
+    this.store.forget(`${NEXT}${view}`);
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+/**
+ * The positions a schema holds for these views, as `PgViewStore.applied()` would give, read without
+ * its lock: a supervisor resumes its source after them. A schema or view not built yet, or built from
+ * another definition, holds nothing. `beside` (a sink following a log, see PgStoreOptions.beside): a
+ * view whose live version is kept up to date while a new one is built holds what that version holds,
+ * and views built beside the live ones are left out, as the sink leaves them out.
+ */
+export async function readPgViewsApplied(url: string, schema: string, views: ViewDefinition[] | undefined, beside = false): Promise<PositionMap> {
+  const client = await connect(url, 'positions');
+  try {
+    const names = views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table);
+    const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
+    const meta = await client.query<{ c: string }>(
+      "SELECT count(*)::text AS c FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('cqp_views', 'cqp_positions')",
+      [schema],
+    );
+    if (meta.rows[0]?.c !== '2') return {};
+    const rows = await viewRows(client, schema);
+    const plans = views === undefined ? undefined : planViews(views, hashes, rows, await userTables(client, schema), beside);
+    const positions = (await client.query<{ view: string; source: string; n: string }>(`SELECT view, source, n FROM ${q(schema)}.cqp_positions`)).rows;
+    const maps: PositionMap[] = [];
+    for (const [i, name] of names.entries()) {
+      const plan = plans?.[i];
+      const map: PositionMap = {};
+      const current = plan === undefined ? rows.get(name)?.definition_hash === hashes[i] : plan.state === 'current';
+      if (current || plan?.previous !== undefined) {
+        for (const row of positions) if (row.view === name) map[row.source] = row.n;
+      } else if (plan?.beside === true) {
+        continue;
+      }
+      maps.push(map);
+    }
+    return minimumPositions(maps);
+  } finally {
+    await disconnect(client);
+  }
+}
+
+/** Builds a view from empty (`create` makes its tables) unless its stored definition matches; `notOurs`: the error for a table cqp did not make. */
+export async function buildPgView(
+  client: PgClient,
+  schema: string,
+  view: string,
+  hash: string,
+  create: () => Promise<void>,
+  definition: ViewDefinition | undefined,
+  notOurs: () => Error,
+): Promise<void> {
+  const row = (await client.query<{ definition_hash: string; tables: string[] }>(`SELECT definition_hash, tables FROM ${q(schema)}.cqp_views WHERE view = $1`, [view])).rows[0];
+  const existing = await userTables(client, schema);
+  const tables = row?.tables ?? [];
+  if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
+  await client.query('BEGIN');
+  try {
+    for (const t of tables) await client.query(`DROP TABLE IF EXISTS ${q(schema)}.${q(t)} CASCADE`);
+    const before = await userTables(client, schema);
+    if (!row && before.has(view)) throw notOurs();
+    await create();
+    const made = [...(await userTables(client, schema))].filter((t) => !before.has(t));
+    await client.query(`DELETE FROM ${q(schema)}.cqp_positions WHERE view = $1`, [view]);
+    await client.query(
+      `INSERT INTO ${q(schema)}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
+        'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
+      [view, hash, JSON.stringify(made), definition === undefined ? null : storedDefinition(definition)],
     );
     await client.query('COMMIT');
   } catch (error) {
