@@ -33,11 +33,12 @@ export default defineSink({
     'group (--group) write one schema together, and a batch of a partition another worker has taken over since is ' +
     'rolled back (fenced). A server that ' +
     'cannot be reached is an error at start; while running, a lost connection is retried with backoff and ' +
-    'nothing is acknowledged before it is committed. A columns view redefined (or added beside live views) is built ' +
-    'beside the live one from the command log the sink follows (--read-log --follow, as under cqp run beside a log), ' +
-    'in tables named cqp_next_<table> in the same schema, while the live version goes on being served and updated; ' +
-    'one transaction renames it into place once it has caught up. Otherwise (reading stdin, a handler view, a worker ' +
-    'of a group) a redefined view is rebuilt in place, from empty. A view removed from the file is kept until --drop-removed-views.',
+    'nothing is acknowledged before it is committed. A view redefined (or added beside live views) is built ' +
+    'beside the live one from the command log the sink follows (--read-log --follow, as under cqp run beside a log): ' +
+    'a columns view in a table named cqp_next_<table> in the same schema, a handler view in schema <schema>_cqp_next; ' +
+    'the live version goes on being served and updated, and one transaction moves the new one into place once it has ' +
+    'caught up. Otherwise (reading stdin, a worker of a group) a redefined view is rebuilt in place, from empty. A view ' +
+    'removed from the file is kept until --drop-removed-views.',
   options: z.object({
     url: z.string().min(1).regex(/^postgres(ql)?:\/\//i, 'expected a URL like postgres://user@host:5432/database').describe('the database, e.g. postgres://postgres@127.0.0.1:5432/test'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),

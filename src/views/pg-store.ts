@@ -12,14 +12,16 @@ import { CqpError, messageOf } from '../core/errors.js';
 import { holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
-import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
+import type { ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
 import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, withSetupLock, type PgClient } from './pg-connection.js';
 import { ColumnProjection, EventsProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
 import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
-import { buildPgView, dropPgView, EVENTS_HASH, NEXT, nextVersion, PgShadow, planViews, removedPgViews, swapInPg, userTables, viewRows } from './pg-versions.js';
+import { buildPgView, dropPgView, EVENTS_HASH, NEXT, nextVersion, PgShadow, planViews, removedPgViews, sideSchema, swapInPg, swapInPgSide, userTables, viewRows } from './pg-versions.js';
 import type { BesideStore, ShadowStore } from './rebuild.js';
+import type { StoredHandler } from './versions.js';
+import { loadPreviousHandler } from './projections.js';
 import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type PendingView, type ViewEvent } from './store.js';
 
 /** SQLSTATEs of a transaction PostgreSQL picked to fail between concurrent writers (a group's workers): retried. */
@@ -53,6 +55,20 @@ export interface PgStoreOptions {
   dropRemoved?: boolean | undefined;
   /** The versions built beside the live views, written on a connection of their own under the live store's writer lock. */
   shadow?: boolean | undefined;
+  /** A schema whose tables the views' queries find after their own (a handler's version built beside reads the live views). */
+  readsFrom?: string | undefined;
+}
+
+/** The live version of a changed view, kept up to date from its stored definition; undefined when it has none usable. */
+async function previousVersion(schema: string, old: ColumnViewDefinition | StoredHandler | undefined, hash: string, warn: (message: string) => void): Promise<Projection | undefined> {
+  if (old === undefined) return undefined;
+  if (old.kind === 'columns') return new ColumnProjection(schema, old);
+  try {
+    return new HandlerProjection(old, (await loadPreviousHandler(old, old.source, hash)) as unknown as PgHandler);
+  } catch (error) {
+    warn(`${messageOf(error)}; its live version is served as it stands until the new one takes its place`);
+    return undefined;
+  }
 }
 
 /** Raises each source of `target` to the position `map` holds when larger. */
@@ -125,14 +141,15 @@ export class PgViewStore implements BesideStore {
           if (view !== undefined && plan?.beside === true) {
             if (plan.state === 'new' && existing.has(view.table)) throw store.notOurs(view.table);
             // The live version goes on from its stored definition; one that has none is served as it stands.
-            if (plan.previous !== undefined) store.projections.push(new ColumnProjection(schema, plan.previous));
-            store.pending.push({ definition: view, hash: hashes[i] as string, reason: plan.state === 'new' ? 'new' : 'changed', frozen: plan.state === 'changed' && plan.previous === undefined });
+            const previous = await previousVersion(schema, plan.previous, rows.get(view.table)?.definition_hash ?? '', options.warn);
+            if (previous !== undefined) store.projections.push(previous);
+            store.pending.push({ definition: view, hash: hashes[i] as string, reason: plan.state === 'new' ? 'new' : 'changed', frozen: plan.state === 'changed' && previous === undefined });
             continue;
           }
           if (view !== undefined && plan?.state === 'changed' && options.shadow !== true) {
             const why =
               options.beside === true
-                ? `a ${view.kind === 'handler' ? 'handler view' : 'view whose name is too long for a version name beside it'} is rebuilt in place on PostgreSQL`
+                ? `its name is too long for the name of a version beside it (${NEXT}${view.table})`
                 : (options.inPlaceWhy ?? 'only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one');
             options.warn(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; ${why}`);
           }
@@ -145,6 +162,8 @@ export class PgViewStore implements BesideStore {
           store.projections.push(p);
         }
         if (views !== undefined && options.shadow !== true) {
+          // What a handler view's build beside left, once none is built.
+          if (!store.pending.some((p) => p.definition.kind === 'handler')) await client.query(`DROP SCHEMA IF EXISTS ${q(sideSchema(schema))} CASCADE`);
           const building = new Set(store.pending.map((p) => `${NEXT}${p.definition.table}`));
           await removedPgViews(client, schema, new Set(views.map((v) => v.table)), building, options.dropRemoved === true, options.warn);
         }
@@ -171,11 +190,12 @@ export class PgViewStore implements BesideStore {
     try {
       // The versions built beside are written under the live store's lock.
       if (this.options.shadow !== true) await lockSchema(client, this.options.url, this.options.schema, this.options.group !== undefined);
-      await client.query(`SET search_path TO ${q(this.options.schema)}, public`).catch(() => undefined);
+      const path = [this.options.schema, this.options.readsFrom, 'public'].filter((x): x is string => x !== undefined).map(q).join(', ');
+      await client.query(`SET search_path TO ${path}`).catch(() => undefined);
       await withSetupLock(client, this.options.schema, async () => {
         for (const sql of metaSql(this.options.schema)) await client.query(sql);
       });
-      await client.query(`SET search_path TO ${q(this.options.schema)}, public`);
+      await client.query(`SET search_path TO ${path}`);
     } catch (error) {
       await disconnect(client);
       throw error;
@@ -257,18 +277,31 @@ export class PgViewStore implements BesideStore {
    * pg-versions.ts), on a connection of their own. `fresh`: what was built of them is dropped first.
    */
   async openShadow(views: ViewDefinition[] | undefined, fresh: boolean): Promise<ShadowStore> {
-    const columns = (views ?? []).filter((v): v is ColumnViewDefinition => v.kind === 'columns');
-    if (views === undefined || columns.length !== views.length) throw new CqpError('STAGE', `${this.where}: only columns views are built beside the live ones`);
-    const next = columns.map(nextVersion);
+    if (views === undefined) throw new CqpError('STAGE', `${this.where}: the events table is not built beside the live views`);
+    const next = views.filter((v): v is ColumnViewDefinition => v.kind === 'columns').map(nextVersion);
+    const handlers = views.filter((v) => v.kind === 'handler');
     const { schema } = this.options;
+    const side = sideSchema(schema);
     if (fresh) {
       await this.serial(async () => {
         const rows = await viewRows(await this.connected(), schema);
         for (const v of next) await dropPgView(this.client as PgClient, schema, v.table, rows.get(v.table)?.tables ?? []);
+        await (this.client as PgClient).query(`DROP SCHEMA IF EXISTS ${q(side)} CASCADE`);
       });
     }
-    const store = await PgViewStore.open({ ...this.options, views: next, role: 'sink postgres (building beside)', shadow: true, beside: false, group: undefined });
-    return new PgShadow(store);
+    const role = 'sink postgres (building beside)';
+    const parts: Array<{ store: PgViewStore; prefix: string }> = [];
+    try {
+      if (next.length > 0) parts.push({ store: await PgViewStore.open({ ...this.options, views: next, role, shadow: true, beside: false, group: undefined }), prefix: NEXT });
+      if (handlers.length > 0) {
+        const store = await PgViewStore.open({ ...this.options, schema: side, readsFrom: schema, views: handlers, role, shadow: true, beside: false, group: undefined });
+        parts.push({ store, prefix: '' });
+      }
+    } catch (error) {
+      for (const { store } of parts) await store.close();
+      throw error;
+    }
+    return new PgShadow(parts);
   }
 
   /** Nothing: a version swapped in takes its tables and records with it, and those left over are dropped at the next start. */
@@ -282,21 +315,25 @@ export class PgViewStore implements BesideStore {
   adopt(pending: PendingView, _shadow: ShadowStore, ready: () => boolean): Promise<boolean> {
     return this.serial(async () => {
       if (!ready()) return false;
-      const view = pending.definition as ColumnViewDefinition;
+      const view = pending.definition as ViewDefinition;
       const client = await this.connected();
       this.known = false;
       try {
-        await swapInPg(client, this.options.schema, view, pending.hash, viewHash(nextVersion(view)), this.where);
+        if (view.kind === 'columns') await swapInPg(client, this.options.schema, view, pending.hash, viewHash(nextVersion(view)), this.where);
+        else await swapInPgSide(client, this.options.schema, view, pending.hash, this.where);
       } catch (error) {
         throw storageError(this.where, error);
       }
-      const fresh = new ColumnProjection(this.options.schema, view);
+      const fresh =
+        view.kind === 'columns' ? new ColumnProjection(this.options.schema, view) : new HandlerProjection(view as HandlerViewDefinition, (await loadHandler(view as HandlerViewDefinition, pending.hash)) as unknown as PgHandler);
       const at = this.projections.findIndex((p) => p.name === view.table);
       if (at >= 0) this.projections.splice(at, 1, fresh);
       else this.projections.push(fresh);
       await this.readPositions(client);
       const index = this.pending.indexOf(pending);
       if (index >= 0) this.pending.splice(index, 1);
+      // The schema the handler views were built in, once the last of them is swapped in.
+      if (!this.pending.some((p) => p.definition.kind === 'handler')) await client.query(`DROP SCHEMA IF EXISTS ${q(sideSchema(this.options.schema))} CASCADE`);
       return true;
     });
   }

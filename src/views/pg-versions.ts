@@ -15,7 +15,16 @@ import { connect, disconnect, q, type PgClient } from './pg-connection.js';
 import type { PgViewStore } from './pg-store.js';
 import type { ShadowStore } from './rebuild.js';
 import { EVENTS_VIEW, type BadEventHandler, type ViewEvent } from './store.js';
-import { storedDefinition } from './versions.js';
+import { storedDefinition, type StoredHandler } from './versions.js';
+
+/**
+ * Where a handler view's version is built beside the live one: a schema of its own next to the views'
+ * (the module's init() creates tables of its choosing, by the live version's names), from which the
+ * swap moves its tables into the views' schema.
+ */
+export function sideSchema(schema: string): string {
+  return `${schema}_cqp_next`;
+}
 
 /** The prefix of the tables, positions and record of a version built beside the live one. */
 export const NEXT = 'cqp_next_';
@@ -38,8 +47,8 @@ export interface PgViewPlan {
   state: PgViewState;
   /** Built beside its live version (or beside the live views), then swapped in. */
   beside: boolean;
-  /** The live version's definition, when it can be kept up to date until the swap. */
-  previous: ColumnViewDefinition | undefined;
+  /** The live version's definition (a handler's with its module's text), when it can be kept up to date until the swap. */
+  previous: ColumnViewDefinition | StoredHandler | undefined;
 }
 
 /** The tables of a schema besides cqp's records (the versions being built beside included). */
@@ -60,9 +69,9 @@ export function nextVersion(view: ColumnViewDefinition): ColumnViewDefinition {
 }
 
 /**
- * Each view's plan. `beside`: the sink follows a log it can build from; a columns view redefined, or one
- * added beside live views, is then built beside (a handler view, or one whose version name PostgreSQL
- * cannot hold, is rebuilt in place).
+ * Each view's plan. `beside`: the sink follows a log it can build from; a view redefined, or one added
+ * beside live views, is then built beside (a columns view whose version name PostgreSQL cannot hold is
+ * rebuilt in place).
  */
 export function planViews(views: ViewDefinition[], hashes: string[], rows: Map<string, PgViewRow>, existing: Set<string>, beside: boolean): PgViewPlan[] {
   const states = views.map((view, i): PgViewState => {
@@ -73,11 +82,11 @@ export function planViews(views: ViewDefinition[], hashes: string[], rows: Map<s
   const anyLive = states.some((s) => s !== 'new');
   return views.map((view, i) => {
     const state = states[i] as PgViewState;
-    const fits = view.kind === 'columns' && Buffer.byteLength(`${NEXT}${view.table}`) <= MAX_IDENTIFIER;
+    const fits = view.kind === 'handler' || (view.kind === 'columns' && Buffer.byteLength(`${NEXT}${view.table}`) <= MAX_IDENTIFIER);
     const by = beside && fits && (state === 'changed' || (state === 'new' && anyLive));
     const stored = by && state === 'changed' ? rows.get(view.table)?.definition : null;
-    const previous = typeof stored === 'string' ? (JSON.parse(stored) as ViewDefinition) : undefined;
-    return { state, beside: by, previous: previous?.kind === 'columns' ? previous : undefined };
+    const previous = typeof stored === 'string' ? (JSON.parse(stored) as ColumnViewDefinition | StoredHandler) : undefined;
+    return { state, beside: by, previous };
   });
 }
 
@@ -158,30 +167,38 @@ export async function swapInPg(client: PgClient, schema: string, view: ColumnVie
 
 /** The versions being built beside the live views, named as the views they will become. */
 export class PgShadow implements ShadowStore {
-  constructor(private readonly store: PgViewStore) {}
+  /** Each store, with the prefix its names carry beyond the views' own. */
+  constructor(private readonly parts: Array<{ store: PgViewStore; prefix: string }>) {}
+
+  private partOf(view: string): { store: PgViewStore; name: string } | undefined {
+    for (const { store, prefix } of this.parts) if (store.views.includes(`${prefix}${view}`)) return { store, name: `${prefix}${view}` };
+    return undefined;
+  }
 
   get views(): string[] {
-    return this.store.views.map((v) => v.slice(NEXT.length));
+    return this.parts.flatMap(({ store, prefix }) => store.views.map((v) => v.slice(prefix.length)));
   }
 
   applied(): PositionMap {
-    return this.store.applied();
+    return minimumPositions(this.parts.filter((p) => p.store.views.length > 0).map((p) => p.store.applied()));
   }
 
   appliedBy(view: string): PositionMap {
-    return this.store.appliedBy(`${NEXT}${view}`);
+    const part = this.partOf(view);
+    return part === undefined ? {} : part.store.appliedBy(part.name);
   }
 
-  applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
-    return this.store.applyBatch(items, onBad, through);
+  async applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
+    for (const { store } of this.parts) if (store.views.length > 0) await store.applyBatch(items, onBad, through);
   }
 
   forget(view: string): void {
-    this.store.forget(`${NEXT}${view}`);
+    const part = this.partOf(view);
+    part?.store.forget(part.name);
   }
 
-  close(): Promise<void> {
-    return this.store.close();
+  async close(): Promise<void> {
+    for (const { store } of this.parts) await store.close();
   }
 }
 
@@ -249,6 +266,40 @@ export async function buildPgView(
       `INSERT INTO ${q(schema)}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
         'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
       [view, hash, JSON.stringify(made), definition === undefined ? null : storedDefinition(definition)],
+    );
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Swaps the version of handler view `view` built in the side schema in for the live one, in one
+ * transaction: the live version's tables dropped, the new version's moved into the views' schema (their
+ * indexes, constraints and sequences with them), its positions and record made the view's there.
+ */
+export async function swapInPgSide(client: PgClient, schema: string, view: ViewDefinition, hash: string, where: string): Promise<void> {
+  const side = sideSchema(schema);
+  const s = q(schema);
+  await client.query('BEGIN');
+  try {
+    const built = (await viewRows(client, side)).get(view.table);
+    if (built?.definition_hash !== hash) throw new CqpError('STAGE', `view ${view.table}: the version built beside it in ${where} is of another definition`);
+    for (const t of (await viewRows(client, schema)).get(view.table)?.tables ?? []) await client.query(`DROP TABLE IF EXISTS ${s}.${q(t)} CASCADE`);
+    const taken = await userTables(client, schema);
+    for (const t of built.tables) {
+      if (taken.has(t)) throw new CqpError('CONFIG', `table "${t}" already exists in ${where} and is not a view cqp built; choose another table name, or drop that table`);
+      await client.query(`ALTER TABLE ${q(side)}.${q(t)} SET SCHEMA ${s}`);
+    }
+    await client.query(`DELETE FROM ${s}.cqp_positions WHERE view = $1`, [view.table]);
+    await client.query(`INSERT INTO ${s}.cqp_positions (view, source, n) SELECT view, source, n FROM ${q(side)}.cqp_positions WHERE view = $1`, [view.table]);
+    await client.query(`DELETE FROM ${q(side)}.cqp_positions WHERE view = $1`, [view.table]);
+    await client.query(`DELETE FROM ${q(side)}.cqp_views WHERE view = $1`, [view.table]);
+    await client.query(
+      `INSERT INTO ${s}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
+        'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
+      [view.table, hash, JSON.stringify(built.tables), storedDefinition(view)],
     );
     await client.query('COMMIT');
   } catch (error) {
