@@ -294,4 +294,21 @@ describe.skipIf(!up)('a changed PostgreSQL view built beside the live one', () =
     const again = await open(s, yaml, true);
     expect(again.pending).toEqual([]);
   });
+
+  test('a schema made by an older cqp (no definitions kept): the live version is served as it stands until the swap', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    await first.applyBatch(await s.append(creates(0, 100)), fail);
+    await close(first);
+    await admin.query(`ALTER TABLE "${s.schema}".cqp_views DROP COLUMN definition`);
+    const warnings: string[] = [];
+    const main = await open(s, NEW, true, warnings);
+    expect(main.pending.map((p) => [p.definition.table, p.frozen])).toEqual([['ice', true]]);
+    // The views it keeps up to date go on from their positions; the frozen one is left out of them.
+    expect(main.views).toEqual(['counts']);
+    build(s, main, warnings);
+    expect(warnings[0]).toMatch(/^rebuilding ice \(definition changed\) beside the live one \(the live version is served as it stands until then/);
+    await eventually(() => main.pending.length === 0, { what: 'the new version swapped in' });
+    expect(await rows(`SELECT count(*)::int AS n, count(price)::int AS p FROM "${s.schema}".ice`)).toEqual([{ n: 100, p: 100 }]);
+  });
 });
