@@ -311,4 +311,19 @@ describe.skipIf(!up)('a changed PostgreSQL view built beside the live one', () =
     await eventually(() => main.pending.length === 0, { what: 'the new version swapped in' });
     expect(await rows(`SELECT count(*)::int AS n, count(price)::int AS p FROM "${s.schema}".ice`)).toEqual([{ n: 100, p: 100 }]);
   });
+
+  test('where it cannot be built beside (a worker of a group), a changed view is rebuilt in place, and the warning says why', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, false);
+    await first.applyBatch(await s.append(creates(0, 10)), fail);
+    await close(first);
+    const warnings: string[] = [];
+    writeFileSync(join(s.dir, 'views.yaml'), NEW);
+    const why = 'the workers of group g each apply only the partitions they hold, so none builds a new version beside the live one';
+    const store = await PgViewStore.open({ url: URL_, schema: s.schema, views: parseViews(NEW, join(s.dir, 'views.yaml')), beside: false, inPlaceWhy: why, group: 'g', warn: (m) => warnings.push(m) });
+    stores.push(store);
+    expect(store.pending).toEqual([]);
+    expect(warnings).toEqual([`rebuilding ice in place, from empty (definition changed): readers see it refill; ${why}`]);
+    expect(await rows(`SELECT count(*)::int AS n FROM "${s.schema}".ice`)).toEqual([{ n: 0 }]);
+  });
 });
