@@ -4,7 +4,8 @@
  * read inside it, then the batch's writes, the new positions and COMMIT in one round trip, so every
  * event applies once across crashes and reconnections. One writer per schema (an advisory lock held for
  * the store's life). A lost connection is retried with backoff; the batch is only acknowledged once
- * committed, and a retry skips whatever the commit it could not confirm did apply.
+ * committed, and a retry skips whatever the commit it could not confirm did apply. A changed view is
+ * built beside its live version and swapped in (pg-versions.ts, rebuild.ts) when the sink follows a log.
  */
 import type pg from 'pg';
 import { backoffMs, sleep } from '../core/backoff.js';
@@ -28,7 +29,6 @@ import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHan
 const DEADLOCK = '40P01';
 const SERIALIZATION = '40001';
 
-
 /** What `PgViewStore.open` needs: where, which views, and where to say it is retrying. */
 export interface PgStoreOptions {
   url: string;
@@ -45,8 +45,8 @@ export interface PgStoreOptions {
    */
   group?: string | undefined;
   /**
-   * The sink follows a log it can build from: changed (and new) columns views are left as they are
-   * (`pending`) and built beside the live ones (see rebuild.ts); otherwise rebuilt in place, from empty.
+   * The sink follows a log it can build from: changed views (and views new beside live ones) are left as
+   * they are (`pending`) and built beside the live ones (see rebuild.ts); otherwise rebuilt in place, from empty.
    */
   beside?: boolean | undefined;
   /** Why a changed view is rebuilt in place when the sink follows a log (said in the warning). */
