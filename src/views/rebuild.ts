@@ -56,6 +56,10 @@ const LIVE_SHARE = 0.75;
 /** Share of the time between two chunks the live stream spent applying batches, above which it counts as busy. */
 const BUSY_LIVE = 0.1;
 const REPORT_MS = 2000;
+/** About how long one committed part of the build takes, and the bounds of its number of events. */
+const CHUNK_MS = 250;
+const MIN_CHUNK = 200;
+const MAX_CHUNK = 50_000;
 
 /** How far a build beside the live views has got. */
 export interface RebuildProgress {
@@ -182,6 +186,7 @@ export function startRebuild(main: BesideStore, options: RebuildOptions): Rebuil
       const reader = options.readInWorker === true ? logEventReaderInWorker : logEventReader;
       const events = reader(options.log, { follow: true })(shadow.applied(), controller.signal);
       let resumed = performance.now();
+      let chunkSize = MIN_CHUNK;
       for await (const batch of events) {
         if (main.pending.length === 0) break;
         const items: ViewEvent[] = [];
@@ -195,15 +200,25 @@ export function startRebuild(main: BesideStore, options: RebuildOptions): Rebuil
           if (typeof event === 'object' && event !== null && !Array.isArray(event)) items.push({ event, position: e.position, text: e.text });
         }
         const last = batch[batch.length - 1]?.position;
-        await shadow.applyBatch(
-          items,
-          (index, message) => {
-            if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${items[index]?.position?.n ?? '?'} of the log: ${message}`);
-            skipped++;
-            if (firstSkipped === undefined) firstSkipped = `event ${items[index]?.position?.n ?? '?'}: ${message}`;
-          },
-          last ? { [last.source]: last.n } : undefined,
-        );
+        // Applied in parts cut to take about CHUNK_MS each, each committed with its position: a build whose
+        // views are slow per event (a handler's round trips) still stores its progress often.
+        let from = 0;
+        do {
+          const part = items.slice(from, from + chunkSize);
+          from += part.length;
+          const before = performance.now();
+          await shadow.applyBatch(
+            part,
+            (index, message) => {
+              const n = part[index]?.position?.n ?? '?';
+              if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${n} of the log: ${message}`);
+              skipped++;
+              if (firstSkipped === undefined) firstSkipped = `event ${n}: ${message}`;
+            },
+            from >= items.length && last ? { [last.source]: last.n } : undefined,
+          );
+          if (part.length > 0) chunkSize = Math.max(MIN_CHUNK, Math.min(MAX_CHUNK, Math.round((part.length * CHUNK_MS) / Math.max(1, performance.now() - before))));
+        } while (from < items.length);
         // The time since the last pause: reading and parsing the chunk count as much as applying it.
         const took = performance.now() - resumed;
         appliedThisRun += items.length;

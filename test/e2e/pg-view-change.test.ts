@@ -250,4 +250,68 @@ sinks:
     const { rows } = await foldLog(join(dir, 'events.log'), true);
     expect(await tableRows(schema, true)).toEqual(rows);
   }, 180_000);
+
+  it('a handler view: kill -9 during its build beside and its swap, and it ends as the new module folds the log', async () => {
+    const dir = tmpDir();
+    const schema = uniqueName('cqp_vh');
+    schemas.push(schema, `${schema}_cqp_next`);
+    fillLog(dir, 5000);
+    const views = join(dir, 'views.yaml');
+    writeFileSync(views, 'views:\n  - table: types\n    handler: ./types.mjs\n');
+    const module = (per: number, extra: string): string => `export default {
+  async init(sql) { await sql.run('CREATE TABLE types (type text PRIMARY KEY, n bigint NOT NULL${extra})'); },
+  async handle(event, sql) {
+    await sql.run('INSERT INTO types (type, n) VALUES ($1, ${per}) ON CONFLICT (type) DO UPDATE SET n = types.n + ${per}', event.header.eventName[0]);
+  },
+};
+`;
+    writeFileSync(join(dir, 'types.mjs'), module(1, ''));
+    const sink = (): ChildProcess => {
+      const c = spawn(process.execPath, [BIN.sink, 'postgres', '--url', URL_, '--schema', schema, '--views', views, '--read-log', join(dir, 'events.log'), '--follow'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      children.push(c);
+      return c;
+    };
+    const kill = async (c: ChildProcess): Promise<void> => {
+      const exited = new Promise((resolve) => c.once('close', resolve));
+      c.kill('SIGKILL');
+      await exited;
+    };
+    const first = sink();
+    await eventually(async () => (await position(schema, 'types')) === 5000, { timeoutMs: 90_000, what: 'the view to catch up with the log' });
+    await kill(first);
+    writeFileSync(join(dir, 'types.mjs'), module(10, ', extra text'));
+    const hasExtra = async (): Promise<boolean> =>
+      (await admin.query("SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'types' AND column_name = 'extra'", [schema])).rowCount === 1;
+    let swapped = false;
+    let seed = 11;
+    const random = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    for (let round = 0; round < 40 && !swapped; round++) {
+      const c = sink();
+      let err = '';
+      c.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+      await eventually(async () => err.includes('rebuilding types') || (await hasExtra()), { what: () => `the sink to start; stderr:\n${err}` });
+      // A handler's build is one round trip per event: a longer run between kills than for a columns view.
+      await sleep(300 + random() * 1200);
+      await kill(c);
+      swapped = await hasExtra();
+      expect(await position(schema, 'types')).toBe(5000);
+    }
+    expect(swapped).toBe(true);
+    const counts = new Map<string, number>();
+    const l = await openCommandLog(join(dir, 'events.log'));
+    try {
+      for await (const batch of l.read({})) {
+        for (const r of batch) {
+          const type = (JSON.parse(r.bytes.toString('utf8')) as { header: { eventName: string[] } }).header.eventName[0] as string;
+          counts.set(type, (counts.get(type) ?? 0) + 10);
+        }
+      }
+    } finally {
+      await l.close();
+    }
+    const got = (await admin.query<{ type: string; n: string }>(`SELECT type, n::text AS n FROM "${schema}".types`)).rows;
+    expect(new Map(got.map((r) => [r.type, Number(r.n)]))).toEqual(counts);
+  }, 180_000);
 });
