@@ -33,8 +33,12 @@ export default defineSink({
     'group (--group) write one schema together, and a batch of a partition another worker has taken over since is ' +
     'rolled back (fenced). A server that ' +
     'cannot be reached is an error at start; while running, a lost connection is retried with backoff and ' +
-    'nothing is acknowledged before it is committed. A view added or redefined is built from empty and catches ' +
-    'up from the start of a resumable source or the log it follows.',
+    'nothing is acknowledged before it is committed. A view redefined (or added beside live views) is built ' +
+    'beside the live one from the command log the sink follows (--read-log --follow, as under cqp run beside a log): ' +
+    'a columns view in a table named cqp_next_<table> in the same schema, a handler view in schema <schema>_cqp_next; ' +
+    'the live version goes on being served and updated, and one transaction moves the new one into place once it has ' +
+    'caught up. Otherwise (reading stdin, a worker of a group) a redefined view is rebuilt in place, from empty. A view ' +
+    'removed from the file is kept until --drop-removed-views.',
   options: z.object({
     url: z.string().min(1).regex(/^postgres(ql)?:\/\//i, 'expected a URL like postgres://user@host:5432/database').describe('the database, e.g. postgres://postgres@127.0.0.1:5432/test'),
     views: z.string().min(1).optional().describe('a views file (YAML) defining the tables; without it, one `events` table'),
@@ -44,13 +48,18 @@ export default defineSink({
       .regex(/^[A-Za-z0-9_-]+$/, 'a group name is letters, digits, _ and - only')
       .optional()
       .describe('the group of workers writing this schema together, each for the partitions it holds (cqp run sets it for a group worker)'),
+    dropRemovedViews: z
+      .boolean()
+      .optional()
+      .describe('drop the tables of views no longer in the views file (without it they are kept as they stand, no longer updated)'),
   }),
   store: {
     option: 'url',
     sharedBy: 'group',
-    async positions({ url, views, schema }) {
+    async positions({ url, views, schema, group }, run) {
       const [{ loadViewsFile }, { readPgViewsApplied }] = await Promise.all([import('../views/definition.js'), import('../views/pg-store.js')]);
-      return readPgViewsApplied(url, schema ?? DEFAULT_SCHEMA, views === undefined ? undefined : loadViewsFile(views));
+      // Following a log, changed views are built beside the live ones, which hold the positions it resumes from.
+      return readPgViewsApplied(url, schema ?? DEFAULT_SCHEMA, views === undefined ? undefined : loadViewsFile(views), run?.readsLog === true && group === undefined);
     },
     rebuild: {
       async swap({ url, schema }) {
@@ -72,12 +81,18 @@ export default defineSink({
       await loadHandlers(loadViewsFile(resolve(ctx.cwd, views)));
     },
   },
-  async create({ url, views, schema, group }, ctx) {
+  async create({ url, views, schema, group, dropRemovedViews }, ctx) {
     const { loadViewsFile } = await import('../views/definition.js');
     const { PgViewStore } = await import('../views/pg-store.js');
     // Validate the views file before anything touches the database or reads an event.
     const definitions = views === undefined ? undefined : loadViewsFile(resolve(ctx.cwd, views));
-    const store = await PgViewStore.open({ url, schema: schema ?? DEFAULT_SCHEMA, views: definitions, warn: ctx.warn, signal: ctx.signal, group });
+    // Following a log alone, changed views are built from it beside the live ones. The workers of a group
+    // each hold some partitions of the log: none of them could build a version holding all of it.
+    const follows = ctx.log?.follow === true ? ctx.log.location : undefined;
+    const log = group === undefined ? follows : undefined;
+    const inPlaceWhy = follows !== undefined && group !== undefined ? `the workers of group ${group} each apply only the partitions they hold, so none builds a new version beside the live one` : undefined;
+    const store = await PgViewStore.open({ url, schema: schema ?? DEFAULT_SCHEMA, views: definitions, warn: ctx.warn, signal: ctx.signal, group, beside: log !== undefined, inPlaceWhy, dropRemoved: dropRemovedViews });
+    const rebuild = log === undefined ? undefined : (await import('../views/rebuild.js')).startRebuild(store, { log, warn: ctx.warn, mode: ctx.policy.mode, readInWorker: true });
     return {
       applied: () => store.applied(),
       async write(batch, through) {
@@ -95,8 +110,13 @@ export default defineSink({
           through,
         );
       },
+      activity: () => rebuild?.activity(),
       async close() {
-        await store.close();
+        try {
+          await rebuild?.stop();
+        } finally {
+          await store.close();
+        }
       },
     };
   },

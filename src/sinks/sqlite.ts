@@ -72,7 +72,7 @@ export default defineSink({
     // Following a log, changed views are built from it beside the live ones; otherwise in place.
     const log = building !== true && ctx.log?.follow === true ? ctx.log.location : undefined;
     const store = await ViewStore.open(dbFile, definitions, { building, beside: log !== undefined, dropRemoved: dropRemovedViews, warn: ctx.warn });
-    const rebuild = log === undefined ? undefined : (await import('../views/rebuild.js')).startRebuild(store, { dbFile, log, warn: ctx.warn, mode: ctx.policy.mode, readInWorker: true });
+    const rebuild = log === undefined ? undefined : (await import('../views/rebuild.js')).startRebuild(store, { log, warn: ctx.warn, mode: ctx.policy.mode, readInWorker: true });
     return {
       applied: () => store.applied(),
       async write(batch, through) {

@@ -133,6 +133,10 @@ export function metaSql(schema: string): string[] {
     `CREATE SCHEMA IF NOT EXISTS ${q(schema)}`,
     `CREATE TABLE IF NOT EXISTS ${q(schema)}.cqp_positions (view text NOT NULL, source text NOT NULL, n text NOT NULL, PRIMARY KEY (view, source))`,
     `CREATE TABLE IF NOT EXISTS ${q(schema)}.cqp_views (view text PRIMARY KEY NOT NULL, definition_hash text NOT NULL, tables jsonb NOT NULL)`,
+    // The definition a view's live version is kept up to date from while a new version is built beside it
+    // (added to a schema an older cqp made; checked first, so that no lock is taken once it is there).
+    `DO $cqp_meta$BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = ${literal(schema)} AND table_name = 'cqp_views' AND column_name = 'definition') ` +
+      `THEN ALTER TABLE ${q(schema)}.cqp_views ADD COLUMN definition text; END IF; END$cqp_meta$`,
   ];
 }
 

@@ -4,7 +4,8 @@
  * read inside it, then the batch's writes, the new positions and COMMIT in one round trip, so every
  * event applies once across crashes and reconnections. One writer per schema (an advisory lock held for
  * the store's life). A lost connection is retried with backoff; the batch is only acknowledged once
- * committed, and a retry skips whatever the commit it could not confirm did apply.
+ * committed, and a retry skips whatever the commit it could not confirm did apply. A changed view is
+ * built beside its live version and swapped in (pg-versions.ts, rebuild.ts) when the sink follows a log.
  */
 import type pg from 'pg';
 import { backoffMs, sleep } from '../core/backoff.js';
@@ -12,25 +13,21 @@ import { CqpError, messageOf } from '../core/errors.js';
 import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
-import type { ViewDefinition } from './definition.js';
+import type { ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
 import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, withSetupLock, type PgClient } from './pg-connection.js';
 import { ColumnProjection, EventsProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
 import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
-import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type ViewEvent } from './store.js';
+import { buildPgView, dropPgView, EVENTS_HASH, NEXT, nextVersion, PgShadow, planViews, removedPgViews, sideSchema, swapInPg, swapInPgSide, userTables, viewRows } from './pg-versions.js';
+import type { BesideStore, ShadowStore } from './rebuild.js';
+import type { StoredHandler } from './versions.js';
+import { loadPreviousHandler } from './projections.js';
+import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type PendingView, type ViewEvent } from './store.js';
 
 /** SQLSTATEs of a transaction PostgreSQL picked to fail between concurrent writers (a group's workers): retried. */
 const DEADLOCK = '40P01';
 const SERIALIZATION = '40001';
-
-/** The definition hash of the events table (no views file). */
-const EVENTS_HASH = 'events-table-pg-v1';
-
-async function userTables(client: PgClient, schema: string): Promise<Set<string>> {
-  const r = await client.query<{ t: string }>("SELECT table_name AS t FROM information_schema.tables WHERE table_schema = $1 AND table_name NOT LIKE 'cqp\\_%'", [schema]);
-  return new Set(r.rows.map((x) => x.t));
-}
 
 /** What `PgViewStore.open` needs: where, which views, and where to say it is retrying. */
 export interface PgStoreOptions {
@@ -47,11 +44,52 @@ export interface PgStoreOptions {
    * its sources since this store last saw it, unless the batch starts at the stored position or past it.
    */
   group?: string | undefined;
+  /**
+   * The sink follows a log it can build from: changed views (and views new beside live ones) are left as
+   * they are (`pending`) and built beside the live ones (see rebuild.ts); otherwise rebuilt in place, from empty.
+   */
+  beside?: boolean | undefined;
+  /** Why a changed view is rebuilt in place when the sink follows a log (said in the warning). */
+  inPlaceWhy?: string | undefined;
+  /** Drop the tables of views no longer in the views file (kept otherwise). */
+  dropRemoved?: boolean | undefined;
+  /** The versions built beside the live views, written on a connection of their own under the live store's writer lock. */
+  shadow?: boolean | undefined;
+  /** A schema whose tables the views' queries find after their own (a handler's version built beside reads the live views). */
+  readsFrom?: string | undefined;
+}
+
+/** The live version of a changed view, kept up to date from its stored definition; undefined when it has none usable. */
+async function previousVersion(schema: string, old: ColumnViewDefinition | StoredHandler | undefined, hash: string, warn: (message: string) => void): Promise<Projection | undefined> {
+  if (old === undefined) return undefined;
+  if (old.kind === 'columns') return new ColumnProjection(schema, old);
+  try {
+    return new HandlerProjection(old, (await loadPreviousHandler(old, old.source, hash)) as unknown as PgHandler);
+  } catch (error) {
+    warn(`${messageOf(error)}; its live version is served as it stands until the new one takes its place`);
+    return undefined;
+  }
+}
+
+/** Raises each source of `target` to the position `map` holds when larger. */
+function raise(target: PositionMap, map: PositionMap): void {
+  for (const source in map) {
+    const n = map[source] as string;
+    const t = target[source];
+    if (t === undefined || compareFast(n, t) > 0) target[source] = n;
+  }
 }
 
 /** PostgreSQL query views kept in one schema; see the top of this file. */
-export class PgViewStore {
+export class PgViewStore implements BesideStore {
   private client: PgClient | undefined;
+  /** Batches and swaps, one after another on the connection. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private busy = 0;
+  /** Per source, the largest position handed to any view so far (see `reach`). */
+  private readonly reached: PositionMap = {};
+  /** Views to build beside the live ones (see PgStoreOptions.beside); empty otherwise. */
+  readonly pending: PendingView[] = [];
   private lost = false;
   /** The views' positions in memory are those stored: read on this connection or committed by it since. */
   private known = false;
@@ -89,22 +127,53 @@ export class PgViewStore {
         }
       }
     }
-    const store = new PgViewStore(options, projections, hashes);
+    const store = new PgViewStore(options, [], hashes);
     await store.connect();
     try {
       const client = store.client as PgClient;
       await withSetupLock(client, schema, async () => {
+        const rows = await viewRows(client, schema);
+        const existing = await userTables(client, schema);
+        const plans = views === undefined ? [] : planViews(views, hashes, rows, existing, options.beside === true);
         for (const [i, p] of projections.entries()) {
           const view = views?.[i];
+          const plan = plans[i];
+          if (view !== undefined && plan?.beside === true) {
+            if (plan.state === 'new' && existing.has(view.table)) throw store.notOurs(view.table);
+            // The live version goes on from its stored definition; one that has none is served as it stands.
+            const previous = await previousVersion(schema, plan.previous, rows.get(view.table)?.definition_hash ?? '', options.warn);
+            if (previous !== undefined) store.projections.push(previous);
+            store.pending.push({ definition: view, hash: hashes[i] as string, reason: plan.state === 'new' ? 'new' : 'changed', frozen: plan.state === 'changed' && previous === undefined });
+            continue;
+          }
+          if (view !== undefined && plan?.state === 'changed' && options.shadow !== true) {
+            const why =
+              options.beside === true
+                ? `its name is too long for the name of a version beside it (${NEXT}${view.table})`
+                : (options.inPlaceWhy ?? 'only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one');
+            options.warn(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; ${why}`);
+          }
           const create = async (): Promise<void> => {
             if (view === undefined) for (const sql of eventsTableSql(schema)) await client.query(sql);
             else if (view.kind === 'columns') await client.query(columnTableSql(schema, view));
             else await (inits[i] as HandlerProjection).init(client);
           };
-          await store.build(p.name, hashes[i] as string, create);
+          await buildPgView(client, schema, p.name, hashes[i] as string, create, view, () => store.notOurs(p.name));
+          store.projections.push(p);
+        }
+        if (views !== undefined && options.shadow !== true) {
+          // What a handler view's build beside left, once none is built.
+          if (!store.pending.some((p) => p.definition.kind === 'handler')) await client.query(`DROP SCHEMA IF EXISTS ${q(sideSchema(schema))} CASCADE`);
+          const building = new Set(store.pending.map((p) => `${NEXT}${p.definition.table}`));
+          await removedPgViews(client, schema, new Set(views.map((v) => v.table)), building, options.dropRemoved === true, options.warn);
         }
       });
       await store.readPositions(client);
+      // What every defined view holds, a version served as it stands included: what was given to it before.
+      const names = new Set(views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table));
+      for (const row of (await client.query<{ view: string; source: string; n: string }>(positionsSelectSql(schema))).rows) {
+        if (names.has(row.view)) raise(store.reached, { [row.source]: row.n });
+      }
     } catch (error) {
       await store.close();
       throw error;
@@ -119,46 +188,19 @@ export class PgViewStore {
       this.lost = true;
     });
     try {
-      await lockSchema(client, this.options.url, this.options.schema, this.options.group !== undefined);
-      await client.query(`SET search_path TO ${q(this.options.schema)}, public`).catch(() => undefined);
+      // The versions built beside are written under the live store's lock.
+      if (this.options.shadow !== true) await lockSchema(client, this.options.url, this.options.schema, this.options.group !== undefined);
+      const path = [this.options.schema, this.options.readsFrom, 'public'].filter((x): x is string => x !== undefined).map(q).join(', ');
+      await client.query(`SET search_path TO ${path}`).catch(() => undefined);
       await withSetupLock(client, this.options.schema, async () => {
         for (const sql of metaSql(this.options.schema)) await client.query(sql);
       });
-      await client.query(`SET search_path TO ${q(this.options.schema)}, public`);
+      await client.query(`SET search_path TO ${path}`);
     } catch (error) {
       await disconnect(client);
       throw error;
     }
     this.client = client;
-  }
-
-  /** Builds a view from empty unless its stored definition matches. */
-  private async build(view: string, hash: string, create: () => Promise<void>): Promise<void> {
-    const client = this.client as PgClient;
-    const { schema } = this.options;
-    const row = (await client.query<{ definition_hash: string; tables: string[] }>(`SELECT definition_hash, tables FROM ${q(schema)}.cqp_views WHERE view = $1`, [view])).rows[0];
-    const existing = await userTables(client, schema);
-    const tables = row?.tables ?? [];
-    if (row && row.definition_hash === hash && tables.every((t) => existing.has(t))) return;
-    await client.query('BEGIN');
-    try {
-      for (const t of tables) await client.query(`DROP TABLE IF EXISTS ${q(schema)}.${q(t)} CASCADE`);
-      const before = await userTables(client, schema);
-      if (!row && before.has(view)) {
-        throw new CqpError('CONFIG', `table "${view}" already exists in ${this.where} and is not a view cqp built; choose another table name, or drop that table`);
-      }
-      await create();
-      const made = [...(await userTables(client, schema))].filter((t) => !before.has(t));
-      await client.query(`DELETE FROM ${q(schema)}.cqp_positions WHERE view = $1`, [view]);
-      await client.query(
-        `INSERT INTO ${q(schema)}.cqp_views (view, definition_hash, tables) VALUES ($1, $2, $3) ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables`,
-        [view, hash, JSON.stringify(made)],
-      );
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    }
   }
 
   /** Reads every view's positions; with `begin`, the batch's transaction is opened in the same round trip. */
@@ -201,6 +243,117 @@ export class PgViewStore {
     return this.projections.map((p) => p.name);
   }
 
+  notOurs(table: string): CqpError {
+    return new CqpError('CONFIG', `table "${table}" already exists in ${this.where} and is not a view cqp built; choose another table name, or drop that table`);
+  }
+
+  /** Runs `work` once the batches and swaps before it are done (one at a time on the connection). */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Milliseconds spent applying batches so far: how busy the live stream keeps this store. */
+  get busyMs(): number {
+    return this.busy;
+  }
+
+  /**
+   * Per source, the largest position handed to any view so far (stored or written since): a version
+   * built beside the live one that holds at least this much can take its place with nothing missed.
+   */
+  reach(): PositionMap {
+    return { ...this.reached };
+  }
+
+  /** Positions one view holds. */
+  appliedBy(view: string): PositionMap {
+    return { ...this.projections.find((p) => p.name === view)?.applied };
+  }
+
+  /**
+   * Opens the versions being built beside these views: in this schema, under version names (see
+   * pg-versions.ts), on a connection of their own. `fresh`: what was built of them is dropped first.
+   */
+  async openShadow(views: ViewDefinition[] | undefined, fresh: boolean): Promise<ShadowStore> {
+    if (views === undefined) throw new CqpError('STAGE', `${this.where}: the events table is not built beside the live views`);
+    const next = views.filter((v): v is ColumnViewDefinition => v.kind === 'columns').map(nextVersion);
+    const handlers = views.filter((v) => v.kind === 'handler');
+    const { schema } = this.options;
+    const side = sideSchema(schema);
+    if (fresh) {
+      await this.serial(async () => {
+        const rows = await viewRows(await this.connected(), schema);
+        for (const v of next) await dropPgView(this.client as PgClient, schema, v.table, rows.get(v.table)?.tables ?? []);
+        await (this.client as PgClient).query(`DROP SCHEMA IF EXISTS ${q(side)} CASCADE`);
+      });
+    }
+    const role = 'sink postgres (building beside)';
+    const parts: Array<{ store: PgViewStore; prefix: string }> = [];
+    try {
+      if (next.length > 0) parts.push({ store: await PgViewStore.open({ ...this.options, views: next, role, shadow: true, beside: false, group: undefined }), prefix: NEXT });
+      if (handlers.length > 0) {
+        const store = await PgViewStore.open({ ...this.options, schema: side, readsFrom: schema, views: handlers, role, shadow: true, beside: false, group: undefined });
+        parts.push({ store, prefix: '' });
+      }
+    } catch (error) {
+      for (const { store } of parts) await store.close();
+      throw error;
+    }
+    return new PgShadow(parts);
+  }
+
+  /** Nothing: a version swapped in takes its tables and records with it, and those left over are dropped at the next start. */
+  removeShadow(): void {}
+
+  /**
+   * Swaps in the version of `pending` built beside it, when `ready()` still holds once the batches
+   * before it are done: one transaction renames its tables into place (the live version's dropped) with
+   * its positions and record. From then on it is maintained here.
+   */
+  adopt(pending: PendingView, _shadow: ShadowStore, ready: () => boolean): Promise<boolean> {
+    return this.serial(async () => {
+      if (!ready()) return false;
+      const view = pending.definition as ViewDefinition;
+      const client = await this.connected();
+      this.known = false;
+      try {
+        if (view.kind === 'columns') await swapInPg(client, this.options.schema, view, pending.hash, viewHash(nextVersion(view)), this.where);
+        else await swapInPgSide(client, this.options.schema, view, pending.hash, this.where);
+      } catch (error) {
+        throw storageError(this.where, error);
+      }
+      const fresh =
+        view.kind === 'columns' ? new ColumnProjection(this.options.schema, view) : new HandlerProjection(view as HandlerViewDefinition, (await loadHandler(view as HandlerViewDefinition, pending.hash)) as unknown as PgHandler);
+      const at = this.projections.findIndex((p) => p.name === view.table);
+      if (at >= 0) this.projections.splice(at, 1, fresh);
+      else this.projections.push(fresh);
+      await this.readPositions(client);
+      const index = this.pending.indexOf(pending);
+      if (index >= 0) this.pending.splice(index, 1);
+      // The schema the handler views were built in, once the last of them is swapped in.
+      if (!this.pending.some((p) => p.definition.kind === 'handler')) await client.query(`DROP SCHEMA IF EXISTS ${q(sideSchema(this.options.schema))} CASCADE`);
+      return true;
+    });
+  }
+
+  /** Lets go of a view here (its version was swapped in: its tables and records are the live view's now). */
+  forget(view: string): void {
+    const at = this.projections.findIndex((p) => p.name === view);
+    if (at >= 0) this.projections.splice(at, 1);
+  }
+
+  /** The connection, made again when it was lost. */
+  private async connected(): Promise<PgClient> {
+    if (this.client === undefined || this.lost) {
+      await disconnect(this.client);
+      this.client = undefined;
+      await this.connect();
+    }
+    return this.client as PgClient;
+  }
+
   /** Per source, the smallest position every view holds. */
   applied(): PositionMap {
     return minimumPositions(this.projections.map((p) => p.applied));
@@ -214,6 +367,17 @@ export class PgViewStore {
    */
   async applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
     if (items.length === 0 && through === undefined) return;
+    await this.serial(async () => {
+      const started = performance.now();
+      try {
+        await this.applyNow(items, onBad, through);
+      } finally {
+        this.busy += performance.now() - started;
+      }
+    });
+  }
+
+  private async applyNow(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): Promise<void> {
     // A batch written again after a lost connection reports each of its bad events once.
     const reported = new Set<string>();
     const once: BadEventHandler = (index, message) => {
@@ -273,6 +437,7 @@ export class PgViewStore {
       if (range === undefined) ranges.set(source, { min: n, max: n });
       else if (compareFast(n, range.max) > 0) range.max = n;
     }
+    for (const [source, range] of ranges) raise(this.reached, { [source]: range.max });
     const { tx, read } = await this.begin(client, [...ranges.keys()]);
     // Positions read in this transaction (not checked by the guard): in a group, another worker may have moved them.
     if (this.options.group !== undefined && read) await this.fence(client, seen, first);
@@ -355,31 +520,4 @@ function storageError(where: string, error: unknown): unknown {
   return new CqpError('IO', `${where}: ${messageOf(error)}${typeof code === 'string' ? ` (${code})` : ''} (the batch was rolled back)`, { cause: error });
 }
 
-/**
- * The positions a schema holds for these views, as `PgViewStore.applied()` would give, read without
- * its lock: a supervisor resumes its source after them. A schema or view not built yet, or built from
- * another definition, holds nothing.
- */
-export async function readPgViewsApplied(url: string, schema: string, views: ViewDefinition[] | undefined): Promise<PositionMap> {
-  const client = await connect(url, 'positions');
-  try {
-    const names = views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table);
-    const hashes = views === undefined ? [EVENTS_HASH] : views.map(viewHash);
-    const meta = await client.query<{ c: string }>(
-      "SELECT count(*)::text AS c FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('cqp_views', 'cqp_positions')",
-      [schema],
-    );
-    if (meta.rows[0]?.c !== '2') return {};
-    const stored = new Map((await client.query<{ view: string; definition_hash: string }>(`SELECT view, definition_hash FROM ${q(schema)}.cqp_views`)).rows.map((r) => [r.view, r.definition_hash]));
-    const positions = (await client.query<{ view: string; source: string; n: string }>(`SELECT view, source, n FROM ${q(schema)}.cqp_positions`)).rows;
-    const maps = names.map((name, i) => {
-      const map: PositionMap = {};
-      if (stored.get(name) !== hashes[i]) return map;
-      for (const row of positions) if (row.view === name) map[row.source] = row.n;
-      return map;
-    });
-    return minimumPositions(maps);
-  } finally {
-    await disconnect(client);
-  }
-}
+export { readPgViewsApplied } from './pg-versions.js';

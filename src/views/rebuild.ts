@@ -1,11 +1,11 @@
 /**
- * Builds changed (and new) views beside the live ones: their new versions are kept in a database of
- * their own next to the views database, filled from the command log's first event in chunks between
- * the live batches (one thread, one writer per file), and each is swapped in once it holds everything
- * its live version holds. The live views go on being served and updated meanwhile; a crash leaves the
- * build where its last chunk committed, and the next start goes on from there.
+ * Builds changed (and new) views beside the live ones: their new versions are kept apart from the live
+ * ones (where, the store says: SQLite in a database of its own next to the views database, PostgreSQL
+ * in tables under version names in the same schema), filled from the command log's first event in
+ * chunks between the live batches, and each is swapped in once it holds everything its live version
+ * holds. The live views go on being served and updated meanwhile; a crash leaves the build where its
+ * last chunk committed, and the next start goes on from there.
  */
-import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CqpError, messageOf } from '../core/errors.js';
 import type { ErrorMode } from '../core/policy.js';
@@ -14,16 +14,38 @@ import { compareN, type PositionMap } from '../core/position.js';
 import { openCommandLog } from '../log/command-log.js';
 import { logEventReader, logEventReaderInWorker } from '../log/input.js';
 import type { ViewDefinition } from './definition.js';
-import { ViewStore, type ViewEvent } from './store.js';
+import type { BadEventHandler, PendingView, ViewEvent } from './store.js';
 
-/** Where the versions being built of a views database's views are kept. */
-export function rebuildFileOf(dbFile: string): string {
-  return `${dbFile}.rebuild`;
+export { rebuildFileOf } from './versions.js';
+
+/** The versions being built beside the live views, as a store of their own. */
+export interface ShadowStore {
+  readonly views: string[];
+  applied(): PositionMap;
+  appliedBy(view: string): PositionMap;
+  applyBatch(items: ViewEvent[], onBad: BadEventHandler, through?: PositionMap): void | Promise<void>;
+  /** Lets go of a view once its version has been swapped in. */
+  forget(view: string): void | Promise<void>;
+  close(): void | Promise<void>;
 }
 
-/** Removes a rebuild database and the files SQLite keeps beside it. */
-function removeRebuildFile(file: string): void {
-  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true });
+/** A views store whose changed and new views (`pending`) can be built beside the live ones and swapped in. */
+export interface BesideStore {
+  readonly pending: PendingView[];
+  /** Milliseconds spent applying live batches so far. */
+  readonly busyMs: number;
+  /** Per source, the largest position handed to any live view so far. */
+  reach(): PositionMap;
+  appliedBy(view: string): PositionMap;
+  /** Opens (creating it) the store of the versions being built; `fresh`: emptied first. */
+  openShadow(views: ViewDefinition[] | undefined, fresh: boolean): Promise<ShadowStore>;
+  /** Removes what a finished build left, once nothing is pending. */
+  removeShadow(): void;
+  /**
+   * Puts the version of `pending` built in `shadow` in place of the live one, in one transaction, when
+   * `ready()` holds where no live batch can come between (checked there); true when it did.
+   */
+  adopt(pending: PendingView, shadow: ShadowStore, ready: () => boolean): boolean | Promise<boolean>;
 }
 
 /** True when `error` (or what caused it) says the disk is full. */
@@ -47,6 +69,10 @@ const LIVE_SHARE = 0.75;
 /** Share of the time between two chunks the live stream spent applying batches, above which it counts as busy. */
 const BUSY_LIVE = 0.1;
 const REPORT_MS = 2000;
+/** About how long one committed part of the build takes, and the bounds of its number of events. */
+const CHUNK_MS = 250;
+const MIN_CHUNK = 200;
+const MAX_CHUNK = 50_000;
 
 /** How far a build beside the live views has got. */
 export interface RebuildProgress {
@@ -75,7 +101,6 @@ export interface Rebuild {
 }
 
 export interface RebuildOptions {
-  dbFile: string;
   /** The command log the sink follows. */
   log: string;
   warn: (message: string) => void;
@@ -106,11 +131,10 @@ function covers(have: PositionMap, reach: PositionMap): boolean {
   return true;
 }
 
-/** Starts building `main.pending` beside the live views; with nothing pending, clears a finished build's file. */
-export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild {
-  const file = rebuildFileOf(options.dbFile);
+/** Starts building `main.pending` beside the live views; with nothing pending, clears what a finished build left. */
+export function startRebuild(main: BesideStore, options: RebuildOptions): Rebuild {
   if (main.pending.length === 0) {
-    removeRebuildFile(file);
+    main.removeShadow();
     return { progress: () => undefined, activity: () => undefined, stop: async () => {}, giveWay: async () => false };
   }
   const { warn } = options;
@@ -125,6 +149,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
   let state: RebuildProgress = { views: main.pending.map((p) => p.definition.table), applied: 0, total: 0, rate: 0, etaSeconds: undefined };
   const run = async (): Promise<void> => {
     const definitions = main.pending.map((p) => p.definition).filter((d): d is ViewDefinition => d.kind !== 'events');
+    // Without a views file the one view pending is the events table.
     const views = definitions.length === main.pending.length ? definitions : undefined;
     const log = await openCommandLog(options.log);
     // The live stream waits for the log to exist as well; stopped meanwhile, there is nothing to build from.
@@ -133,12 +158,11 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
       return;
     }
     const source = `log:${await log.logId()}`;
-    let shadow = await ViewStore.open(file, views, { dropRemoved: true });
+    let shadow = await main.openShadow(views, false);
     // Positions of another log (the sink followed another one since) say nothing about this one: start over.
     if (shadow.views.some((v) => Object.keys(shadow.appliedBy(v)).some((s) => s !== source))) {
-      shadow.close();
-      removeRebuildFile(file);
-      shadow = await ViewStore.open(file, views, { dropRemoved: true });
+      await shadow.close();
+      shadow = await main.openShadow(views, true);
     }
     try {
       const from = seqOf(shadow.applied());
@@ -161,13 +185,12 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
         warn(`rebuilding ${state.views.join(', ')}: ${state.applied} of ${state.total} events${pct}, ${Math.round(state.rate)} events/s${eta}`);
       };
       if (from > 0) warn(`rebuilding ${shadow.views.join(', ')}: going on from event ${from}, where the build got to`);
-      const swap = (): void => {
-        const reach = only(main.reach(), source);
+      const swap = async (): Promise<void> => {
         for (const p of [...main.pending]) {
           const view = p.definition.table;
-          if (!covers(shadow.appliedBy(view), reach)) continue;
-          main.adopt(p, file);
-          shadow.forget(view);
+          const ready = (): boolean => covers(shadow.appliedBy(view), only(main.reach(), source));
+          if (!ready() || !(await main.adopt(p, shadow, ready))) continue;
+          await shadow.forget(view);
           const at = seqOf(shadow.appliedBy(view)) || seqOf(main.appliedBy(view));
           const bad = skipped === 0 ? '' : ` (${skipped} events it could not apply skipped, as --on-error ${options.mode} says; the first: ${firstSkipped ?? ''})`;
           warn(`swapped in the new version of ${view} at event ${at}, built in ${((Date.now() - started) / 1000).toFixed(1)} s; the old version is dropped${bad}`);
@@ -178,10 +201,11 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
       let firstSkipped: string | undefined;
       let liveBusy = main.busyMs;
       let lastPause = performance.now();
-      swap();
+      await swap();
       const reader = options.readInWorker === true ? logEventReaderInWorker : logEventReader;
       const events = reader(options.log, { follow: true })(shadow.applied(), controller.signal);
       let resumed = performance.now();
+      let chunkSize = MIN_CHUNK;
       for await (const batch of events) {
         if (main.pending.length === 0) break;
         const items: ViewEvent[] = [];
@@ -195,20 +219,30 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
           if (typeof event === 'object' && event !== null && !Array.isArray(event)) items.push({ event, position: e.position, text: e.text });
         }
         const last = batch[batch.length - 1]?.position;
-        shadow.applyBatch(
-          items,
-          (index, message) => {
-            if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${items[index]?.position?.n ?? '?'} of the log: ${message}`);
-            skipped++;
-            if (firstSkipped === undefined) firstSkipped = `event ${items[index]?.position?.n ?? '?'}: ${message}`;
-          },
-          last ? { [last.source]: last.n } : undefined,
-        );
+        // Applied in parts cut to take about CHUNK_MS each, each committed with its position: a build whose
+        // views are slow per event (a handler's round trips) still stores its progress often.
+        let from = 0;
+        do {
+          const part = items.slice(from, from + chunkSize);
+          from += part.length;
+          const before = performance.now();
+          await shadow.applyBatch(
+            part,
+            (index, message) => {
+              const n = part[index]?.position?.n ?? '?';
+              if (options.mode === 'fail') throw new CqpError('BAD_INPUT', `event ${n} of the log: ${message}`);
+              skipped++;
+              if (firstSkipped === undefined) firstSkipped = `event ${n}: ${message}`;
+            },
+            from >= items.length && last ? { [last.source]: last.n } : undefined,
+          );
+          if (part.length > 0) chunkSize = Math.max(MIN_CHUNK, Math.min(MAX_CHUNK, Math.round((part.length * CHUNK_MS) / Math.max(1, performance.now() - before))));
+        } while (from < items.length);
         // The time since the last pause: reading and parsing the chunk count as much as applying it.
         const took = performance.now() - resumed;
         appliedThisRun += items.length;
         measure();
-        swap();
+        await swap();
         if (main.pending.length === 0) break;
         if (Date.now() - lastReport >= REPORT_MS) {
           lastReport = Date.now();
@@ -226,10 +260,10 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
       }
     } finally {
       controller.abort();
-      shadow.close();
+      await shadow.close();
       await log.close();
     }
-    if (main.pending.length === 0) removeRebuildFile(file);
+    if (main.pending.length === 0) main.removeShadow();
   };
   /** Whether the build gave its space back already (a full disk): it does so once. */
   let gaveWay = false;
@@ -240,7 +274,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
     const names = main.pending.map((p) => p.definition.table).join(', ');
     if (isDiskFull(error)) {
       // Left in place, the build's files would keep the live views from writing on the same disk.
-      removeRebuildFile(file);
+      main.removeShadow();
       gaveWay = true;
       warn(`rebuilding ${names} failed: ${messageOf(error)}; ${SPACE_GIVEN_BACK}`);
       return;
@@ -273,7 +307,7 @@ export function startRebuild(main: ViewStore, options: RebuildOptions): Rebuild 
       }
       gaveWay = true;
       retried = true;
-      removeRebuildFile(file);
+      main.removeShadow();
       const names = main.pending.map((p) => p.definition.table).join(', ');
       state = { ...state, failed: 'stopped: the disk is full' };
       warn(`rebuilding ${names} stopped: the disk of the views database is full (${messageOf(error)}); ${SPACE_GIVEN_BACK}`);

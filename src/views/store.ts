@@ -8,7 +8,8 @@ import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { JsonObject } from '../core/component.js';
-import { dropView, notOurs, q, removedViews, storedDefinition, swapIn, userTables, type StoredHandler } from './versions.js';
+import { dropView, notOurs, q, rebuildFileOf, removedViews, removeRebuildFile, storedDefinition, swapIn, userTables, type StoredHandler } from './versions.js';
+import type { BesideStore, ShadowStore } from './rebuild.js';
 import { BadEvent, exactSum } from './column-values.js';
 import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
 import {
@@ -121,7 +122,7 @@ function openError(dbFile: string, error: unknown): CqpError {
  * SQLite query views maintained from events: each view keeps its own positions, and each
  * batch is applied in one transaction together with the new positions, so every event counts once.
  */
-export class ViewStore {
+export class ViewStore implements BesideStore {
   private readonly upsertPosition: Statement;
   private readonly selectPositions: Statement;
   private readonly transaction: (items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined) => PositionMap[];
@@ -271,15 +272,26 @@ export class ViewStore {
     return { ...this.reached };
   }
 
+  /** Opens the database of the versions built beside these views (`rebuildFileOf`); `fresh`: removed first. */
+  async openShadow(views: ViewDefinition[] | undefined, fresh: boolean): Promise<ShadowStore> {
+    if (fresh) removeRebuildFile(rebuildFileOf(this.dbFile));
+    return ViewStore.open(rebuildFileOf(this.dbFile), views, { dropRemoved: true });
+  }
+
+  removeShadow(): void {
+    removeRebuildFile(rebuildFileOf(this.dbFile));
+  }
+
   /**
-   * Puts the new version of `view`, complete in the database `shadowFile` up to its stored positions, in
+   * Puts the new version of `view`, complete in the rebuild database up to its stored positions, in
    * place of its live version (dropped) in one transaction: a reader sees one or the other. From then on
-   * it is maintained here.
+   * it is maintained here. Nothing comes between `ready()` and the swap here (one thread, synchronous).
    */
-  adopt(pending: PendingView, shadowFile: string): void {
+  adopt(pending: PendingView, _shadow: ShadowStore, ready: () => boolean): boolean {
+    if (!ready()) return false;
     const view = pending.definition;
     try {
-      swapIn(this.db, this.dbFile, shadowFile, view, pending.hash);
+      swapIn(this.db, this.dbFile, rebuildFileOf(this.dbFile), view, pending.hash);
     } catch (error) {
       throw storageError(this.dbFile, error);
     }
@@ -291,6 +303,7 @@ export class ViewStore {
     this.readPositions();
     const index = this.pending.indexOf(pending);
     if (index >= 0) this.pending.splice(index, 1);
+    return true;
   }
 
   /** Drops a view's tables, positions and record here (a version built beside, once swapped in). */

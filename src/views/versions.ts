@@ -4,8 +4,18 @@
  */
 import type { Database as SqliteDatabase } from 'better-sqlite3';
 import { CqpError } from '../core/errors.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { HandlerViewDefinition, ViewDefinition } from './definition.js';
+
+/** Where the versions being built beside a views database's views are kept. */
+export function rebuildFileOf(dbFile: string): string {
+  return `${dbFile}.rebuild`;
+}
+
+/** Removes a rebuild database and the files SQLite keeps beside it. */
+export function removeRebuildFile(file: string): void {
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true });
+}
 
 /** An SQL identifier, quoted. */
 export function q(identifier: string): string {

@@ -73,7 +73,7 @@ async function open(s: Setup, yaml: string, beside: boolean, warnings: string[] 
 }
 
 function build(s: Setup, store: ViewStore, warnings: string[], mode: 'fail' | 'skip' = 'fail'): Rebuild {
-  const b = startRebuild(store, { dbFile: s.db, log: s.log, warn: (m) => warnings.push(m), mode });
+  const b = startRebuild(store, { log: s.log, warn: (m) => warnings.push(m), mode });
   builds.push(b);
   return b;
 }
