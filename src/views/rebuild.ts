@@ -116,17 +116,26 @@ function seqOf(map: PositionMap): number {
   return seq;
 }
 
-/** The position of one source in `map`. */
-function only(map: PositionMap, source: string): PositionMap {
-  const n = map[source];
-  return n === undefined ? {} : { [source]: n };
+/** True when `s` is `source` (a log's whole) or one of its partitions (`<source>/p<k>`, numbered in the same sequence). */
+function ofLog(s: string, source: string): boolean {
+  return s === source || (s.startsWith(`${source}/p`) && /^\d+$/.test(s.slice(source.length + 2)));
 }
 
-/** True when `have` holds at least every position of `reach`. */
-function covers(have: PositionMap, reach: PositionMap): boolean {
-  for (const source in reach) {
-    const n = have[source];
-    if (n === undefined || compareN(n, reach[source] as string) < 0) return false;
+/** The sources of `reach` that are not of the log `source`: positions a build from that log can never be compared with. */
+function foreignSources(reach: PositionMap, source: string): string[] {
+  return Object.keys(reach).filter((s) => !ofLog(s, source));
+}
+
+/**
+ * True when `have` (a version built from the log `source`) holds at least every position of `reach`
+ * (what the live views hold). A source of `reach` not of that log is never covered: a version built
+ * from this log cannot hold what the live views took from another.
+ */
+function covers(have: PositionMap, reach: PositionMap, source: string): boolean {
+  const n = have[source];
+  for (const s in reach) {
+    if (!ofLog(s, source)) return false;
+    if (n === undefined || compareN(n, reach[s] as string) < 0) return false;
   }
   return true;
 }
@@ -158,6 +167,21 @@ export function startRebuild(main: BesideStore, options: RebuildOptions): Rebuil
       return;
     }
     const source = `log:${await log.logId()}`;
+    // Live views that hold positions of another log (the log was replaced or made again) hold what no
+    // build from this one can be checked against: swapping one in could replace them with less. They are
+    // kept as they stand and nothing is built beside them.
+    const foreign = foreignSources(main.reach(), source);
+    if (foreign.length > 0) {
+      await log.close();
+      const names = main.pending.map((p) => p.definition.table).join(', ');
+      const why = `the live views were built from another log (they hold positions of ${foreign.join(', ')}; this sink follows ${source})`;
+      state = { ...state, failed: `not built beside the live views: ${why}` };
+      warn(
+        `not rebuilding ${names} beside the live views: ${why}, so a version built from this log could never be checked to hold what they hold; ` +
+          'the live versions are kept as they stand; to build the views from this log, give the sink a new database (or delete this one)',
+      );
+      return;
+    }
     let shadow = await main.openShadow(views, false);
     // Positions of another log (the sink followed another one since) say nothing about this one: start over.
     if (shadow.views.some((v) => Object.keys(shadow.appliedBy(v)).some((s) => s !== source))) {
@@ -188,7 +212,7 @@ export function startRebuild(main: BesideStore, options: RebuildOptions): Rebuil
       const swap = async (): Promise<void> => {
         for (const p of [...main.pending]) {
           const view = p.definition.table;
-          const ready = (): boolean => covers(shadow.appliedBy(view), only(main.reach(), source));
+          const ready = (): boolean => covers(shadow.appliedBy(view), main.reach(), source);
           if (!ready() || !(await main.adopt(p, shadow, ready))) continue;
           await shadow.forget(view);
           const at = seqOf(shadow.appliedBy(view)) || seqOf(main.appliedBy(view));

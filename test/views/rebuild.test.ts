@@ -131,6 +131,33 @@ describe('a changed view built beside the live one', () => {
     expect(again.pending).toEqual([]);
   });
 
+  test('live views built from another log are kept: nothing is built beside them, never swapped for a version holding less', async () => {
+    const s = await setup();
+    const other = await setup();
+    // The live views hold 50 events of another log (the log the sink follows was replaced since).
+    const first = await open(s, OLD, true);
+    first.applyBatch(await other.append(creates(0, 50)));
+    close(first);
+    await s.append(creates(100, 3));
+    const warnings: string[] = [];
+    const main = await open(s, NEW, true, warnings);
+    expect(main.pending.map((p) => p.definition.table)).toEqual(['ice']);
+    const b = build(s, main, warnings);
+    await eventually(() => warnings.find((w) => w.startsWith('not rebuilding') || w.startsWith('swapped in')), { what: 'the build refused (or, wrongly, swapped in)' });
+    expect(warnings.filter((w) => w.startsWith('swapped in'))).toEqual([]);
+    expect(warnings.find((w) => w.startsWith('not rebuilding'))).toBe(
+      `not rebuilding ice beside the live views: the live views were built from another log (they hold positions of ${other.source}; this sink follows ${s.source}), ` +
+        'so a version built from this log could never be checked to hold what they hold; the live versions are kept as they stand; ' +
+        'to build the views from this log, give the sink a new database (or delete this one)',
+    );
+    expect(b.activity()).toMatch(/^rebuilding ice failed: not built beside the live views: the live views were built from another log/);
+    await b.stop();
+    // The live version is whole and of the old definition; nothing was swapped in.
+    expect(main.pending).toHaveLength(1);
+    expect(query(s.db, 'SELECT count(*) AS n FROM ice')).toEqual([{ n: 50 }]);
+    expect((query(s.db, "SELECT name FROM pragma_table_info('ice')") as Array<{ name: string }>).map((c) => c.name)).not.toContain('price');
+  });
+
   test('a build stopped halfway goes on from its own stored position at the next start', async () => {
     const s = await setup();
     const first = await open(s, OLD, true);
