@@ -171,6 +171,29 @@ describe.skipIf(!up)('a changed PostgreSQL view built beside the live one', () =
     expect(await rows(`SELECT count(*)::int AS n FROM ${t}.ice`)).toEqual([{ n: kept }]);
   });
 
+  test('live views built from another log are kept: nothing is built beside them, never swapped for a version holding less', async () => {
+    const s = await setup();
+    const other = await setup();
+    other.schema = s.schema;
+    const first = await open(s, OLD, true);
+    await first.applyBatch(await other.append(creates(0, 50)), fail);
+    await close(first);
+    await s.append(creates(100, 3));
+    const warnings: string[] = [];
+    const main = await open(s, NEW, true, warnings);
+    const b = build(s, main, warnings);
+    await eventually(() => warnings.find((w) => w.startsWith('not rebuilding') || w.startsWith('swapped in')), { what: 'the build refused (or, wrongly, swapped in)' });
+    expect(warnings.filter((w) => w.startsWith('swapped in'))).toEqual([]);
+    expect(warnings.find((w) => w.startsWith('not rebuilding'))).toMatch(
+      new RegExp(`^not rebuilding ice beside the live views: the live views were built from another log \\(they hold positions of ${other.source}; this sink follows ${s.source}\\)`),
+    );
+    await b.stop();
+    expect(main.pending).toHaveLength(1);
+    const t = `"${s.schema}"`;
+    expect(await rows(`SELECT count(*)::int AS n FROM ${t}.ice`)).toEqual([{ n: 50 }]);
+    expect(await rows(`SELECT column_name FROM information_schema.columns WHERE table_schema = '${s.schema}' AND table_name = 'ice' AND column_name = 'price'`)).toEqual([]);
+  });
+
   test('a build stopped halfway goes on from its own stored position at the next start', async () => {
     const s = await setup();
     const first = await open(s, OLD, true);
