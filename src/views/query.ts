@@ -153,21 +153,32 @@ export async function runQuery(dbFile: string, sql: string, options: QueryOption
   }
 }
 
+/** The state `cqp views` gives a view no longer in the views file: kept as it stands, no longer updated. */
+const REMOVED = 'removed (kept until --drop-removed-views)';
+
 /** The rows `cqp views` prints for one database: each view's record and positions, as `state`. */
 function viewRows(db: SqliteDatabase, state: string): unknown[][] {
   const hasMeta = db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cqp_views', 'cqp_positions')").pluck().get() === 2;
   if (!hasMeta) return [];
   const positions = db.prepare('SELECT source, n FROM cqp_positions WHERE view = ? ORDER BY source');
-  const views = db.prepare('SELECT view, definition_hash, tables FROM cqp_views ORDER BY view').all() as Array<{ view: string; definition_hash: string; tables: string }>;
+  // A database made before views no longer in the file were marked has no `removed` column: none is marked there.
+  const marked = (db.prepare("SELECT count(*) FROM pragma_table_info('cqp_views') WHERE name = 'removed'").pluck().get() as number) > 0;
+  const views = db.prepare(`SELECT view, definition_hash, tables, ${marked ? 'removed' : '0 AS removed'} FROM cqp_views ORDER BY view`).all() as Array<{
+    view: string;
+    definition_hash: string;
+    tables: string;
+    removed: number;
+  }>;
   return views.map((v) => {
     const at = (positions.all(v.view) as Array<{ source: string; n: string }>).map((p) => `${p.source} ${p.n}`).join(', ');
-    return [v.view, state, v.definition_hash, at, (JSON.parse(v.tables) as string[]).join(', ')];
+    return [v.view, v.removed ? REMOVED : state, v.definition_hash, at, (JSON.parse(v.tables) as string[]).join(', ')];
   });
 }
 
 /**
  * Lists the views of a SQLite views database: each with its state (`live`, served; `building`, a new
- * version being built beside it in DB.rebuild), its definition's hash, the positions it holds and its tables.
+ * version being built beside it in DB.rebuild; `removed`, no longer in the views file, kept as it stands
+ * until a sink runs with --drop-removed-views), its definition's hash, the positions it holds and its tables.
  */
 export async function listViews(
   dbFile: string,

@@ -67,13 +67,15 @@ export interface OpenOptions {
 const META_SQL = [
   'CREATE TABLE IF NOT EXISTS cqp_positions (view TEXT NOT NULL, source TEXT NOT NULL, n TEXT NOT NULL, PRIMARY KEY (view, source)) WITHOUT ROWID',
   // `definition`: a column view's definition (JSON), so that its version stays up to date while a new one is built.
-  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL, definition TEXT)',
+  // `removed`: 1 while the view is no longer in the views file (kept as it stands, no longer updated).
+  'CREATE TABLE IF NOT EXISTS cqp_views (view TEXT PRIMARY KEY NOT NULL, definition_hash TEXT NOT NULL, tables TEXT NOT NULL, definition TEXT, removed INTEGER NOT NULL DEFAULT 0)',
 ];
 
 /** Adds what later versions keep in cqp_views to a database made before them. */
 function upgradeMeta(db: SqliteDatabase): void {
   const columns = db.prepare("SELECT name FROM pragma_table_info('cqp_views')").pluck().all() as string[];
   if (!columns.includes('definition')) db.exec('ALTER TABLE cqp_views ADD COLUMN definition TEXT');
+  if (!columns.includes('removed')) db.exec('ALTER TABLE cqp_views ADD COLUMN removed INTEGER NOT NULL DEFAULT 0');
 }
 
 /** Whether a view's stored version is of its definition, of another one, or missing (or incomplete). */

@@ -72,12 +72,18 @@ export function dropView(db: SqliteDatabase, view: string): void {
  */
 export function removedViews(db: SqliteDatabase, defined: Set<string>, drop: boolean, warn: ((message: string) => void) | undefined): void {
   const recorded = db.prepare('SELECT view FROM cqp_views ORDER BY view').pluck().all() as string[];
+  const mark = db.prepare('UPDATE cqp_views SET removed = ? WHERE view = ? AND removed <> ?');
   for (const view of recorded) {
-    if (defined.has(view)) continue;
+    // Put back in the file, a view kept so is one of the views again.
+    if (defined.has(view)) {
+      mark.run(0, view, 0);
+      continue;
+    }
     if (drop) {
       dropView(db, view);
       warn?.(`dropped view ${view}: it is no longer in the views file (--drop-removed-views)`);
     } else {
+      mark.run(1, view, 1);
       warn?.(`kept view ${view} as it stands, no longer updated: it is no longer in the views file; run the sink once with --drop-removed-views to drop it`);
     }
   }

@@ -368,3 +368,66 @@ describe('a view removed from the views file', () => {
     expect(query(s.db, "SELECT name FROM sqlite_master WHERE name = 'counts'")).toEqual([]);
   });
 });
+
+async function states(db: string): Promise<string[][]> {
+  let printed = '';
+  await listViews(db, { json: true }, { write: (t: string) => ((printed += t), true), once: () => undefined });
+  return printed
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, string>)
+    .map((v) => [v.view as string, v.state as string]);
+}
+
+describe('cqp views and a view removed from the views file', () => {
+  test('lists it as removed while it is kept, and as live again once it is back in the file', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 4)));
+    close(first);
+    expect(await states(s.db)).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+    const one = OLD.slice(0, OLD.indexOf('  - table: counts'));
+    close(await open(s, one, true));
+    expect(await states(s.db)).toEqual([
+      ['counts', 'removed (kept until --drop-removed-views)'],
+      ['ice', 'live'],
+    ]);
+    // Put back in the file (unchanged), it is live again; changed, its live version is live and the new one building.
+    close(await open(s, OLD, true));
+    expect(await states(s.db)).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+    close(await open(s, one, true));
+    const changed = await open(s, NEW.replace('n: { type: integer }', 'n: { type: integer }, m: { type: integer }'), true);
+    expect(changed.pending.map((p) => p.definition.table)).toEqual(['ice', 'counts']);
+    close(changed);
+    expect(await states(s.db)).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+  });
+
+  test('a database made before removed views were marked is read and upgraded', async () => {
+    const s = await setup();
+    const first = await open(s, OLD, true);
+    first.applyBatch(await s.append(creates(0, 4)));
+    close(first);
+    const d = new Database(s.db);
+    d.exec('ALTER TABLE cqp_views DROP COLUMN removed');
+    d.close();
+    expect(await states(s.db)).toEqual([
+      ['counts', 'live'],
+      ['ice', 'live'],
+    ]);
+    const one = OLD.slice(0, OLD.indexOf('  - table: counts'));
+    close(await open(s, one, true));
+    expect(await states(s.db)).toEqual([
+      ['counts', 'removed (kept until --drop-removed-views)'],
+      ['ice', 'live'],
+    ]);
+  });
+});
