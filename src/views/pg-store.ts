@@ -6,24 +6,26 @@
  * the store's life). A lost connection is retried with backoff; the batch is only acknowledged once
  * committed, and a retry skips whatever the commit it could not confirm did apply. A changed view is
  * built beside its live version and swapped in (pg-versions.ts, rebuild.ts) when the sink follows a log.
+ * This file holds the store: its connection, the retries and the swaps; what it does with the views
+ * when it opens is in pg-view-setup.ts, a batch's transaction in pg-batch.ts.
  */
 import type pg from 'pg';
 import { backoffMs, sleep } from '../core/backoff.js';
 import { CqpError, messageOf } from '../core/errors.js';
-import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/position.js';
+import { minimumPositions } from '../core/position.js';
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { ColumnViewDefinition, HandlerViewDefinition, ViewDefinition } from './definition.js';
+import { positionsGuard, raise, writeBatch, type BatchTarget } from './pg-batch.js';
 import { connect, describeUrl, disconnect, isConnectionError, lockSchema, q, withSetupLock, type PgClient } from './pg-connection.js';
-import { ColumnProjection, EventsProjection } from './pg-fold.js';
+import { ColumnProjection } from './pg-fold.js';
 import { HandlerProjection, type PgHandler } from './pg-handler.js';
-import { columnTableSql, eventsTableSql, metaSql, POSITIONS_MOVED, positionsGuardSql, positionsSelectSql, positionsUpsertSql } from './pg-sql.js';
+import { metaSql, POSITIONS_MOVED, positionsSelectSql } from './pg-sql.js';
 import { PgTransaction, type Projection } from './pg-transaction.js';
-import { buildPgView, dropPgView, EVENTS_HASH, NEXT, nextVersion, PgShadow, planViews, removedPgViews, sideSchema, swapInPg, swapInPgSide, userTables, viewRows } from './pg-versions.js';
+import { definedViews, setUpViews } from './pg-view-setup.js';
+import { dropPgView, NEXT, nextVersion, PgShadow, sideSchema, swapInPg, swapInPgSide, viewRows } from './pg-versions.js';
 import type { BesideStore, ShadowStore } from './rebuild.js';
-import type { StoredHandler } from './versions.js';
-import { loadPreviousHandler } from './projections.js';
-import { compareFast, EVENTS_VIEW, loadHandler, positionRanges, type BadEventHandler, type PendingView, type ViewEvent } from './store.js';
+import { EVENTS_VIEW, loadHandler, type BadEventHandler, type PendingView, type ViewEvent } from './store.js';
 
 /** SQLSTATEs of a transaction PostgreSQL picked to fail between concurrent writers (a group's workers): retried. */
 const DEADLOCK = '40P01';
@@ -59,27 +61,6 @@ export interface PgStoreOptions {
   readsFrom?: string | undefined;
 }
 
-/** The live version of a changed view, kept up to date from its stored definition; undefined when it has none usable. */
-async function previousVersion(schema: string, old: ColumnViewDefinition | StoredHandler | undefined, hash: string, warn: (message: string) => void): Promise<Projection | undefined> {
-  if (old === undefined) return undefined;
-  if (old.kind === 'columns') return new ColumnProjection(schema, old);
-  try {
-    return new HandlerProjection(old, (await loadPreviousHandler(old, old.source, hash)) as unknown as PgHandler);
-  } catch (error) {
-    warn(`${messageOf(error)}; its live version is served as it stands until the new one takes its place`);
-    return undefined;
-  }
-}
-
-/** Raises each source of `target` to the position `map` holds when larger. */
-function raise(target: PositionMap, map: PositionMap): void {
-  for (const source in map) {
-    const n = map[source] as string;
-    const t = target[source];
-    if (t === undefined || compareFast(n, t) > 0) target[source] = n;
-  }
-}
-
 /** PostgreSQL query views kept in one schema; see the top of this file. */
 export class PgViewStore implements BesideStore {
   private client: PgClient | undefined;
@@ -106,68 +87,14 @@ export class PgViewStore implements BesideStore {
   /** Connects (a clear error when the server cannot be reached), takes the schema's writer lock and builds new or changed views. */
   static async open(options: PgStoreOptions): Promise<PgViewStore> {
     const { schema, views } = options;
-    const projections: Projection[] = [];
-    const hashes: string[] = [];
-    const inits: Array<HandlerProjection | undefined> = [];
-    if (views === undefined) {
-      projections.push(new EventsProjection(schema));
-      hashes.push(EVENTS_HASH);
-      inits.push(undefined);
-    } else {
-      for (const view of views) {
-        const hash = viewHash(view);
-        hashes.push(hash);
-        if (view.kind === 'columns') {
-          projections.push(new ColumnProjection(schema, view));
-          inits.push(undefined);
-        } else {
-          const p = new HandlerProjection(view, (await loadHandler(view, hash)) as unknown as PgHandler);
-          projections.push(p);
-          inits.push(p);
-        }
-      }
-    }
-    const store = new PgViewStore(options, [], hashes);
+    const defined = await definedViews(schema, views);
+    const store = new PgViewStore(options, [], defined.hashes);
     await store.connect();
     try {
       const client = store.client as PgClient;
-      await withSetupLock(client, schema, async () => {
-        const rows = await viewRows(client, schema);
-        const existing = await userTables(client, schema);
-        const plans = views === undefined ? [] : planViews(views, hashes, rows, existing, options.beside === true);
-        for (const [i, p] of projections.entries()) {
-          const view = views?.[i];
-          const plan = plans[i];
-          if (view !== undefined && plan?.beside === true) {
-            if (plan.state === 'new' && existing.has(view.table)) throw store.notOurs(view.table);
-            // The live version goes on from its stored definition; one that has none is served as it stands.
-            const previous = await previousVersion(schema, plan.previous, rows.get(view.table)?.definition_hash ?? '', options.warn);
-            if (previous !== undefined) store.projections.push(previous);
-            store.pending.push({ definition: view, hash: hashes[i] as string, reason: plan.state === 'new' ? 'new' : 'changed', frozen: plan.state === 'changed' && previous === undefined });
-            continue;
-          }
-          if (view !== undefined && plan?.state === 'changed' && options.shadow !== true) {
-            const why =
-              options.beside === true
-                ? `its name is too long for the name of a version beside it (${NEXT}${view.table})`
-                : (options.inPlaceWhy ?? 'only a sink that reads a command log as it follows it (--read-log --follow, as under cqp run beside a log) builds a new version beside the live one');
-            options.warn(`rebuilding ${view.table} in place, from empty (definition changed): readers see it refill; ${why}`);
-          }
-          const create = async (): Promise<void> => {
-            if (view === undefined) for (const sql of eventsTableSql(schema)) await client.query(sql);
-            else if (view.kind === 'columns') await client.query(columnTableSql(schema, view));
-            else await (inits[i] as HandlerProjection).init(client);
-          };
-          await buildPgView(client, schema, p.name, hashes[i] as string, create, view, () => store.notOurs(p.name));
-          store.projections.push(p);
-        }
-        if (views !== undefined && options.shadow !== true) {
-          // What a handler view's build beside left, once none is built.
-          if (!store.pending.some((p) => p.definition.kind === 'handler')) await client.query(`DROP SCHEMA IF EXISTS ${q(sideSchema(schema))} CASCADE`);
-          const building = new Set(store.pending.map((p) => `${NEXT}${p.definition.table}`));
-          await removedPgViews(client, schema, new Set(views.map((v) => v.table)), building, options.dropRemoved === true, options.warn);
-        }
-      });
+      const { projections, pending } = await setUpViews(client, options, defined, (table) => store.notOurs(table));
+      store.projections.push(...projections);
+      store.pending.push(...pending);
       await store.readPositions(client);
       // What every defined view holds, a version served as it stands included: what was given to it before.
       const names = new Set(views === undefined ? [EVENTS_VIEW] : views.map((v) => v.table));
@@ -220,23 +147,13 @@ export class PgViewStore implements BesideStore {
   /** Opens the batch's transaction: with the positions in memory of its sources checked inside it (no round trip), else read. */
   private async begin(client: PgClient, sources: string[]): Promise<{ tx: PgTransaction; read: boolean }> {
     const tx = new PgTransaction(client);
-    const guard = this.known ? this.guard(sources) : undefined;
+    const guard = this.known ? positionsGuard(this.options.schema, this.projections, sources) : undefined;
     if (guard === undefined) await this.readPositions(client, true);
     else {
       tx.add('BEGIN');
       tx.add(guard);
     }
     return { tx, read: guard === undefined };
-  }
-
-  private guard(sources: string[]): string | undefined {
-    const expected: Record<string, PositionMap> = {};
-    for (const p of this.projections) {
-      const mine: PositionMap = {};
-      for (const source of sources) if (p.applied[source] !== undefined) mine[source] = p.applied[source];
-      if (Object.keys(mine).length > 0) expected[p.name] = mine;
-    }
-    return positionsGuardSql(this.options.schema, this.views, sources, expected);
   }
 
   get views(): string[] {
@@ -396,7 +313,7 @@ export class PgViewStore implements BesideStore {
           await this.connect();
           this.options.warn(`cqp: ${this.where}: connected again; writing the batch`);
         }
-        await this.transaction(this.client as PgClient, items, once, through, seen);
+        await writeBatch(this.batchTarget(), this.client as PgClient, items, once, through, seen);
         return;
       } catch (error) {
         this.known = false;
@@ -428,76 +345,10 @@ export class PgViewStore implements BesideStore {
     }
   }
 
-  private async transaction(client: PgClient, items: ViewEvent[], onBad: BadEventHandler, through: PositionMap | undefined, seen: PositionMap[]): Promise<void> {
-    const ranges = positionRanges(items);
-    const first = new Map([...ranges].map(([source, range]) => [source, range.min]));
-    for (const source in through) {
-      const n = through[source] as string;
-      const range = ranges.get(source);
-      if (range === undefined) ranges.set(source, { min: n, max: n });
-      else if (compareFast(n, range.max) > 0) range.max = n;
-    }
-    for (const [source, range] of ranges) raise(this.reached, { [source]: range.max });
-    const { tx, read } = await this.begin(client, [...ranges.keys()]);
-    // Positions read in this transaction (not checked by the guard): in a group, another worker may have moved them.
-    if (this.options.group !== undefined && read) await this.fence(client, seen, first);
-    const moved: PositionMap[] = [];
-    const rows: Array<[string, string, string]> = [];
-    for (const p of this.projections) {
-      let check = false;
-      for (const [source, range] of ranges) {
-        const last = p.applied[source];
-        if (last !== undefined && (compareFast(last, range.min) >= 0 || holds(last, range.min))) check = true;
-        // Positions kept per part of a source: isApplied places the whole source's events, or refuses them.
-        if (hasParts(p.applied, source)) check = true;
-      }
-      const todo: number[] = [];
-      for (let i = 0; i < items.length; i++) {
-        const position = (items[i] as ViewEvent).position;
-        if (check && position !== undefined && isApplied(p.applied, position)) continue;
-        todo.push(i);
-      }
-      if (todo.length > 0) await p.apply(tx, items, todo, onBad);
-      const m: PositionMap = {};
-      for (const [source, range] of ranges) {
-        const last = p.applied[source];
-        if (last !== undefined && compareFast(range.max, last) <= 0) continue;
-        m[source] = range.max;
-        rows.push([p.name, source, range.max]);
-      }
-      moved.push(m);
-    }
-    // The views' writes still held, the positions and the COMMIT: one round trip.
-    await tx.commit(rows.length === 0 ? undefined : positionsUpsertSql(this.options.schema, rows));
-    this.projections.forEach((p, v) => Object.assign(p.applied, moved[v]));
-  }
-
-  /**
-   * A group's fence, with the stored positions just read inside the batch's transaction: a source whose
-   * stored position another worker moved since this store saw it is no longer this worker's, unless
-   * the batch starts at that position or past it (the source took it over from there). Such a batch is rolled back,
-   * and the store stops: it is restarted and resumes from the stored positions.
-   */
-  private async fence(client: PgClient, seen: PositionMap[], first: Map<string, string>): Promise<void> {
-    for (const [v, p] of this.projections.entries()) {
-      for (const [source, n] of first) {
-        const stored = p.applied[source];
-        const before = seen[v]?.[source];
-        if (stored === undefined || stored === before) continue;
-        // A batch starting at the stored position, or past it, comes from a reader that started there: a
-        // worker taking a partition reads it again from the stored event, which a stage may drop (a
-        // \`where\` changed by a reload). A reader that lost the partition goes on from where this store
-        // stood, before the stored position: the events up to it passed the same stages for the worker
-        // that committed them, so its batch holds them, and starts at or before it.
-        if (compareN(n.split('.')[0] as string, stored.split('.')[0] as string) >= 0) continue;
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw new CqpError(
-          'FENCED',
-          `${this.where}: fenced: another worker of group ${this.options.group ?? ''} has committed ${source} up to ${stored} since this one saw ${before ?? 'nothing'} of it ` +
-            `(this worker lost that partition's lease); the batch from ${n} was rolled back, nothing of it applied`,
-        );
-      }
-    }
+  /** This store as the batch writer sees it. */
+  private batchTarget(): BatchTarget {
+    const { schema, group } = this.options;
+    return { schema, group, projections: this.projections, where: this.where, reached: this.reached, begin: (client, sources) => this.begin(client, sources) };
   }
 
   /** The definition hash of each view, in order (replay compares them). */
