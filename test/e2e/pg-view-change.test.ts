@@ -3,18 +3,19 @@
  * schema and renamed into its place, so a reader never sees it empty or half built, and a kill -9 during
  * the build or the swap loses nothing.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openCommandLog } from '../../src/log/command-log.js';
-import { BIN, shellCommand } from '../helpers/cli.js';
+import { BIN } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { URL_ } from '../helpers/pg-views.js';
 import { runPipeline, tmpDir } from '../helpers/pipeline.js';
 import { service, uniqueName } from '../helpers/services.js';
+import { expectOldThenNew, fillLog, foldLog, killNow, seededRandom, viewsFile, WITH_COPY, type Answer, type Row } from '../helpers/view-change.js';
 
 const up = await service('postgres');
 let admin: pg.Client;
@@ -29,65 +30,6 @@ afterAll(async () => {
   for (const s of schemas) await admin.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`);
   await admin.end();
 });
-
-function viewsFile(extra = ''): string {
-  return `views:
-  - table: ice_creams
-    columns:
-      name: payload.name
-      price: { path: payload.price, type: real }
-      sold: { type: integer }${extra}
-    on:
-      create.ice_cream: upsert
-      update.ice_cream: upsert
-      delete.ice_cream: delete
-      sale.ice_cream: { increment: { sold: payload.qty } }
-`;
-}
-const WITH_COPY = viewsFile('\n      pcopy: { path: payload.price, type: real }');
-
-interface Row {
-  id: string;
-  name: string | null;
-  price: number | null;
-  sold: number;
-  pcopy?: number | null;
-}
-
-/** The log's events, and the ice_creams view folded from them independently of cqp. */
-async function foldLog(log: string, copy: boolean): Promise<{ rows: Row[]; deletesAfter: (seq: number) => number }> {
-  const l = await openCommandLog(log);
-  const view = new Map<string, Row>();
-  const deletes: number[] = [];
-  try {
-    for await (const batch of l.read({})) {
-      for (const r of batch) {
-        const e = JSON.parse(r.bytes.toString('utf8')) as { header: { eventName: string[]; rel: { id: string } }; payload: Record<string, unknown> };
-        const id = e.header.rel.id;
-        const type = e.header.eventName[0];
-        if (type === 'delete.ice_cream') {
-          view.delete(id);
-          deletes.push(r.seq);
-          continue;
-        }
-        if (type !== 'create.ice_cream' && type !== 'update.ice_cream' && type !== 'sale.ice_cream') continue;
-        const row = view.get(id) ?? { id, name: null, price: null, sold: 0, ...(copy ? { pcopy: null } : {}) };
-        if (type === 'sale.ice_cream') row.sold += Number(e.payload.qty);
-        else {
-          if ('name' in e.payload) row.name = e.payload.name as string;
-          if ('price' in e.payload) {
-            row.price = e.payload.price as number;
-            if (copy) row.pcopy = e.payload.price as number;
-          }
-        }
-        view.set(id, row);
-      }
-    }
-  } finally {
-    await l.close();
-  }
-  return { rows: [...view.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), deletesAfter: (seq) => deletes.filter((s) => s > seq).length };
-}
 
 async function tableRows(schema: string, copy: boolean): Promise<Row[]> {
   const r = await admin.query<Row>(`SELECT id, name, price, sold::int AS sold${copy ? ', pcopy' : ''} FROM "${schema}".ice_creams ORDER BY id COLLATE "C"`);
@@ -107,18 +49,6 @@ async function position(schema: string, view: string): Promise<number> {
 async function colNames(schema: string): Promise<string[]> {
   const r = await admin.query<{ c: string }>("SELECT column_name AS c FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'ice_creams'", [schema]);
   return r.rows.map((x) => x.c);
-}
-
-/** Fills a command log with demo events. */
-function fillLog(dir: string, count: number): void {
-  execFileSync('sh', ['-c', `${shellCommand('source', `demo --count ${count}`)} | ${shellCommand('sink', 'log --path events.log --fsync never')}`], { cwd: dir });
-}
-
-interface Answer {
-  count: number;
-  copy: boolean;
-  /** How many rows of the new column are null while it shows: none may be, built complete. */
-  nullCopies: number;
 }
 
 /** Reads the view every 50 ms on a connection of its own until `stop` says so. */
@@ -189,16 +119,8 @@ sinks:
     expect(await p.exitWithin(30_000), p.stderr()).toBe(0);
 
     const { rows, deletesAfter } = await foldLog(join(dir, 'events.log'), true);
-    expect(seen.length).toBeGreaterThan(5);
-    expect(seen.some((a) => !a.copy)).toBe(true);
-    expect(seen.some((a) => a.copy)).toBe(true);
-    for (const a of seen) {
-      // Never below what was there minus the deletes since; the new column only ever complete.
-      expect(a.count).toBeGreaterThanOrEqual(count - deletesAfter(at));
-      expect(a.nullCopies).toBe(0);
-    }
-    const first = seen.findIndex((a) => a.copy);
-    expect(seen.slice(first).every((a) => a.copy)).toBe(true);
+    // Never below what was there minus the deletes since; the new column only ever complete, and once shown it stays.
+    expectOldThenNew(seen, count - deletesAfter(at));
     expect(await tableRows(schema, true)).toEqual(rows);
     expect(activities.some((a) => /^rebuilding ice_creams: \d+% of \d+ events/.test(a)), activities.join('\n')).toBe(true);
   }, 180_000);
@@ -217,27 +139,21 @@ sinks:
       children.push(c);
       return c;
     };
-    const kill = async (c: ChildProcess): Promise<void> => {
-      const exited = new Promise((resolve) => c.once('close', resolve));
-      c.kill('SIGKILL');
-      await exited;
-    };
     const first = sink();
     await eventually(async () => (await position(schema, 'ice_creams')) === 80_000, { timeoutMs: 90_000, what: 'the view to catch up with the log' });
-    await kill(first);
+    await killNow(first);
     writeFileSync(views, WITH_COPY);
     const positions: number[] = [];
     let swapped = false;
     // Kills at random moments (a fixed seed: the same moments on every run) until the swap has happened.
-    let seed = 7;
-    const random = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    const random = seededRandom(7);
     for (let round = 0; round < 40 && !swapped; round++) {
       const c = sink();
       let err = '';
       c.stderr?.on('data', (b: Buffer) => (err += b.toString()));
       await eventually(async () => err.includes('rebuilding ice_creams') || (await colNames(schema)).includes('pcopy'), { what: () => `the sink to start; stderr:\n${err}` });
       await sleep(100 + random() * 600);
-      await kill(c);
+      await killNow(c);
       positions.push(await position(schema, 'cqp_next_ice_creams'));
       swapped = (await colNames(schema)).includes('pcopy');
       // Whatever the moment of the kill, the view is one version or the other, whole.
@@ -273,20 +189,14 @@ sinks:
       children.push(c);
       return c;
     };
-    const kill = async (c: ChildProcess): Promise<void> => {
-      const exited = new Promise((resolve) => c.once('close', resolve));
-      c.kill('SIGKILL');
-      await exited;
-    };
     const first = sink();
     await eventually(async () => (await position(schema, 'types')) === 5000, { timeoutMs: 90_000, what: 'the view to catch up with the log' });
-    await kill(first);
+    await killNow(first);
     writeFileSync(join(dir, 'types.mjs'), module(10, ', extra text'));
     const hasExtra = async (): Promise<boolean> =>
       (await admin.query("SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'types' AND column_name = 'extra'", [schema])).rowCount === 1;
     let swapped = false;
-    let seed = 11;
-    const random = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    const random = seededRandom(11);
     for (let round = 0; round < 40 && !swapped; round++) {
       const c = sink();
       let err = '';
@@ -294,7 +204,7 @@ sinks:
       await eventually(async () => err.includes('rebuilding types') || (await hasExtra()), { what: () => `the sink to start; stderr:\n${err}` });
       // A handler's build is one round trip per event: a longer run between kills than for a columns view.
       await sleep(300 + random() * 1200);
-      await kill(c);
+      await killNow(c);
       swapped = await hasExtra();
       expect(await position(schema, 'types')).toBe(5000);
     }

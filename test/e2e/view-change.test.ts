@@ -2,75 +2,16 @@
  * Changing a view while it is read: the new version is built beside the live one and swapped in, so a
  * reader never sees it empty or half built, and a kill -9 during the build or the swap loses nothing.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openCommandLog } from '../../src/log/command-log.js';
-import { BIN, shellCommand } from '../helpers/cli.js';
+import { BIN } from '../helpers/cli.js';
 import { eventually } from '../helpers/eventually.js';
 import { runPipeline, tmpDir } from '../helpers/pipeline.js';
-
-function viewsFile(extra = ''): string {
-  return `views:
-  - table: ice_creams
-    columns:
-      name: payload.name
-      price: { path: payload.price, type: real }
-      sold: { type: integer }${extra}
-    on:
-      create.ice_cream: upsert
-      update.ice_cream: upsert
-      delete.ice_cream: delete
-      sale.ice_cream: { increment: { sold: payload.qty } }
-`;
-}
-const WITH_COPY = viewsFile('\n      pcopy: { path: payload.price, type: real }');
-
-interface Row {
-  id: string;
-  name: string | null;
-  price: number | null;
-  sold: number;
-  pcopy?: number | null;
-}
-
-/** The log's events, and the ice_creams view folded from them independently of cqp. */
-async function foldLog(log: string, copy: boolean): Promise<{ rows: Row[]; deletesAfter: (seq: number) => number }> {
-  const l = await openCommandLog(log);
-  const view = new Map<string, Row>();
-  const deletes: number[] = [];
-  try {
-    for await (const batch of l.read({})) {
-      for (const r of batch) {
-        const e = JSON.parse(r.bytes.toString('utf8')) as { header: { eventName: string[]; rel: { id: string } }; payload: Record<string, unknown> };
-        const id = e.header.rel.id;
-        const type = e.header.eventName[0];
-        if (type === 'delete.ice_cream') {
-          view.delete(id);
-          deletes.push(r.seq);
-          continue;
-        }
-        if (type !== 'create.ice_cream' && type !== 'update.ice_cream' && type !== 'sale.ice_cream') continue;
-        const row = view.get(id) ?? { id, name: null, price: null, sold: 0, ...(copy ? { pcopy: null } : {}) };
-        if (type === 'sale.ice_cream') row.sold += Number(e.payload.qty);
-        else {
-          if ('name' in e.payload) row.name = e.payload.name as string;
-          if ('price' in e.payload) {
-            row.price = e.payload.price as number;
-            if (copy) row.pcopy = e.payload.price as number;
-          }
-        }
-        view.set(id, row);
-      }
-    }
-  } finally {
-    await l.close();
-  }
-  return { rows: [...view.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), deletesAfter: (seq) => deletes.filter((s) => s > seq).length };
-}
+import { expectOldThenNew, fillLog, foldLog, killNow, seededRandom, viewsFile, WITH_COPY, type Answer as ViewAnswer, type Row } from '../helpers/view-change.js';
 
 function tableRows(db: string, copy: boolean): Row[] {
   const d = new Database(db, { readonly: true });
@@ -81,16 +22,7 @@ function tableRows(db: string, copy: boolean): Row[] {
   }
 }
 
-/** Fills a command log with demo events. */
-function fillLog(dir: string, count: number): void {
-  execFileSync('sh', ['-c', `${shellCommand('source', `demo --count ${count}`)} | ${shellCommand('sink', 'log --path events.log --fsync never')}`], { cwd: dir });
-}
-
-interface Answer {
-  count: number;
-  copy: boolean;
-  /** How many rows of the new column are null while it shows: none may be, built complete. */
-  nullCopies: number;
+interface Answer extends ViewAnswer {
   /** The view's position (the log's seq) when the answer was read. */
   at: number;
 }
@@ -170,17 +102,8 @@ sinks:
     expect(await p.exitWithin(30_000), p.stderr()).toBe(0);
 
     const { rows, deletesAfter } = await foldLog(join(dir, 'events.log'), true);
-    expect(seen.length).toBeGreaterThan(5);
-    expect(seen.some((a) => !a.copy)).toBe(true);
-    expect(seen.some((a) => a.copy)).toBe(true);
-    for (const a of seen) {
-      // Never below what was there minus the deletes since; the new column only ever complete.
-      expect(a.count).toBeGreaterThanOrEqual(pre.count - deletesAfter(pre.at));
-      expect(a.nullCopies).toBe(0);
-    }
-    // Once the new column shows it stays: the old version never comes back.
-    const first = seen.findIndex((a) => a.copy);
-    expect(seen.slice(first).every((a) => a.copy)).toBe(true);
+    // Never below what was there minus the deletes since; the new column only ever complete, and once shown it stays.
+    expectOldThenNew(seen, pre.count - deletesAfter(pre.at));
     expect(tableRows(db, true)).toEqual(rows);
     expect(activities.some((a) => /^rebuilding ice_creams: \d+% of \d+ events/.test(a)), activities.join('\n')).toBe(true);
   }, 120_000);
@@ -196,17 +119,12 @@ sinks:
       children.push(c);
       return c;
     };
-    const kill = async (c: ChildProcess): Promise<void> => {
-      const exited = new Promise((resolve) => c.once('close', resolve));
-      c.kill('SIGKILL');
-      await exited;
-    };
     const first = sink();
     await eventually(() => (tableRows(db, false).length > 0 ? (new Database(db, { readonly: true }).prepare("SELECT n FROM cqp_positions WHERE view = 'ice_creams'").pluck().get() as string) === '120000' : false), {
       timeoutMs: 60_000,
       what: 'the view to catch up with the log',
     });
-    await kill(first);
+    await killNow(first);
     writeFileSync(views, WITH_COPY);
     const shadow = join(dir, 'views.db.rebuild');
     const stored = (): number => {
@@ -224,15 +142,14 @@ sinks:
     const positions: number[] = [];
     let swapped = false;
     // Kills at random moments (a fixed seed: the same moments on every run) until the swap has happened.
-    let seed = 7;
-    const random = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const random = seededRandom(7);
     for (let round = 0; round < 40 && !swapped; round++) {
       const c = sink();
       let err = '';
       c.stderr?.on('data', (b: Buffer) => (err += b.toString()));
       await eventually(() => err.includes('rebuilding ice_creams') || /pcopy/.test(JSON.stringify(colNames(db))), { what: () => `the sink to start; stderr:\n${err}` });
       await sleep(100 + random() * 600);
-      await kill(c);
+      await killNow(c);
       positions.push(stored());
       swapped = colNames(db).includes('pcopy');
     }
@@ -246,7 +163,7 @@ sinks:
     await eventually(() => (new Database(db, { readonly: true }).prepare("SELECT n FROM cqp_positions WHERE view = 'ice_creams'").pluck().get() as string) === '120000', {
       what: 'the new version to hold the whole log',
     });
-    await kill(last);
+    await killNow(last);
     const { rows } = await foldLog(join(dir, 'events.log'), true);
     expect(tableRows(db, true)).toEqual(rows);
   }, 120_000);
