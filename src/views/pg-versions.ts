@@ -17,6 +17,15 @@ import type { ShadowStore } from './rebuild.js';
 import { EVENTS_VIEW, type BadEventHandler, type ViewEvent } from './store.js';
 import { storedDefinition, type StoredHandler } from './versions.js';
 
+/** Records in `schema` (quoted) which version of `view` is there: its definition's hash, tables and definition. */
+async function recordVersion(client: PgClient, schema: string, view: string, hash: string, tables: string, definition: string | null): Promise<void> {
+  await client.query(
+    `INSERT INTO ${schema}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
+      'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
+    [view, hash, tables, definition],
+  );
+}
+
 /**
  * Where a handler view's version is built beside the live one: a schema of its own next to the views'
  * (the module's init() creates tables of its choosing, by the live version's names), from which the
@@ -153,11 +162,7 @@ export async function swapInPg(client: PgClient, schema: string, view: ColumnVie
     await client.query(`DELETE FROM ${s}.cqp_positions WHERE view = $1`, [view.table]);
     await client.query(`UPDATE ${s}.cqp_positions SET view = $1 WHERE view = $2`, [view.table, next]);
     await client.query(`DELETE FROM ${s}.cqp_views WHERE view = $1`, [next]);
-    await client.query(
-      `INSERT INTO ${s}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
-        'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
-      [view.table, hash, JSON.stringify(tables), storedDefinition(view)],
-    );
+    await recordVersion(client, s, view.table, hash, JSON.stringify(tables), storedDefinition(view));
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -262,11 +267,7 @@ export async function buildPgView(
     await create();
     const made = [...(await userTables(client, schema))].filter((t) => !before.has(t));
     await client.query(`DELETE FROM ${q(schema)}.cqp_positions WHERE view = $1`, [view]);
-    await client.query(
-      `INSERT INTO ${q(schema)}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
-        'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
-      [view, hash, JSON.stringify(made), definition === undefined ? null : storedDefinition(definition)],
-    );
+    await recordVersion(client, q(schema), view, hash, JSON.stringify(made), definition === undefined ? null : storedDefinition(definition));
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -296,11 +297,7 @@ export async function swapInPgSide(client: PgClient, schema: string, view: ViewD
     await client.query(`INSERT INTO ${s}.cqp_positions (view, source, n) SELECT view, source, n FROM ${q(side)}.cqp_positions WHERE view = $1`, [view.table]);
     await client.query(`DELETE FROM ${q(side)}.cqp_positions WHERE view = $1`, [view.table]);
     await client.query(`DELETE FROM ${q(side)}.cqp_views WHERE view = $1`, [view.table]);
-    await client.query(
-      `INSERT INTO ${s}.cqp_views (view, definition_hash, tables, definition) VALUES ($1, $2, $3, $4) ` +
-        'ON CONFLICT (view) DO UPDATE SET definition_hash = excluded.definition_hash, tables = excluded.tables, definition = excluded.definition',
-      [view.table, hash, JSON.stringify(built.tables), storedDefinition(view)],
-    );
+    await recordVersion(client, s, view.table, hash, JSON.stringify(built.tables), storedDefinition(view));
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);

@@ -8,7 +8,7 @@ import { compareN, hasParts, holds, isApplied, minimumPositions } from '../core/
 import type { PositionMap } from '../core/position.js';
 import { viewHash } from './definition.js';
 import type { JsonObject } from '../core/component.js';
-import { dropView, notOurs, q, rebuildFileOf, removedViews, removeRebuildFile, storedDefinition, swapIn, userTables, type StoredHandler } from './versions.js';
+import { dropView, notOurs, q, rebuildFileOf, recordVersion, removedViews, removeRebuildFile, swapIn, userTables, type StoredHandler } from './versions.js';
 import type { BesideStore, ShadowStore } from './rebuild.js';
 import { BadEvent, exactSum } from './column-values.js';
 import type { ColumnViewDefinition, ViewDefinition } from './definition.js';
@@ -257,12 +257,7 @@ export class ViewStore implements BesideStore {
       create();
       const made = [...userTables(db)].filter((t) => !before.has(t));
       db.prepare('DELETE FROM cqp_positions WHERE view = ?').run(view.table);
-      db.prepare('INSERT OR REPLACE INTO cqp_views (view, definition_hash, tables, definition) VALUES (?, ?, ?, ?)').run(
-        view.table,
-        hash,
-        JSON.stringify(made),
-        storedDefinition(view),
-      );
+      recordVersion(db, 'main', view, hash, made);
     })();
   }
 

@@ -116,14 +116,14 @@ export function swapIn(db: SqliteDatabase, dbFile: string, shadowFile: string, v
       for (const o of mine) if (o.type !== 'table') db.exec(o.sql);
       db.prepare('DELETE FROM main.cqp_positions WHERE view = ?').run(view.table);
       db.prepare('INSERT INTO main.cqp_positions (view, source, n) SELECT view, source, n FROM cqp_shadow.cqp_positions WHERE view = ?').run(view.table);
-      db.prepare('INSERT OR REPLACE INTO main.cqp_views (view, definition_hash, tables, definition) VALUES (?, ?, ?, ?)').run(
-        view.table,
-        hash,
-        JSON.stringify(fresh),
-        storedDefinition(view),
-      );
+      recordVersion(db, 'main', view, hash, fresh);
     }).immediate();
   } finally {
     db.exec('DETACH DATABASE cqp_shadow');
   }
+}
+
+/** Records in `schema` (main, or an attached database) which version of `view` is there: its hash, tables and definition. */
+export function recordVersion(db: SqliteDatabase, schema: string, view: { kind: string; table: string }, hash: string, tables: string[]): void {
+  db.prepare(`INSERT OR REPLACE INTO ${schema}.cqp_views (view, definition_hash, tables, definition) VALUES (?, ?, ?, ?)`).run(view.table, hash, JSON.stringify(tables), storedDefinition(view));
 }
