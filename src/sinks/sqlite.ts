@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import * as z from 'zod';
 import { defineSink } from '../core/component.js';
-import type { ViewEvent } from '../views/store.js';
+import { viewEvents } from '../views/view-events.js';
 import { viewsFileRead } from '../views/views-file.js';
 
 export default defineSink({
@@ -76,12 +76,7 @@ export default defineSink({
     return {
       applied: () => store.applied(),
       async write(batch, through) {
-        const items: ViewEvent[] = new Array<ViewEvent>(batch.length);
-        for (let i = 0; i < batch.length; i++) {
-          const e = batch[i] as (typeof batch)[number];
-          // The text (without its stamp) is only stored by the default `events` table.
-          items[i] = definitions === undefined ? { event: e.event(), position: e.position, text: e.text } : { event: e.event(), position: e.position };
-        }
+        const items = viewEvents(batch, definitions === undefined);
         // An event reported bad in a try rolled back is not reported (dead-lettered) again when the batch is retried.
         const reported = new Set<string>();
         const apply = (): void =>
